@@ -1,0 +1,301 @@
+//! Configuration: where it comes from and what it ends up as.
+//!
+//! Owns the precedence rule (command-line flag > environment variable >
+//! `hpgate:` appSettings > default), finding and reading web.config, and
+//! turning every problem into a positioned [`ConfigError`]. It must not
+//! start anything: loading is pure apart from reading files and PATH.
+
+mod error;
+mod paths;
+mod settings;
+mod values;
+mod xml;
+
+use std::path::{Path, PathBuf};
+
+pub use error::{line_column, ConfigError, ConfigErrors, Origin};
+pub use paths::{is_windows_absolute, process_env_lookup as expand_lookup, PORT_PLACEHOLDER};
+pub use settings::{parse_listen, Config, APP_SETTINGS, DEFAULT_LISTEN, HTTP_PLATFORM_ATTRIBUTES};
+pub use values::{format_span, split_arguments, Compression, LogFormat};
+
+use settings::Problems;
+use xml::Element;
+
+/// What the command line and environment say, before web.config is read.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// An explicit web.config path (flag or HPGATE_CONFIG) and where it came from.
+    pub config: Option<(PathBuf, Origin)>,
+    pub listen: Option<(String, Origin)>,
+    pub web_socket_compression: Option<(String, Origin)>,
+    pub log_format: Option<(String, Origin)>,
+    /// `-- COMMAND ARGS...`: replaces processPath and arguments.
+    pub command: Vec<String>,
+    /// The folder hpgate was started in.
+    pub cwd: PathBuf,
+}
+
+/// Loads the effective configuration, or every problem found.
+pub fn load(src: &Sources, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+    let file = match &src.config {
+        Some((path, origin)) => {
+            let path = src.cwd.join(path);
+            if !path.is_file() {
+                return Err(ConfigError::new(
+                    origin.clone(),
+                    format!("no web.config at {}", path.display()),
+                )
+                .into());
+            }
+            Some(path)
+        }
+        None => {
+            let default = src.cwd.join("web.config");
+            if default.is_file() {
+                Some(default)
+            } else if src.command.is_empty() {
+                return Err(ConfigError::new(
+                    Origin::WholeFile(default),
+                    "no web.config here; run hpgate in the site folder, pass --config PATH, or give the app's command after -- (hpgate run -- python app.py)",
+                )
+                .into());
+            } else {
+                None
+            }
+        }
+    };
+
+    let site_root = file
+        .as_deref()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| src.cwd.clone());
+    let mut cfg = Config::defaults(site_root);
+    let mut errors = Vec::new();
+
+    let mut detailed_errors_set = false;
+    if let Some(path) = &file {
+        detailed_errors_set =
+            read_web_config(&mut cfg, path, !src.command.is_empty(), env, &mut errors);
+        cfg.config_file = Some(path.clone());
+    }
+
+    if let Some((program, args)) = src.command.split_first() {
+        cfg.process_path = program.clone();
+        cfg.argv = args.to_vec();
+        cfg.arguments = values::join_arguments(args);
+    }
+    if !cfg.process_path.is_empty() {
+        cfg.process_path = settings::resolve_process_path(&cfg.site_root, &cfg.process_path);
+    }
+
+    let mut flag = |value: &Option<(String, Origin)>,
+                    apply: &mut dyn FnMut(&str) -> Result<(), String>| {
+        if let Some((raw, origin)) = value {
+            if let Err(msg) = apply(raw) {
+                errors.push(ConfigError::new(origin.clone(), msg));
+            }
+        }
+    };
+    flag(&src.listen, &mut |raw| {
+        cfg.listen = parse_listen(raw)?;
+        Ok(())
+    });
+    flag(&src.web_socket_compression, &mut |raw| {
+        cfg.web_socket_compression = Compression::parse(raw)?;
+        Ok(())
+    });
+    flag(&src.log_format, &mut |raw| {
+        cfg.log_format = LogFormat::parse(raw)?;
+        Ok(())
+    });
+
+    if !detailed_errors_set {
+        // The app's output can hold secrets: show it only to local users
+        // unless the site owner opts in.
+        cfg.detailed_errors = cfg.listen.ip().is_loopback();
+    }
+    if errors.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// Collects problems with their file positions.
+struct FileProblems<'a> {
+    path: &'a Path,
+    text: &'a str,
+    errors: &'a mut Vec<ConfigError>,
+}
+
+impl Problems for FileProblems<'_> {
+    fn at(&mut self, offset: usize, message: String) {
+        let (line, column) = line_column(self.text, offset);
+        self.errors.push(ConfigError::new(
+            Origin::File {
+                path: self.path.to_path_buf(),
+                line,
+                column,
+            },
+            message,
+        ));
+    }
+}
+
+/// Reads one web.config into `cfg`; returns whether it set hpgate:detailedErrors.
+fn read_web_config(
+    cfg: &mut Config,
+    path: &Path,
+    have_command: bool,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<ConfigError>,
+) -> bool {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            errors.push(ConfigError::new(
+                Origin::WholeFile(path.to_path_buf()),
+                format!("cannot read the file: {e}"),
+            ));
+            return false;
+        }
+    };
+    let text = match xml::decode(&bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            // Offsets here are into the raw bytes; line/column of the valid prefix.
+            let prefix = String::from_utf8_lossy(&bytes[..e.offset.min(bytes.len())]).into_owned();
+            FileProblems {
+                path,
+                text: &prefix,
+                errors,
+            }
+            .at(prefix.len(), e.message);
+            return false;
+        }
+    };
+    let mut problems = FileProblems {
+        path,
+        text: &text,
+        errors,
+    };
+    let root = match xml::parse(&text) {
+        Ok(root) => root,
+        Err(e) => {
+            problems.at(e.offset, e.message);
+            return false;
+        }
+    };
+    if root.name != "configuration" {
+        problems.at(
+            root.offset,
+            format!(
+                "the root element is <{}>; web.config starts with <configuration>",
+                root.name
+            ),
+        );
+        return false;
+    }
+
+    let platforms = find_all(&root, &["system.webServer", "httpPlatform"]);
+    if let Some(second) = platforms.get(1) {
+        problems.at(
+            second.offset,
+            "a second <httpPlatform>; web.config must have exactly one".into(),
+        );
+    }
+    match platforms.first() {
+        Some(el) => {
+            settings::apply_http_platform(cfg, el, env, &mut problems);
+            let missing = el
+                .attr("processPath")
+                .is_none_or(|a| a.value.trim().is_empty());
+            if missing && !have_command {
+                problems.at(
+                    el.offset,
+                    "<httpPlatform> has no processPath; set it to the program that runs the app (for example processPath=\".venv/bin/python\")".into(),
+                );
+            }
+        }
+        None if !have_command => {
+            let hint = if find_all(&root, &["system.webServer", "aspNetCore"]).is_empty() {
+                ""
+            } else {
+                " (this file configures <aspNetCore>; hpgate reads <httpPlatform>)"
+            };
+            problems.at(
+                root.offset,
+                format!("no <httpPlatform> inside <configuration><system.webServer>{hint}; add one, or give the app's command after --"),
+            );
+        }
+        None => {}
+    }
+
+    for settings_el in find_all(&root, &["appSettings"]) {
+        for item in &settings_el.children {
+            if item.name != "add" {
+                continue;
+            }
+            let Some(key) = item.attr("key") else {
+                continue;
+            };
+            let Some(name) = strip_prefix_ci(key.value.trim(), "hpgate:") else {
+                continue;
+            };
+            let value = item.attr("value").map(|v| v.value.as_str()).unwrap_or("");
+            if let Err(msg) = settings::apply_app_setting(cfg, name, value) {
+                let at = item.attr("value").map(|v| v.offset).unwrap_or(key.offset);
+                problems.at(at, format!("appSettings key {}: {msg}", key.value.trim()));
+            }
+        }
+    }
+    find_all(&root, &["appSettings"]).iter().any(|s| {
+        s.children.iter().any(|i| {
+            i.attr("key")
+                .is_some_and(|k| k.value.trim().eq_ignore_ascii_case("hpgate:detailedErrors"))
+        })
+    })
+}
+
+/// Elements at `path` below the root, also inside `<location>` wrappers
+/// (published ASP.NET-style web.config files put system.webServer there).
+fn find_all<'a>(root: &'a Element, path: &[&'a str]) -> Vec<&'a Element> {
+    let mut found = Vec::new();
+    let scopes = std::iter::once(root).chain(root.children_named("location"));
+    for scope in scopes {
+        let mut level = vec![scope];
+        for name in path {
+            level = level.iter().flat_map(|e| e.children_named(name)).collect();
+        }
+        found.extend(level);
+    }
+    found
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
+}
+
+impl Config {
+    /// Checks that `hpgate run` can act on this configuration on this OS.
+    pub fn check_runnable(&self) -> Result<(), ConfigError> {
+        let origin = self
+            .config_file
+            .clone()
+            .map(Origin::WholeFile)
+            .unwrap_or(Origin::Flag("--"));
+        if cfg!(unix) && is_windows_absolute(&self.process_path) {
+            return Err(ConfigError::new(
+                origin,
+                format!(
+                    "processPath {} is a Windows path and cannot run on this system; point processPath at the local interpreter (for example processPath=\".venv/bin/python\"), or give the command after -- (hpgate run -- .venv/bin/python -m waitress --port %HTTP_PLATFORM_PORT% wsgi:application)",
+                    self.process_path
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

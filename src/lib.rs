@@ -1,0 +1,10 @@
+//! hpgate: a gateway that starts, supervises and fronts web apps the way
+//! IIS HttpPlatformHandler does, for Linux and Windows.
+//!
+//! The binary (`main.rs`) only wires these modules together; integration
+//! tests drive the binary itself.
+#![deny(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod logging;
