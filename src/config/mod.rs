@@ -161,7 +161,32 @@ fn read_web_config(
             return false;
         }
     };
-    let text = match xml::decode(&bytes) {
+    read_web_config_bytes(cfg, path, &bytes, have_command, env, errors)
+}
+
+/// Parses web.config content as if read from `path` (used directly by the
+/// fuzz test: arbitrary bytes must give errors, never a panic).
+pub fn load_bytes(path: &Path, bytes: &[u8]) -> Result<Config, ConfigErrors> {
+    let site_root = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut cfg = Config::defaults(site_root);
+    let mut errors = Vec::new();
+    read_web_config_bytes(&mut cfg, path, bytes, false, &|_| None, &mut errors);
+    if errors.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn read_web_config_bytes(
+    cfg: &mut Config,
+    path: &Path,
+    bytes: &[u8],
+    have_command: bool,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<ConfigError>,
+) -> bool {
+    let text = match xml::decode(bytes) {
         Ok(t) => t,
         Err(e) => {
             // Offsets here are into the raw bytes; line/column of the valid prefix.
