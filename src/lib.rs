@@ -7,4 +7,8 @@
 
 pub mod cli;
 pub mod config;
+pub mod lifecycle;
 pub mod logging;
+pub mod proxy;
+pub mod signals;
+pub mod supervisor;

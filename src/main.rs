@@ -2,24 +2,15 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use hpgate::cli::{Action, Cli};
 
 fn main() -> ExitCode {
-    let cli = hpgate::cli::Cli::parse();
+    let cli = Cli::parse();
     let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
     let env = |name: &str| std::env::var(name).ok();
     match cli.action(&env, cwd) {
-        hpgate::cli::Action::PrintConfig(sources) => {
-            match hpgate::config::load(&sources, &hpgate::config::expand_lookup) {
-                Ok(cfg) => {
-                    println!("{}", serde_json::to_string_pretty(&cfg).unwrap_or_default());
-                    ExitCode::SUCCESS
-                }
-                Err(errors) => {
-                    eprintln!("{errors}");
-                    ExitCode::from(2)
-                }
-            }
-        }
-        _ => ExitCode::SUCCESS,
+        Action::Run(sources) => hpgate::lifecycle::run(sources),
+        Action::PrintConfig(sources) => hpgate::lifecycle::print_config(&sources),
+        Action::Watchdog => hpgate::supervisor::run_watchdog(),
     }
 }

@@ -1,0 +1,109 @@
+//! hpgate's life: load the configuration, bind, start the supervisor and
+//! the server, wait for a stop signal, shut down in order.
+//!
+//! Shutdown order: stop accepting, let in-flight requests finish (up to
+//! shutdownTimeLimit), close WebSockets with 1001, stop the app processes
+//! (stop signal, then kill after shutdownTimeLimit). A second signal exits
+//! at once; the OS guards still take the app processes down with hpgate.
+//! The stop signal is a cancellation token passed down, not global state.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Config, Sources};
+use crate::proxy::{self, websocket, Gateway};
+use crate::signals::Signals;
+use crate::supervisor::{watch_files, Supervisor};
+
+/// `hpgate config`: print the effective configuration or the errors.
+pub fn print_config(sources: &Sources) -> ExitCode {
+    match config::load(sources, &config::expand_lookup) {
+        Ok(cfg) => match serde_json::to_string_pretty(&cfg) {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: cannot render the configuration: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `hpgate run`.
+pub fn run(sources: Sources) -> ExitCode {
+    let cfg = match config::load(&sources, &config::expand_lookup) {
+        Ok(cfg) => cfg,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = cfg.check_runnable() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    crate::logging::init(cfg.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(cfg, sources))
+}
+
+async fn serve(cfg: Config, sources: Sources) -> ExitCode {
+    // Signals first, so one that arrives during start-up is not lost.
+    let mut signals = Signals::new();
+    let listener = match proxy::bind(cfg.listen).await {
+        Ok(l) => l,
+        Err(msg) => {
+            tracing::error!("{msg}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = listener.local_addr().unwrap_or(cfg.listen);
+    let grace = Duration::from_secs(cfg.shutdown_time_limit);
+    let cfg = Arc::new(cfg);
+
+    let sup = Supervisor::start(cfg.clone());
+    let ws = websocket::Registry::default();
+    let gateway = Arc::new(Gateway::new(sup.clone(), ws.clone()));
+    let stop = CancellationToken::new();
+    tracing::info!("listening on http://{addr}");
+
+    let server = tokio::spawn(proxy::serve(listener, gateway, stop.clone(), grace));
+    let reload = move || config::load(&sources, &config::expand_lookup);
+    let watcher = tokio::spawn(watch_files::run(sup.clone(), reload, stop.clone()));
+
+    let which = signals.next().await;
+    tracing::info!("{which} received: shutting down (a second signal exits at once)");
+    tokio::spawn(async move {
+        let again = signals.next().await;
+        tracing::warn!("{again} received again: exiting now");
+        std::process::exit(1);
+    });
+
+    stop.cancel();
+    ws.shutdown.cancel();
+    let _ = watcher.await;
+    let _ = server.await;
+    ws.tasks.close();
+    let _ = tokio::time::timeout(grace, ws.tasks.wait()).await;
+    sup.shutdown().await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}

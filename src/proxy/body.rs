@@ -1,0 +1,309 @@
+//! Body wrappers for the two legs of a forwarded request.
+//!
+//! Owns streaming accounting: each frame passes straight through (never
+//! collected), touches the shared activity clock that `requestTimeout`
+//! watches, and is counted for the access log, written when the response
+//! body ends or is dropped. Must not change a byte of any body.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::Sleep;
+use tokio_util::task::task_tracker::TaskTrackerToken;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// When bytes last moved in either direction of one request.
+#[derive(Debug)]
+pub struct Activity {
+    base: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    pub fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            base: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        })
+    }
+
+    pub fn touch(&self) {
+        let ms = self.base.elapsed().as_millis() as u64;
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    pub fn last(&self) -> Instant {
+        self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+
+    /// Resolves once nothing has moved for `limit`.
+    pub async fn idle_for(&self, limit: Duration) {
+        loop {
+            let deadline = self.last() + limit;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline.into()).await;
+        }
+    }
+}
+
+/// The client's request body on its way to the app.
+pub struct RequestBody {
+    inner: Option<Incoming>,
+    activity: Arc<Activity>,
+}
+
+impl RequestBody {
+    pub fn new(inner: Incoming, activity: Arc<Activity>) -> Self {
+        RequestBody {
+            inner: Some(inner),
+            activity,
+        }
+    }
+
+    /// No body (a retried request that had none).
+    pub fn empty(activity: Arc<Activity>) -> Self {
+        RequestBody {
+            inner: None,
+            activity,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let r = Pin::new(inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &r {
+            this.activity.touch();
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+/// One access-log line, written when the response is done.
+#[derive(Debug)]
+pub struct AccessLog {
+    pub method: http::Method,
+    pub path: String,
+    pub status: u16,
+    pub pid: Option<u32>,
+    pub start: Instant,
+    pub bytes: u64,
+    pub complete: bool,
+}
+
+impl AccessLog {
+    fn emit(&self) {
+        let pid = self
+            .pid
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "-".into());
+        let ms = (self.start.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
+        tracing::info!(
+            target: "access",
+            method = %self.method,
+            path = %self.path,
+            status = self.status,
+            bytes = self.bytes,
+            ms,
+            pid = %pid,
+            complete = self.complete,
+            "access"
+        );
+    }
+}
+
+/// The app's response body with its inactivity timer.
+pub struct Upstream {
+    inner: Incoming,
+    activity: Arc<Activity>,
+    limit: Option<Duration>,
+    timer: Option<Pin<Box<Sleep>>>,
+    // Held so a graceful stop of the process waits for this response.
+    _lease: TaskTrackerToken,
+}
+
+impl Upstream {
+    pub fn new(
+        inner: Incoming,
+        activity: Arc<Activity>,
+        limit: Option<Duration>,
+        lease: TaskTrackerToken,
+    ) -> Self {
+        Upstream {
+            inner,
+            activity,
+            limit,
+            timer: None,
+            _lease: lease,
+        }
+    }
+
+    /// Err when the inactivity limit has passed.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Result<(), BoxError> {
+        let Some(limit) = self.limit else {
+            return Ok(());
+        };
+        loop {
+            let deadline = self.activity.last() + limit;
+            let timer = self
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
+            if timer.deadline() != deadline.into() {
+                timer.as_mut().reset(deadline.into());
+            }
+            match timer.as_mut().poll(cx) {
+                Poll::Pending => return Ok(()),
+                Poll::Ready(()) if Instant::now() >= self.activity.last() + limit => {
+                    return Err(format!(
+                        "requestTimeout: the app sent nothing for {} s",
+                        limit.as_secs()
+                    )
+                    .into())
+                }
+                Poll::Ready(()) => continue,
+            }
+        }
+    }
+}
+
+use std::future::Future;
+
+enum Inner {
+    Full(Option<Bytes>),
+    Upstream(Upstream),
+}
+
+/// What hpgate sends to the client: its own page or the app's stream.
+pub struct ResponseBody {
+    inner: Inner,
+    log: Option<AccessLog>,
+}
+
+impl ResponseBody {
+    pub fn full(bytes: Bytes) -> Self {
+        ResponseBody {
+            inner: Inner::Full(Some(bytes).filter(|b| !b.is_empty())),
+            log: None,
+        }
+    }
+
+    pub fn upstream(up: Upstream) -> Self {
+        ResponseBody {
+            inner: Inner::Upstream(up),
+            log: None,
+        }
+    }
+
+    pub fn set_log(&mut self, log: AccessLog) {
+        self.log = Some(log);
+    }
+
+    fn count(&mut self, n: usize) {
+        if let Some(l) = self.log.as_mut() {
+            l.bytes += n as u64;
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(mut l) = self.log.take() {
+            l.complete = true;
+            l.emit();
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if let Some(l) = self.log.take() {
+            l.emit();
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let r = match &mut this.inner {
+            Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Upstream(up) => match Pin::new(&mut up.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    up.activity.touch();
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => match up.poll_timer(cx) {
+                    Ok(()) => Poll::Pending,
+                    Err(e) => {
+                        tracing::warn!("{e}; closing the response");
+                        Poll::Ready(Some(Err(e)))
+                    }
+                },
+            },
+        };
+        match &r {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    let n = d.len();
+                    this.count(n);
+                }
+                // hyper stops polling once a sized body is complete.
+                if this.is_end_stream() {
+                    this.finish();
+                }
+            }
+            Poll::Ready(None) => this.finish(),
+            _ => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Full(b) => b.is_none(),
+            Inner::Upstream(up) => up.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Inner::Upstream(up) => up.inner.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! The forwarding service: one client request in, one app response out.
+//!
+//! Phases, in order: `check_limits` (431/414/400 before anything reaches
+//! the app), `pick` a ready process, `upstream_request` (headers rewritten,
+//! body streamed), send with the inactivity limit, `downstream_response`
+//! (hop-by-hop removed, body streamed). Errors become pages in `error.rs`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{header, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+
+use super::body::{AccessLog, Activity, RequestBody, ResponseBody, Upstream};
+use super::error::{ProxyError, UnavailableDisplay};
+use super::headers;
+use super::websocket;
+use crate::config::Config;
+use crate::supervisor::{Backend, Supervisor};
+
+pub type AppClient = Client<HttpConnector, RequestBody>;
+
+/// Shared by every connection.
+pub struct Gateway {
+    pub sup: Supervisor,
+    pub client: AppClient,
+    pub ws: websocket::Registry,
+}
+
+impl Gateway {
+    pub fn new(sup: Supervisor, ws: websocket::Registry) -> Gateway {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(connector);
+        Gateway { sup, client, ws }
+    }
+}
+
+/// hyper service entry point: never fails; errors are rendered as pages.
+pub async fn handle(
+    gw: Arc<Gateway>,
+    req: Request<Incoming>,
+    client: SocketAddr,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let start = Instant::now();
+    let cfg = gw.sup.config();
+    let html = accepts_html(&req);
+    let method = req.method().clone();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let (mut resp, pid) = match forward(&gw, &cfg, req, client).await {
+        Ok(ok) => ok,
+        Err(e) => {
+            if e.status().is_server_error() {
+                tracing::error!(%method, %path, "{e}");
+            } else {
+                tracing::info!(%method, %path, "{e}");
+            }
+            (e.into_response(html, cfg.detailed_errors), None)
+        }
+    };
+    let status = resp.status().as_u16();
+    resp.body_mut().set_log(AccessLog {
+        method,
+        path,
+        status,
+        pid,
+        start,
+        bytes: 0,
+        complete: false,
+    });
+    Ok(resp)
+}
+
+fn accepts_html(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"))
+}
+
+async fn forward(
+    gw: &Gateway,
+    cfg: &Config,
+    req: Request<Incoming>,
+    client: SocketAddr,
+) -> Result<(Response<ResponseBody>, Option<u32>), ProxyError> {
+    check_limits(cfg, &req)?;
+    headers::check_framing(req.headers())?;
+    if websocket::is_upgrade(&req) {
+        return websocket::handle(gw, cfg, req, client).await;
+    }
+
+    let limit = (cfg.request_timeout > 0).then(|| Duration::from_secs(cfg.request_timeout));
+    let activity = Activity::new();
+    let (mut parts, body) = req.into_parts();
+    prepare_upstream_head(cfg, &mut parts, client, false);
+    // A request without a body can be sent again if the chosen process
+    // turned out to be gone before the connection was made.
+    let retry_parts = body_is_empty(&parts.headers).then(|| parts.clone());
+
+    let backend = pick(gw).await?;
+    let lease = backend.requests.token();
+    let up = Request::from_parts(
+        with_target(parts, &backend)?,
+        RequestBody::new(body, activity.clone()),
+    );
+    let result = send(gw, up, &backend, &activity, limit).await;
+    let (resp, backend, lease) = match (result, retry_parts) {
+        (Err(ProxyError::Connect { .. }), Some(parts)) => {
+            drop(lease);
+            let backend = pick(gw).await?;
+            let lease = backend.requests.token();
+            let empty = Request::from_parts(with_target(parts, &backend)?, ());
+            let up = empty.map(|()| RequestBody::empty(activity.clone()));
+            (
+                send(gw, up, &backend, &activity, limit).await?,
+                backend,
+                lease,
+            )
+        }
+        (r, _) => (r?, backend, lease),
+    };
+
+    let (mut parts, body) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, false);
+    // hpgate speaks HTTP/1.1 to the client whatever the app spoke.
+    parts.version = Version::HTTP_11;
+    let body = ResponseBody::upstream(Upstream::new(body, activity, limit, lease));
+    Ok((Response::from_parts(parts, body), Some(backend.pid)))
+}
+
+pub(super) async fn pick(gw: &Gateway) -> Result<Backend, ProxyError> {
+    gw.sup
+        .pick(None)
+        .await
+        .map_err(|u| ProxyError::Unavailable(UnavailableDisplay(u)))
+}
+
+/// Rewrites the head for the app: hop-by-hop out, forwarding headers in.
+pub(super) fn prepare_upstream_head(
+    cfg: &Config,
+    parts: &mut http::request::Parts,
+    client: SocketAddr,
+    keep_upgrade: bool,
+) {
+    headers::strip_hop_by_hop(&mut parts.headers, keep_upgrade);
+    headers::strip_spoofable(&mut parts.headers);
+    headers::add_forwarded(&mut parts.headers, client.ip(), cfg.trust_forwarded_headers);
+    parts.version = Version::HTTP_11;
+}
+
+/// Points the request at the process; the path and query stay byte-for-byte.
+pub(super) fn with_target(
+    mut parts: http::request::Parts,
+    backend: &Backend,
+) -> Result<http::request::Parts, ProxyError> {
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    parts.uri = Uri::try_from(format!("http://{}{}", backend.addr, pq))
+        .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
+    Ok(parts)
+}
+
+fn body_is_empty(h: &http::HeaderMap) -> bool {
+    !h.contains_key(header::TRANSFER_ENCODING)
+        && h.get(header::CONTENT_LENGTH)
+            .is_none_or(|v| v.as_bytes() == b"0")
+}
+
+async fn send(
+    gw: &Gateway,
+    req: Request<RequestBody>,
+    backend: &Backend,
+    activity: &Activity,
+    limit: Option<Duration>,
+) -> Result<Response<Incoming>, ProxyError> {
+    let idle = async {
+        match limit {
+            Some(l) => activity.idle_for(l).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = gw.client.request(req) => r.map_err(|e| classify(&e, backend)),
+        _ = idle => Err(ProxyError::Timeout { secs: limit.map_or(0, |l| l.as_secs()) }),
+        _ = backend.gone.cancelled() => Err(ProxyError::ProcessExited { pid: backend.pid }),
+    }
+}
+
+fn classify(e: &hyper_util::client::legacy::Error, backend: &Backend) -> ProxyError {
+    let mut reason = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        reason = format!("{reason}: {s}");
+        src = s.source();
+    }
+    if e.is_connect() {
+        ProxyError::Connect {
+            pid: backend.pid,
+            port: backend.addr.port(),
+            reason,
+        }
+    } else {
+        ProxyError::Backend {
+            pid: backend.pid,
+            reason,
+        }
+    }
+}
+
+/// Limits hyper does not enforce with the statuses RFC 9110 names.
+fn check_limits(cfg: &Config, req: &Request<Incoming>) -> Result<(), ProxyError> {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 10;
+    if line as u64 > cfg.max_request_line_bytes {
+        return Err(ProxyError::UriTooLong(format!(
+            "{line} bytes, over maxRequestLineBytes ({})",
+            cfg.max_request_line_bytes
+        )));
+    }
+    let count = req.headers().len();
+    if count as u64 > cfg.max_request_headers {
+        return Err(ProxyError::HeadersTooLarge(format!(
+            "{count} header fields, over maxRequestHeaders ({})",
+            cfg.max_request_headers
+        )));
+    }
+    let size: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if size as u64 > cfg.max_request_header_bytes {
+        return Err(ProxyError::HeadersTooLarge(format!(
+            "{size} bytes of header fields, over maxRequestHeaderBytes ({})",
+            cfg.max_request_header_bytes
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,252 @@
+//! Header rules of the forwarding path (RFC 9110 section 7.6.1 and the
+//! de-facto X-Forwarded-* set).
+//!
+//! Owns: request framing checks that hyper leaves to the application
+//! (smuggling vectors), hop-by-hop removal in both directions, the
+//! forwarding headers, and the anti-spoofing strip. Pure functions over
+//! header maps; no I/O.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use super::error::ProxyError;
+
+/// Rejects framing that two parsers could read differently. hyper's own
+/// parser already refuses obs-fold, whitespace before the colon, bad
+/// chunk sizes and conflicting Content-Length values; these are the cases
+/// it tolerates.
+pub fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
+    let cl: Vec<&HeaderValue> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
+    let te: Vec<&HeaderValue> = headers.get_all(header::TRANSFER_ENCODING).iter().collect();
+    if !cl.is_empty() && !te.is_empty() {
+        return Err(ProxyError::BadRequest(
+            "both Content-Length and Transfer-Encoding are present",
+        ));
+    }
+    if cl.len() > 1 || cl.iter().any(|v| v.as_bytes().contains(&b',')) {
+        return Err(ProxyError::BadRequest("Content-Length is repeated"));
+    }
+    if let Some(v) = cl.first() {
+        let ok = !v.is_empty() && v.as_bytes().iter().all(u8::is_ascii_digit);
+        if !ok {
+            return Err(ProxyError::BadRequest("Content-Length is not a number"));
+        }
+    }
+    if !te.is_empty() {
+        let codings: Vec<String> = te
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("\u{0}").split(','))
+            .map(|c| c.trim().to_ascii_lowercase())
+            .collect();
+        let chunked_last_only = codings.last().map(String::as_str) == Some("chunked")
+            && codings.iter().filter(|c| *c == "chunked").count() == 1
+            && codings.iter().all(|c| !c.is_empty());
+        if !chunked_last_only {
+            return Err(ProxyError::BadRequest(
+                "Transfer-Encoding must end with a single chunked",
+            ));
+        }
+    }
+    Ok(())
+}
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes Connection and every header it names, and the fixed hop-by-hop
+/// set. `keep_upgrade` keeps Upgrade/Connection for a WebSocket handshake.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        if keep_upgrade && name == header::UPGRADE {
+            continue;
+        }
+        headers.remove(&name);
+    }
+    for name in [
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+    ] {
+        headers.remove(name);
+    }
+    if !keep_upgrade {
+        headers.remove(header::CONNECTION);
+        headers.remove(header::UPGRADE);
+    }
+    let proxy_named: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for name in proxy_named {
+        headers.remove(name);
+    }
+}
+
+/// Drops headers only IIS's own modules may set, so a client cannot
+/// impersonate them (ANCM does the same).
+pub fn strip_spoofable(headers: &mut HeaderMap) {
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| {
+            k.as_str().starts_with("ms-aspnetcore-") || k.as_str() == "x-iis-windowsauthtoken"
+        })
+        .cloned()
+        .collect();
+    for name in names {
+        headers.remove(name);
+    }
+}
+
+static XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+static XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Adds X-Forwarded-For/Proto/Host and Forwarded. Client-sent values are
+/// kept (and appended to) only when `trust` is set; otherwise replaced.
+pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, trust: bool) {
+    let ip = client.to_string();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string);
+
+    let prior_xff = trust.then(|| join_values(headers, &XFF)).flatten();
+    let xff = match prior_xff {
+        Some(prior) => format!("{prior}, {ip}"),
+        None => ip.clone(),
+    };
+    set(headers, &XFF, &xff);
+    if !(trust && headers.contains_key(&XFP)) {
+        set(headers, &XFP, "http");
+    }
+    if !(trust && headers.contains_key(&XFH)) {
+        match &host {
+            Some(h) => set(headers, &XFH, h),
+            None => {
+                headers.remove(&XFH);
+            }
+        }
+    }
+
+    let node = match client {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(_) => format!("\"[{ip}]\""),
+    };
+    let mut element = format!("for={node}");
+    if let Some(h) = &host {
+        element.push_str(&format!(";host=\"{}\"", h.replace(['"', '\\'], "")));
+    }
+    element.push_str(";proto=http");
+    let prior = trust
+        .then(|| join_values(headers, &header::FORWARDED))
+        .flatten();
+    let forwarded = match prior {
+        Some(p) => format!("{p}, {element}"),
+        None => element,
+    };
+    set(headers, &header::FORWARDED, &forwarded);
+}
+
+fn join_values(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let vals: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!vals.is_empty()).then(|| vals.join(", "))
+}
+
+fn set(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name.clone(), v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn framing_vectors() {
+        assert!(check_framing(&map(&[("content-length", "5")])).is_ok());
+        assert!(check_framing(&map(&[("transfer-encoding", "chunked")])).is_ok());
+        assert!(check_framing(&map(&[("transfer-encoding", "gzip, chunked")])).is_ok());
+        for bad in [
+            &[("content-length", "5"), ("transfer-encoding", "chunked")][..],
+            &[("content-length", "5"), ("content-length", "5")],
+            &[("content-length", "5, 5")],
+            &[("content-length", "+5")],
+            &[("transfer-encoding", "chunked, gzip")],
+            &[("transfer-encoding", "chunked, chunked")],
+            &[("transfer-encoding", "identity")],
+        ] {
+            assert!(check_framing(&map(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_removed() {
+        let mut m = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("proxy-authorization", "x"),
+            ("upgrade", "h2c"),
+            ("x-keep", "1"),
+        ]);
+        strip_hop_by_hop(&mut m, false);
+        assert_eq!(m.len(), 1);
+        assert!(m.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn forwarded_replaces_unless_trusted() {
+        let mut m = map(&[("host", "example.com"), ("x-forwarded-for", "6.6.6.6")]);
+        add_forwarded(&mut m, "10.0.0.1".parse().unwrap(), false);
+        assert_eq!(m["x-forwarded-for"], "10.0.0.1");
+        assert_eq!(m["x-forwarded-host"], "example.com");
+        assert_eq!(
+            m["forwarded"],
+            "for=10.0.0.1;host=\"example.com\";proto=http"
+        );
+
+        let mut m = map(&[("x-forwarded-for", "6.6.6.6")]);
+        add_forwarded(&mut m, "::1".parse().unwrap(), true);
+        assert_eq!(m["x-forwarded-for"], "6.6.6.6, ::1");
+        assert_eq!(m["forwarded"], "for=\"[::1]\";proto=http");
+    }
+
+    #[test]
+    fn spoofable_removed() {
+        let mut m = map(&[
+            ("ms-aspnetcore-token", "x"),
+            ("x-iis-windowsauthtoken", "y"),
+            ("a", "b"),
+        ]);
+        strip_spoofable(&mut m);
+        assert_eq!(m.len(), 1);
+    }
+}

@@ -1,0 +1,15 @@
+//! The client-facing side: listener, forwarding service, WebSocket
+//! upgrades, error pages.
+//!
+//! Owns everything HTTP. It asks the supervisor for a ready process per
+//! request and must not start, stop or inspect processes itself.
+
+mod body;
+mod error;
+mod forward;
+mod headers;
+mod server;
+pub mod websocket;
+
+pub use forward::Gateway;
+pub use server::{bind, serve};

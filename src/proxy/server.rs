@@ -1,0 +1,127 @@
+//! The listener: accepts client connections and serves HTTP/1 on each.
+//!
+//! Owns connection-level limits (max concurrent connections, header read
+//! timeout, head size) and the drain on shutdown: stop accepting, let
+//! in-flight requests finish within the grace period, then return. It must
+//! not look inside requests; `forward.rs` does.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::forward::{handle, Gateway};
+
+/// Serves until `shutdown` is cancelled, then drains for up to `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    gw: Arc<Gateway>,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
+    let cfg = gw.sup.config();
+    let mut builder = http1::Builder::new();
+    // hyper uses one timer for a request head and for the wait for the next
+    // request on a kept-alive connection; the shorter of the two limits wins.
+    let head_timeout = cfg.header_read_timeout.min(cfg.keep_alive_timeout.max(1));
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(head_timeout))
+        .keep_alive(cfg.keep_alive_timeout > 0)
+        .max_headers(cfg.max_request_headers as usize + 1)
+        // Room for the line and headers; exact limits (414/431) are
+        // checked per request so each gets its own status.
+        .max_buf_size(
+            (cfg.max_request_header_bytes + cfg.max_request_line_bytes + 1024).max(8192) as usize,
+        )
+        .half_close(false);
+    let permits = Arc::new(Semaphore::new(cfg.max_connections as usize));
+    let connections = TaskTracker::new();
+
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.cancelled() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tokio::spawn(reject_busy(stream, cfg.max_connections));
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let gw = gw.clone();
+        let svc = service_fn(move |req| handle(gw.clone(), req, peer));
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), svc)
+            .with_upgrades();
+        let stop = shutdown.clone();
+        connections.spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stop.cancelled() => {
+                    // Finish the request in flight, then close (no keep-alive).
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    connections.close();
+    if tokio::time::timeout(grace, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still running after shutdownTimeLimit; closing them");
+    }
+}
+
+/// Over maxConnections: a short 503 and close, without parsing anything.
+async fn reject_busy(mut stream: TcpStream, max: u64) {
+    let body = format!(
+        "503 Service Unavailable\nhpgate is at maxConnections ({max}); try again shortly.\n"
+    );
+    let resp = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(resp.as_bytes())).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Binds the listener, with a message that says what to change on failure.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                " (another program uses this port; pick another with --listen)"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                " (ports below 1024 need extra privileges; use a higher port)"
+            }
+            _ => "",
+        };
+        format!("cannot listen on {addr}: {e}{hint}")
+    })
+}

@@ -1,0 +1,156 @@
+//! WebSocket upgrades: validate the handshake at the gateway, forward it to
+//! a ready process, relay the 101 and join the two connections.
+//!
+//! Owns the handshake rewriting for the compression modes and the registry
+//! of live WebSockets (count limit, close on shutdown). The HTTP forwarding
+//! path hands upgrade requests here and must not touch them otherwise.
+
+mod handshake;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::body::{Activity, RequestBody, ResponseBody};
+use super::error::ProxyError;
+use super::forward::{pick, prepare_upstream_head, with_target, Gateway};
+use crate::config::{Compression, Config};
+
+pub use handshake::is_upgrade;
+
+/// Live WebSockets: how many, and the signal that closes them on shutdown.
+#[derive(Clone, Default)]
+pub struct Registry {
+    count: Arc<AtomicUsize>,
+    pub shutdown: CancellationToken,
+    pub tasks: TaskTracker,
+}
+
+impl Registry {
+    pub fn active(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+/// Decrements the live count when a relay ends.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn plain(status: StatusCode, msg: &str) -> Response<ResponseBody> {
+    let mut r = Response::new(ResponseBody::full(Bytes::from(format!("{msg}\n"))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+pub async fn handle(
+    gw: &Gateway,
+    cfg: &Config,
+    mut req: Request<Incoming>,
+    client: SocketAddr,
+) -> Result<(Response<ResponseBody>, Option<u32>), ProxyError> {
+    if let Err(rej) = handshake::validate(&req) {
+        let mut r = plain(rej.status, rej.reason);
+        if rej.status == StatusCode::UPGRADE_REQUIRED {
+            r.headers_mut()
+                .insert(handshake::SEC_VERSION, HeaderValue::from_static("13"));
+        }
+        return Ok((r, None));
+    }
+    if gw.ws.active() as u64 >= cfg.max_web_sockets {
+        return Ok((
+            plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many WebSocket connections (maxWebSockets); try again shortly",
+            ),
+            None,
+        ));
+    }
+
+    let client_upgrade = hyper::upgrade::on(&mut req);
+    let (mut parts, body) = req.into_parts();
+    prepare_upstream_head(cfg, &mut parts, client, true);
+    let mode = cfg.web_socket_compression;
+    if mode != Compression::Passthrough {
+        handshake::remove_deflate(&mut parts.headers);
+    }
+
+    let backend = pick(gw).await?;
+    let up = Request::from_parts(
+        with_target(parts, &backend)?,
+        RequestBody::new(body, Activity::new()),
+    );
+    let resp = tokio::select! {
+        r = gw.client.request(up) => r.map_err(|e| ProxyError::Backend { pid: backend.pid, reason: e.to_string() })?,
+        _ = backend.gone.cancelled() => return Err(ProxyError::ProcessExited { pid: backend.pid }),
+    };
+
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // The app said no (403, 404, Engine.IO's 400): the client hears it as is.
+        let (mut parts, body) = resp.into_parts();
+        super::headers::strip_hop_by_hop(&mut parts.headers, false);
+        let lease = backend.requests.token();
+        let body = ResponseBody::upstream(super::body::Upstream::new(
+            body,
+            Activity::new(),
+            None,
+            lease,
+        ));
+        return Ok((Response::from_parts(parts, body), Some(backend.pid)));
+    }
+
+    let agreed_deflate = handshake::parse_extensions(resp.headers())
+        .iter()
+        .any(|o| o.name == handshake::DEFLATE);
+    if mode != Compression::Passthrough && agreed_deflate {
+        return Err(ProxyError::Backend {
+            pid: backend.pid,
+            reason: "the app accepted permessage-deflate although hpgate removed it from the offer (the app misbehaves: RFC 7692 lets a server accept only what was offered)".into(),
+        });
+    }
+
+    let mut to_client = Response::new(ResponseBody::full(Bytes::new()));
+    *to_client.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *to_client.headers_mut() = resp.headers().clone();
+    let app_upgrade = hyper::upgrade::on(resp);
+
+    gw.ws.count.fetch_add(1, Ordering::Relaxed);
+    let slot = Slot(gw.ws.count.clone());
+    let shutdown = gw.ws.shutdown.clone();
+    let pid = backend.pid;
+    gw.ws.tasks.spawn(async move {
+        let _slot = slot;
+        let (c, a) = match tokio::try_join!(client_upgrade, app_upgrade) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!(pid, "WebSocket upgrade did not complete: {e}");
+                return;
+            }
+        };
+        let mut c = TokioIo::new(c);
+        let mut a = TokioIo::new(a);
+        tokio::select! {
+            r = tokio::io::copy_bidirectional(&mut c, &mut a) => {
+                if let Err(e) = r { tracing::debug!(pid, "WebSocket relay ended: {e}"); }
+            }
+            _ = shutdown.cancelled() => {}
+            _ = backend.gone.cancelled() => {}
+        }
+    });
+    Ok((to_client, Some(pid)))
+}

@@ -1,0 +1,327 @@
+//! Process supervision: owns the app processes described by the
+//! configuration and tells the proxy which one may take a request.
+//!
+//! A *generation* is the set of `processesPerApplication` slots started
+//! from one configuration. Recycling (web.config edit) starts a new
+//! generation, switches traffic once it is ready, then stops the old one;
+//! `app_offline.htm` stops the current generation until the file goes.
+//! This module must not speak HTTP: the proxy renders [`Unavailable`].
+
+mod failure;
+mod os;
+mod output;
+mod rapid_fail;
+mod ready;
+mod slot;
+mod spawn;
+pub mod watch_files;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use failure::{Cause, Failure};
+pub use os::run_watchdog;
+pub use slot::Backend;
+
+use crate::config::Config;
+use rapid_fail::RapidFail;
+use slot::{Slot, SlotCtx, SlotState};
+
+/// Why a request cannot be served right now.
+#[derive(Debug, Clone)]
+pub enum Unavailable {
+    /// Starting or running the app failed; 502 with the cause.
+    Failed(Arc<Failure>),
+    /// `app_offline.htm` exists; 503 with its content.
+    Offline(Bytes),
+    /// hpgate is stopping; 503.
+    ShuttingDown,
+}
+
+struct Generation {
+    cfg: Arc<Config>,
+    slots: Vec<Arc<Slot>>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Generation {
+    fn ready(&self) -> Vec<Backend> {
+        self.slots
+            .iter()
+            .filter_map(|s| match &*s.state.borrow() {
+                SlotState::Ready(b) => Some(b.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// True while some slot is starting or will retry by itself.
+    fn pending(&self) -> bool {
+        self.slots.iter().any(|s| {
+            matches!(
+                &*s.state.borrow(),
+                SlotState::Starting | SlotState::Down { retrying: true, .. }
+            )
+        })
+    }
+
+    fn first_failure(&self) -> Option<Arc<Failure>> {
+        self.slots.iter().find_map(|s| match &*s.state.borrow() {
+            SlotState::Down { failure, .. } => Some(failure.clone()),
+            _ => None,
+        })
+    }
+
+    async fn stop(&self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+struct Shared {
+    current: RwLock<Arc<Generation>>,
+    epoch: Arc<watch::Sender<u64>>,
+    offline: RwLock<Option<Bytes>>,
+    shutting_down: AtomicBool,
+    rapid: Arc<Mutex<RapidFail>>,
+    watchdog: Arc<os::Watchdog>,
+    next_generation: AtomicU64,
+    round_robin: AtomicUsize,
+    /// Stops of retired generations still under way.
+    retiring: TaskTracker,
+}
+
+/// Handle to the supervisor; cheap to clone.
+#[derive(Clone)]
+pub struct Supervisor {
+    shared: Arc<Shared>,
+}
+
+impl Supervisor {
+    /// Starts the app processes at once (the original waits for a request).
+    pub fn start(cfg: Arc<Config>) -> Supervisor {
+        let epoch = Arc::new(watch::Sender::new(0u64));
+        let rapid = Arc::new(Mutex::new(RapidFail::new(cfg.rapid_fails_per_minute)));
+        let watchdog = Arc::new(os::Watchdog::start());
+        let first = spawn_generation(1, cfg, &epoch, &rapid, &watchdog);
+        Supervisor {
+            shared: Arc::new(Shared {
+                current: RwLock::new(first),
+                epoch,
+                offline: RwLock::new(None),
+                shutting_down: AtomicBool::new(false),
+                rapid,
+                watchdog,
+                next_generation: AtomicU64::new(2),
+                round_robin: AtomicUsize::new(0),
+                retiring: TaskTracker::new(),
+            }),
+        }
+    }
+
+    fn current(&self) -> Arc<Generation> {
+        match self.shared.current.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The configuration of the generation now serving.
+    pub fn config(&self) -> Arc<Config> {
+        self.current().cfg.clone()
+    }
+
+    /// A ready process for one request. Waits while a process is starting
+    /// (up to startupTimeLimit); answers at once when starting has failed
+    /// for good, is locked out, or the site is offline.
+    pub async fn pick(&self, prefer_slot: Option<usize>) -> Result<Backend, Unavailable> {
+        let limit = Duration::from_secs(self.config().startup_time_limit.max(1));
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let mut changes = self.shared.epoch.subscribe();
+            if self.shared.shutting_down.load(Ordering::Acquire) {
+                return Err(Unavailable::ShuttingDown);
+            }
+            if let Some(page) = self.offline_page() {
+                return Err(Unavailable::Offline(page));
+            }
+            let generation = self.current();
+            let ready = generation.ready();
+            if let Some(b) = prefer_slot.and_then(|i| ready.iter().find(|b| b.slot == i)) {
+                return Ok(b.clone());
+            }
+            if !ready.is_empty() {
+                let n = self.shared.round_robin.fetch_add(1, Ordering::Relaxed);
+                return Ok(ready[n % ready.len()].clone());
+            }
+            if !generation.pending() {
+                for s in &generation.slots {
+                    s.kick.notify_one();
+                }
+                if let Some(f) = generation.first_failure() {
+                    return Err(Unavailable::Failed(f));
+                }
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => {
+                    let failure = generation.first_failure().unwrap_or_else(|| {
+                        Failure::new(
+                            Cause::NotListening {
+                                pid: 0,
+                                port: 0,
+                                secs: limit.as_secs(),
+                                detail: "; the app is still starting".into(),
+                            },
+                            String::new(),
+                        )
+                    });
+                    return Err(Unavailable::Failed(failure));
+                }
+            }
+        }
+    }
+
+    fn offline_page(&self) -> Option<Bytes> {
+        self.shared.offline.read().ok().and_then(|o| o.clone())
+    }
+
+    fn bump(&self) {
+        self.shared.epoch.send_modify(|e| *e = e.wrapping_add(1));
+    }
+
+    /// Starts a generation from `cfg`, switches traffic to it once ready and
+    /// retires the old one. Returns false (old one kept) if it never got ready.
+    pub async fn recycle(&self, cfg: Arc<Config>) -> bool {
+        let id = self.shared.next_generation.fetch_add(1, Ordering::Relaxed);
+        let next = spawn_generation(
+            id,
+            cfg,
+            &self.shared.epoch,
+            &self.shared.rapid,
+            &self.shared.watchdog,
+        );
+        let mut changes = self.shared.epoch.subscribe();
+        loop {
+            let all_ready = next.ready().len() == next.slots.len();
+            if all_ready || !next.pending() || self.shared.shutting_down.load(Ordering::Acquire) {
+                break;
+            }
+            if changes.changed().await.is_err() {
+                break;
+            }
+        }
+        if next.ready().is_empty() || self.shared.shutting_down.load(Ordering::Acquire) {
+            if let Some(f) = next.first_failure() {
+                tracing::error!(
+                    "the new configuration did not start ({}); still serving with the old processes",
+                    f.cause
+                );
+            }
+            next.stop().await;
+            return false;
+        }
+        self.swap_in(next);
+        tracing::info!(
+            generation = id,
+            "recycled: traffic now goes to the new processes"
+        );
+        true
+    }
+
+    fn swap_in(&self, next: Arc<Generation>) {
+        let old = match self.shared.current.write() {
+            Ok(mut cur) => std::mem::replace(&mut *cur, next),
+            Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), next),
+        };
+        self.bump();
+        self.shared.retiring.spawn(async move { old.stop().await });
+    }
+
+    /// `app_offline.htm` appeared (or its content changed): requests get
+    /// 503 with `page`, and the app is stopped.
+    pub async fn set_offline(&self, page: Bytes) {
+        let was_offline = self.offline_page().is_some();
+        if let Ok(mut o) = self.shared.offline.write() {
+            *o = Some(page);
+        }
+        self.bump();
+        if !was_offline {
+            tracing::info!(
+                "app_offline.htm found: stopping the app; requests get 503 with its content"
+            );
+            self.current().stop().await;
+        }
+    }
+
+    /// `app_offline.htm` went away: start the app from `cfg`.
+    pub fn set_online(&self, cfg: Arc<Config>) {
+        if self.offline_page().is_none() {
+            return;
+        }
+        tracing::info!("app_offline.htm removed: starting the app");
+        let id = self.shared.next_generation.fetch_add(1, Ordering::Relaxed);
+        let next = spawn_generation(
+            id,
+            cfg,
+            &self.shared.epoch,
+            &self.shared.rapid,
+            &self.shared.watchdog,
+        );
+        if let Ok(mut o) = self.shared.offline.write() {
+            *o = None;
+        }
+        self.swap_in(next);
+    }
+
+    pub fn is_offline(&self) -> bool {
+        self.offline_page().is_some()
+    }
+
+    /// Stops every process: in-flight requests first, then the stop signal,
+    /// then a kill after shutdownTimeLimit.
+    pub async fn shutdown(&self) {
+        self.shared.shutting_down.store(true, Ordering::Release);
+        self.bump();
+        self.current().stop().await;
+        self.shared.retiring.close();
+        self.shared.retiring.wait().await;
+    }
+}
+
+fn spawn_generation(
+    id: u64,
+    cfg: Arc<Config>,
+    epoch: &Arc<watch::Sender<u64>>,
+    rapid: &Arc<Mutex<RapidFail>>,
+    watchdog: &Arc<os::Watchdog>,
+) -> Arc<Generation> {
+    let ctx = Arc::new(SlotCtx {
+        cfg: cfg.clone(),
+        rapid: rapid.clone(),
+        watchdog: watchdog.clone(),
+    });
+    let stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let slots: Vec<Arc<Slot>> = (0..cfg.processes_per_application as usize)
+        .map(|i| Arc::new(Slot::new(i, epoch.clone())))
+        .collect();
+    for s in &slots {
+        tasks.spawn(slot::run(s.clone(), ctx.clone(), stop.clone()));
+    }
+    tracing::debug!(generation = id, "starting app processes");
+    Arc::new(Generation {
+        cfg,
+        slots,
+        stop,
+        tasks,
+    })
+}

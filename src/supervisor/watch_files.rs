@@ -1,0 +1,108 @@
+//! Watches the site folder: `app_offline.htm` (take the app offline while it
+//! exists) and web.config plus `<recycleOnFileChange>` files (recycle on
+//! change). Polls every 250 ms: portable, cheap for a handful of files, and
+//! immune to editors that replace files instead of writing them.
+//!
+//! Owns change detection and the reload decision. It must not start or stop
+//! processes itself; it asks the [`Supervisor`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use super::Supervisor;
+use crate::config::{Config, ConfigErrors};
+
+const POLL: Duration = Duration::from_millis(250);
+pub const APP_OFFLINE: &str = "app_offline.htm";
+
+type Stamp = Vec<Option<(SystemTime, u64)>>;
+
+fn stamp(files: &[PathBuf]) -> Stamp {
+    files
+        .iter()
+        .map(|f| {
+            std::fs::metadata(f)
+                .ok()
+                .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
+        })
+        .collect()
+}
+
+fn watched(cfg: &Config) -> Vec<PathBuf> {
+    cfg.config_file
+        .iter()
+        .chain(cfg.recycle_on_file_change.iter())
+        .cloned()
+        .collect()
+}
+
+fn read_offline(site_root: &Path) -> Option<Bytes> {
+    std::fs::read(site_root.join(APP_OFFLINE))
+        .ok()
+        .map(Bytes::from)
+}
+
+/// Runs until `stop` is cancelled.
+pub async fn run(
+    sup: Supervisor,
+    reload: impl Fn() -> Result<Config, ConfigErrors>,
+    stop: CancellationToken,
+) {
+    let mut cfg = sup.config();
+    let mut files = watched(&cfg);
+    let mut last = stamp(&files);
+    let mut offline: Option<Bytes> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(POLL) => {}
+            _ = stop.cancelled() => return,
+        }
+
+        let now_offline = read_offline(&cfg.site_root);
+        if now_offline != offline {
+            match &now_offline {
+                Some(page) => sup.set_offline(page.clone()).await,
+                None => sup.set_online(cfg.clone()),
+            }
+            offline = now_offline;
+        }
+
+        let current = stamp(&files);
+        if current == last {
+            continue;
+        }
+        // Let a writer finish: act once the files have stopped changing.
+        tokio::time::sleep(POLL).await;
+        let settled = stamp(&files);
+        if settled != current {
+            continue;
+        }
+        last = settled;
+        match reload() {
+            Ok(new_cfg) => {
+                if new_cfg.listen != cfg.listen || new_cfg.log_format != cfg.log_format {
+                    tracing::warn!("listen and logFormat changes take effect when hpgate restarts");
+                }
+                tracing::info!("configuration changed: recycling the app");
+                cfg = Arc::new(new_cfg);
+                files = watched(&cfg);
+                last = stamp(&files);
+                if offline.is_none() {
+                    let sup = sup.clone();
+                    let next = cfg.clone();
+                    // Recycling waits for the new processes; keep watching meanwhile.
+                    tokio::spawn(async move { sup.recycle(next).await });
+                }
+            }
+            Err(errors) => {
+                tracing::error!(
+                    "configuration changed but has errors; still running the old one:\n{errors}"
+                );
+            }
+        }
+    }
+}
