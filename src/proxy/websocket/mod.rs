@@ -5,7 +5,10 @@
 //! of live WebSockets (count limit, close on shutdown). The HTTP forwarding
 //! path hands upgrade requests here and must not touch them otherwise.
 
+mod deflate;
+mod frame;
 mod handshake;
+mod relay;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,6 +18,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -24,6 +28,10 @@ use super::forward::{pick, prepare_upstream_head, with_target, Gateway};
 use crate::config::{Compression, Config};
 
 pub use handshake::is_upgrade;
+
+fn secs(n: u64) -> Option<std::time::Duration> {
+    (n > 0).then(|| std::time::Duration::from_secs(n))
+}
 
 /// Live WebSockets: how many, and the signal that closes them on shutdown.
 #[derive(Clone, Default)]
@@ -86,6 +94,11 @@ pub async fn handle(
     let (mut parts, body) = req.into_parts();
     prepare_upstream_head(cfg, &mut parts, client, true);
     let mode = cfg.web_socket_compression;
+    let offers = handshake::parse_extensions(&parts.headers);
+    let offload = match mode {
+        Compression::Offload => deflate::negotiate(&offers),
+        _ => None,
+    };
     if mode != Compression::Passthrough {
         handshake::remove_deflate(&mut parts.headers);
     }
@@ -124,9 +137,41 @@ pub async fn handle(
         });
     }
 
+    let app_extensions = handshake::parse_extensions(resp.headers());
     let mut to_client = Response::new(ResponseBody::full(Bytes::new()));
     *to_client.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     *to_client.headers_mut() = resp.headers().clone();
+    let relay_mode = match offload {
+        Some((agreement, server_bits)) => {
+            let mut answer = app_extensions.clone();
+            let ours = handshake::parse_extensions(&{
+                let mut h = http::HeaderMap::new();
+                if let Ok(v) = HeaderValue::from_str(&agreement.response(server_bits)) {
+                    h.insert(handshake::SEC_EXTENSIONS, v);
+                }
+                h
+            });
+            answer.extend(ours);
+            if let Ok(v) = HeaderValue::from_str(&handshake::render_extensions(&answer)) {
+                to_client.headers_mut().insert(handshake::SEC_EXTENSIONS, v);
+            }
+            relay::Mode::Offload {
+                agreement,
+                level: cfg.web_socket_compression_level as u32,
+                min_size: cfg.web_socket_compression_min_size,
+            }
+        }
+        None => relay::Mode::Relay {
+            deflate: agreed_deflate,
+            other_extensions: app_extensions.iter().any(|o| o.name != handshake::DEFLATE),
+        },
+    };
+    let settings = relay::Settings {
+        mode: relay_mode,
+        max_message: cfg.web_socket_max_message_size,
+        ping_interval: secs(cfg.web_socket_ping_interval),
+        idle_timeout: secs(cfg.web_socket_idle_timeout),
+    };
     let app_upgrade = hyper::upgrade::on(resp);
 
     gw.ws.count.fetch_add(1, Ordering::Relaxed);
@@ -142,15 +187,31 @@ pub async fn handle(
                 return;
             }
         };
-        let mut c = TokioIo::new(c);
-        let mut a = TokioIo::new(a);
-        tokio::select! {
-            r = tokio::io::copy_bidirectional(&mut c, &mut a) => {
-                if let Err(e) = r { tracing::debug!(pid, "WebSocket relay ended: {e}"); }
+        let (c, a) = match (
+            c.downcast::<TokioIo<TcpStream>>(),
+            a.downcast::<TokioIo<TcpStream>>(),
+        ) {
+            (Ok(c), Ok(a)) => (c, a),
+            _ => {
+                tracing::error!(pid, "WebSocket connection is not a TCP stream; closing it");
+                return;
             }
-            _ = shutdown.cancelled() => {}
-            _ = backend.gone.cancelled() => {}
-        }
+        };
+        let signals = relay::Signals {
+            shutdown,
+            retiring: backend.retiring.clone(),
+            gone: backend.gone.clone(),
+        };
+        relay::run(
+            c.io.into_inner(),
+            c.read_buf,
+            a.io.into_inner(),
+            a.read_buf,
+            settings,
+            signals,
+        )
+        .await;
+        tracing::debug!(pid, "WebSocket closed");
     });
     Ok((to_client, Some(pid)))
 }
