@@ -78,3 +78,9 @@ mod imp {
 }
 
 pub use imp::Signals;
+
+impl Default for Signals {
+    fn default() -> Self {
+        Signals::new()
+    }
+}

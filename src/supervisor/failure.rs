@@ -36,6 +36,8 @@ pub enum Cause {
     },
     #[error("gave up after {attempts} failed start attempts (startupRetryCount); the next request tries again. Last: {last}")]
     GaveUp { attempts: u64, last: Box<Cause> },
+    #[error("the app is still starting after {secs} s; try again shortly (raise startupTimeLimit if it needs longer)")]
+    StillStarting { secs: u64 },
     #[error("too many crashes: {count} in the last minute (rapidFailsPerMinute is {limit}); next try at {} UTC", clock(*.next_try))]
     TooManyCrashes {
         count: u64,

@@ -33,6 +33,8 @@ use crate::config::Config;
 use rapid_fail::RapidFail;
 use slot::{Slot, SlotCtx, SlotState};
 
+const START_MARGIN: Duration = Duration::from_secs(2);
+
 /// Why a request cannot be served right now.
 #[derive(Debug, Clone)]
 pub enum Unavailable {
@@ -144,7 +146,9 @@ impl Supervisor {
     /// for good, is locked out, or the site is offline.
     pub async fn pick(&self, prefer_slot: Option<usize>) -> Result<Backend, Unavailable> {
         let limit = Duration::from_secs(self.config().startup_time_limit.max(1));
-        let deadline = tokio::time::Instant::now() + limit;
+        // A little past the start limit, so a failed attempt can report its
+        // own diagnosis rather than a generic "still starting".
+        let deadline = tokio::time::Instant::now() + limit + START_MARGIN;
         loop {
             let mut changes = self.shared.epoch.subscribe();
             if self.shared.shutting_down.load(Ordering::Acquire) {
@@ -175,11 +179,8 @@ impl Supervisor {
                 _ => {
                     let failure = generation.first_failure().unwrap_or_else(|| {
                         Failure::new(
-                            Cause::NotListening {
-                                pid: 0,
-                                port: 0,
+                            Cause::StillStarting {
                                 secs: limit.as_secs(),
-                                detail: "; the app is still starting".into(),
                             },
                             String::new(),
                         )

@@ -1,0 +1,388 @@
+//! Process supervision against real processes: the stdlib test app started
+//! by the real hpgate binary.
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const S: Duration = Duration::from_secs(1);
+
+#[test]
+fn starts_eagerly_and_hands_over_port_env_and_cwd() {
+    let site = Site::new("env");
+    let app = testapp();
+    site.web_config(
+        &format!(
+            "processPath=\"python3\" arguments=\"{} --port %HTTP_PLATFORM_PORT% --mode serve\"",
+            app.display()
+        ),
+        "<environmentVariables><environmentVariable name=\"APP_URL\" value=\"http://127.0.0.1:%HTTP_PLATFORM_PORT%/x\"/><environmentVariable name=\"FROM_HPGATE\" value=\"%HPGATE_TEST_VAR%-ok\"/></environmentVariables>",
+        &[],
+    );
+    let g = Gateway::start_env(&site.dir, &[], &[("HPGATE_TEST_VAR", "expanded")]);
+    // Ready before any request was sent.
+    assert!(g.wait_log("app process is ready", 10 * S), "{}", g.logs());
+    let r = g.get("/env");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let port = v["env"]["HTTP_PLATFORM_PORT"].as_str().unwrap().to_string();
+    assert!(port.parse::<u16>().is_ok(), "no padding: {port:?}");
+    let argv: Vec<&str> = v["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(argv.contains(&port.as_str()), "{argv:?}");
+    assert!(!argv.iter().any(|a| a.contains("%HTTP_PLATFORM_PORT%")));
+    assert_eq!(v["env"]["HTTP_PLATFORM_APPL_PATH"], "/");
+    assert_eq!(v["env"]["APP_URL"], format!("http://127.0.0.1:{port}/x"));
+    assert_eq!(v["env"]["FROM_HPGATE"], "expanded-ok");
+    assert_eq!(
+        v["env"]["HPGATE_TEST_VAR"], "expanded",
+        "hpgate's environment is inherited"
+    );
+    let cwd = std::fs::canonicalize(v["cwd"].as_str().unwrap()).unwrap();
+    assert_eq!(cwd, std::fs::canonicalize(&site.dir).unwrap());
+}
+
+#[test]
+fn exit_at_start_gives_502_with_cause_and_output() {
+    let site = Site::new("exit1");
+    site.testapp_config("exit1", "startupRetryCount=\"1\"", &[]);
+    let g = Gateway::start(&site.dir, &[]);
+    let r = g.get("/");
+    assert_eq!(r.status, 502);
+    let t = r.text();
+    assert!(
+        t.contains("exited with exit code 1 before listening"),
+        "{t}"
+    );
+    assert!(
+        t.contains("testapp: failing on purpose"),
+        "output tail shown on loopback: {t}"
+    );
+    assert!(r.header("content-type").unwrap().starts_with("text/plain"));
+    let html = request(g.addr, "GET", "/", &[("Accept", "text/html")], b"");
+    assert!(html
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(html.text().contains("<h1>"));
+}
+
+#[test]
+fn missing_and_unexecutable_programs_are_explained() {
+    let site = Site::new("spawn");
+    site.web_config(
+        "processPath=\"./no-such-python\" startupRetryCount=\"1\"",
+        "",
+        &[],
+    );
+    let g = Gateway::start(&site.dir, &[]);
+    let t = g.get("/").text();
+    assert!(
+        t.contains("could not start") && t.contains("no such file"),
+        "{t}"
+    );
+    drop(g);
+
+    let site = Site::new("perm");
+    site.write("app.sh", "#!/bin/sh\necho hi\n");
+    site.web_config("processPath=\".\\app.sh\" startupRetryCount=\"1\"", "", &[]);
+    let g = Gateway::start(&site.dir, &[]);
+    let t = g.get("/").text();
+    assert!(
+        t.contains("permission denied") && t.contains("read and execute access"),
+        "{t}"
+    );
+}
+
+#[test]
+fn wrong_port_and_ipv6_only_are_named() {
+    let site = Site::new("wrongport");
+    site.testapp_config(
+        "wrong-port",
+        "startupTimeLimit=\"1\" startupRetryCount=\"1\"",
+        &[],
+    );
+    let g = Gateway::start(&site.dir, &[]);
+    let t = g.get("/").text();
+    assert!(
+        t.contains("listens on 127.0.0.1:") && t.contains("HTTP_PLATFORM_PORT"),
+        "{t}"
+    );
+    drop(g);
+
+    let site = Site::new("ipv6");
+    site.testapp_config(
+        "ipv6",
+        "startupTimeLimit=\"1\" startupRetryCount=\"1\"",
+        &[],
+    );
+    let g = Gateway::start(&site.dir, &[]);
+    let t = g.get("/").text();
+    assert!(t.contains("[::1]") && t.contains("IPv6"), "{t}");
+}
+
+#[test]
+fn slow_start_is_waited_for() {
+    let site = Site::new("slowstart");
+    site.web_config(
+        &format!("processPath=\"python3\" arguments=\"{} --mode sleep --delay 1\" startupTimeLimit=\"5\"", testapp().display()),
+        "",
+        &[],
+    );
+    let g = Gateway::start(&site.dir, &[]);
+    let r = g.get("/");
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[test]
+fn crash_restarts_and_rapid_fails_lock_out() {
+    let site = Site::new("crash");
+    site.testapp_config("serve", "rapidFailsPerMinute=\"2\"", &[]);
+    let g = Gateway::start(&site.dir, &[]);
+    let first = app_pid(&g).expect("app answers");
+    let _ = g.get("/crash");
+    let mut second = None;
+    assert!(wait_until(5 * S, || {
+        second = app_pid(&g);
+        second.is_some_and(|p| p != first)
+    }));
+    assert!(!pid_alive(first));
+    assert!(g.logs().contains("exited with"), "{}", g.logs());
+    // Two more crashes: three in the window, over the limit of two.
+    for _ in 0..2 {
+        assert!(wait_until(5 * S, || app_pid(&g).is_some()));
+        let _ = g.get("/crash");
+    }
+    let t0 = Instant::now();
+    let r = g.get("/");
+    assert!(t0.elapsed() < S, "lock-out answers at once");
+    assert_eq!(r.status, 502);
+    assert!(
+        r.text().contains("too many crashes") && r.text().contains("next try at"),
+        "{}",
+        r.text()
+    );
+}
+
+#[test]
+fn stdout_log_file_is_named_and_filled() {
+    let site = Site::new("stdoutlog");
+    site.testapp_config(
+        "serve",
+        "stdoutLogEnabled=\"true\" stdoutLogFile=\".\\logs\\py\"",
+        &[],
+    );
+    let g = Gateway::start_env(&site.dir, &[], &[("TESTAPP_BANNER", "banner-for-the-log")]);
+    let pid = app_pid(&g).unwrap();
+    assert_eq!(g.get("/print?text=printed-line").status, 200);
+    let mut found = None;
+    assert!(
+        wait_until(5 * S, || {
+            found = std::fs::read_dir(site.path("logs")).ok().and_then(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .find(|n| n.ends_with(&format!("_{pid}.log")))
+            });
+            found.as_ref().is_some_and(|n| {
+                std::fs::read_to_string(site.path("logs").join(n))
+                    .unwrap_or_default()
+                    .contains("printed-line")
+            })
+        }),
+        "log file for {pid}"
+    );
+    let name = found.unwrap();
+    let stamp = name.trim_start_matches("py_").split('_').next().unwrap();
+    assert_eq!(stamp.len(), 14);
+    assert!(stamp.chars().all(|c| c.is_ascii_digit()));
+    let content = std::fs::read_to_string(site.path("logs").join(&name)).unwrap();
+    assert!(content.contains("banner-for-the-log"));
+    // Output also reaches hpgate's own log at debug level, with the pid.
+    assert!(g.wait_log("printed-line", 2 * S));
+    assert!(g.logs().contains(&format!("pid={pid}")));
+}
+
+#[test]
+fn unwritable_log_file_does_not_stop_the_app() {
+    let site = Site::new("badlog");
+    site.write("afile", "x");
+    site.testapp_config(
+        "serve",
+        "stdoutLogEnabled=\"true\" stdoutLogFile=\"afile/sub/py\"",
+        &[],
+    );
+    let g = Gateway::start(&site.dir, &[]);
+    assert_eq!(g.get("/").status, 200);
+    assert!(
+        g.wait_log("cannot create stdout log file", 2 * S),
+        "{}",
+        g.logs()
+    );
+}
+
+#[test]
+fn several_processes_share_the_load() {
+    let site = Site::new("multi");
+    site.testapp_config("serve", "processesPerApplication=\"3\"", &[]);
+    let g = Gateway::start(&site.dir, &[]);
+    let mut pids = std::collections::HashSet::new();
+    assert!(
+        wait_until(10 * S, || {
+            if let Some(p) = app_pid(&g) {
+                pids.insert(p);
+            }
+            pids.len() == 3
+        }),
+        "{pids:?}"
+    );
+}
+
+#[test]
+fn sigterm_stops_cleanly_after_inflight_requests() {
+    let site = Site::new("term");
+    site.testapp_config("serve", "", &[("shutdownTimeLimit", "3")]);
+    let mut g = Gateway::start(&site.dir, &[]);
+    let pid = app_pid(&g).unwrap();
+    let addr = g.addr;
+    let slow = std::thread::spawn(move || request(addr, "GET", "/slow?delay=1", &[], b""));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(g.stop(10 * S), Some(0));
+    assert_eq!(
+        slow.join().unwrap().status,
+        200,
+        "in-flight request finished"
+    );
+    assert!(g.logs().contains("testapp got SIGTERM"), "{}", g.logs());
+    assert!(!pid_alive(pid));
+}
+
+#[test]
+fn an_app_that_ignores_sigterm_is_killed_after_the_grace_period() {
+    let site = Site::new("ignoreterm");
+    site.testapp_config("ignore-term", "", &[("shutdownTimeLimit", "1")]);
+    let mut g = Gateway::start(&site.dir, &[]);
+    let pid = app_pid(&g).unwrap();
+    let t0 = Instant::now();
+    assert_eq!(g.stop(10 * S), Some(0));
+    assert!(t0.elapsed() < 5 * S);
+    assert!(wait_until(2 * S, || !pid_alive(pid)));
+}
+
+#[test]
+fn a_second_signal_exits_at_once_and_still_kills_the_app() {
+    let site = Site::new("twice");
+    site.testapp_config("ignore-term", "", &[("shutdownTimeLimit", "10")]);
+    let mut g = Gateway::start(&site.dir, &[]);
+    let pid = app_pid(&g).unwrap();
+    let t0 = Instant::now();
+    g.signal("TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    g.signal("TERM");
+    assert!(g.wait_exit(5 * S).is_some());
+    assert!(t0.elapsed() < 5 * S);
+    assert!(wait_until(3 * S, || !pid_alive(pid)));
+}
+
+#[test]
+fn kill_9_leaves_no_orphan_not_even_a_grandchild() {
+    let site = Site::new("kill9");
+    site.write(
+        "start.sh",
+        &format!(
+            "#!/bin/sh\nsleep 300 &\necho $! > grandchild.pid\nexec python3 {} --mode serve\n",
+            testapp().display()
+        ),
+    );
+    site.web_config("processPath=\"/bin/sh\" arguments=\"start.sh\"", "", &[]);
+    let mut g = Gateway::start(&site.dir, &[]);
+    let pid = app_pid(&g).unwrap();
+    let grandchild: u32 = std::fs::read_to_string(site.path("grandchild.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(pid_alive(grandchild));
+    g.signal("KILL");
+    let _ = g.wait_exit(5 * S);
+    assert!(
+        wait_until(3 * S, || !pid_alive(pid)),
+        "app survived kill -9 of hpgate"
+    );
+    assert!(
+        wait_until(3 * S, || !pid_alive(grandchild)),
+        "grandchild survived kill -9 of hpgate"
+    );
+}
+
+#[test]
+fn app_offline_htm_takes_the_app_down_and_back() {
+    let site = Site::new("offline");
+    site.testapp_config("serve", "", &[("shutdownTimeLimit", "1")]);
+    let g = Gateway::start(&site.dir, &[]);
+    let pid = app_pid(&g).unwrap();
+    site.write("app_offline.htm", "<h1>Back soon</h1>");
+    assert!(wait_until(5 * S, || g.get("/").status == 503));
+    assert_eq!(g.get("/").text(), "<h1>Back soon</h1>");
+    assert!(wait_until(5 * S, || !pid_alive(pid)));
+    std::fs::remove_file(site.path("app_offline.htm")).unwrap();
+    assert!(wait_until(10 * S, || g.get("/").status == 200));
+    assert_ne!(app_pid(&g), Some(pid));
+}
+
+#[test]
+fn editing_web_config_recycles_without_a_failed_request() {
+    let site = Site::new("recycle");
+    let write = |value: &str| {
+        site.web_config(
+            &format!("processPath=\"python3\" arguments=\"{} --mode serve\"", testapp().display()),
+            &format!("<environmentVariables><environmentVariable name=\"GENERATION\" value=\"{value}\"/></environmentVariables>"),
+            &[("shutdownTimeLimit", "2")],
+        )
+    };
+    write("one");
+    let g = Gateway::start(&site.dir, &[]);
+    let old = app_pid(&g).unwrap();
+    let addr = g.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let load = std::thread::spawn(move || {
+        let mut statuses = Vec::new();
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            statuses.push(request(addr, "GET", "/", &[], b"").status);
+        }
+        statuses
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    write("two");
+    let env_of = |g: &Gateway| -> Option<String> {
+        let r = g.get("/env");
+        let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+        v["env"]["GENERATION"].as_str().map(str::to_string)
+    };
+    assert!(
+        wait_until(15 * S, || env_of(&g).as_deref() == Some("two")),
+        "{}",
+        g.logs()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let statuses = load.join().unwrap();
+    assert!(statuses.len() > 10);
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "failed during recycle: {:?}",
+        statuses.iter().filter(|s| **s != 200).collect::<Vec<_>>()
+    );
+    assert_ne!(app_pid(&g), Some(old));
+    assert!(wait_until(5 * S, || !pid_alive(old)));
+
+    // A broken edit keeps the running app.
+    site.write("web.config", "<configuration><system.webServer>");
+    assert!(g.wait_log("has errors", 5 * S));
+    assert_eq!(g.get("/").status, 200);
+}
