@@ -101,7 +101,7 @@ mod tests {
         assert_eq!(line_column(t, 0), (1, 1));
         assert_eq!(line_column(t, 3), (2, 1));
         assert_eq!(line_column(t, 4), (2, 2));
-        assert_eq!(line_column(t, 9), (3, 2));
+        assert_eq!(line_column(t, 8), (3, 2));
         // Inside a multi-byte char: clamps back instead of panicking.
         assert_eq!(line_column(t, 7), (3, 1));
         assert_eq!(line_column(t, 999), (3, 3));

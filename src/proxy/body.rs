@@ -24,6 +24,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct Activity {
     base: Instant,
     last_ms: AtomicU64,
+    /// The client's request body broke (bad framing or disconnect).
+    client_failed: std::sync::atomic::AtomicBool,
 }
 
 impl Activity {
@@ -31,7 +33,12 @@ impl Activity {
         Arc::new(Activity {
             base: Instant::now(),
             last_ms: AtomicU64::new(0),
+            client_failed: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    pub fn client_failed(&self) -> bool {
+        self.client_failed.load(Ordering::Relaxed)
     }
 
     pub fn touch(&self) {
@@ -91,8 +98,10 @@ impl Body for RequestBody {
             return Poll::Ready(None);
         };
         let r = Pin::new(inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(_))) = &r {
-            this.activity.touch();
+        match &r {
+            Poll::Ready(Some(Ok(_))) => this.activity.touch(),
+            Poll::Ready(Some(Err(_))) => this.activity.client_failed.store(true, Ordering::Relaxed),
+            _ => {}
         }
         r
     }

@@ -196,7 +196,13 @@ async fn send(
         }
     };
     tokio::select! {
-        r = gw.client.request(req) => r.map_err(|e| classify(&e, backend)),
+        r = gw.client.request(req) => r.map_err(|e| {
+            if activity.client_failed() {
+                ProxyError::BadRequest("the request body is malformed or ended early")
+            } else {
+                classify(&e, backend)
+            }
+        }),
         _ = idle => Err(ProxyError::Timeout { secs: limit.map_or(0, |l| l.as_secs()) }),
         _ = backend.gone.cancelled() => Err(ProxyError::ProcessExited { pid: backend.pid }),
     }

@@ -9,6 +9,7 @@ mod error;
 mod forward;
 mod headers;
 mod server;
+mod strict_io;
 pub mod websocket;
 
 pub use forward::Gateway;

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::forward::{handle, Gateway};
+use super::strict_io::StrictIo;
 
 /// Serves until `shutdown` is cancelled, then drains for up to `grace`.
 pub async fn serve(
@@ -68,7 +69,7 @@ pub async fn serve(
         let gw = gw.clone();
         let svc = service_fn(move |req| handle(gw.clone(), req, peer));
         let conn = builder
-            .serve_connection(TokioIo::new(stream), svc)
+            .serve_connection(TokioIo::new(StrictIo::new(stream)), svc)
             .with_upgrades();
         let stop = shutdown.clone();
         connections.spawn(async move {

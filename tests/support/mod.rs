@@ -136,7 +136,11 @@ impl Gateway {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Some(rest) = line.split("listening on http://").nth(1) {
-                    if let (Some(tx), Ok(addr)) = (tx.take(), rest.trim().parse::<SocketAddr>()) {
+                    // Text and JSON logs both: the address ends where its characters do.
+                    let end = rest
+                        .find(|c: char| !(c.is_ascii_hexdigit() || ".:[]".contains(c)))
+                        .unwrap_or(rest.len());
+                    if let (Some(tx), Ok(addr)) = (tx.take(), rest[..end].parse::<SocketAddr>()) {
                         let _ = tx.send(addr);
                     }
                 }
@@ -148,7 +152,10 @@ impl Gateway {
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("hpgate did not start listening; log:\n{}", logs.lock().unwrap());
+                panic!(
+                    "hpgate did not start listening; log:\n{}",
+                    logs.lock().unwrap()
+                );
             }
         };
         Gateway { child, addr, logs }
@@ -232,12 +239,22 @@ impl Reply {
 /// One request on a fresh connection (`Connection: close`), body decoded
 /// from Content-Length, chunked, or read to EOF. Status 0 if the
 /// connection failed or closed without a response.
-pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
-    if !body.is_empty() && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("transfer-encoding")) {
+    if !body.is_empty()
+        && !headers.iter().any(|(k, _)| {
+            k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("transfer-encoding")
+        })
+    {
         head.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     head.push_str("\r\n");
@@ -249,17 +266,29 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &st
 /// Sends raw bytes and parses the first response (status 0 on none).
 pub fn raw_request(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> Reply {
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
-        return Reply { status: 0, headers: vec![], body: vec![] };
+        return Reply {
+            status: 0,
+            headers: vec![],
+            body: vec![],
+        };
     };
     let _ = s.set_read_timeout(Some(timeout));
     if s.write_all(bytes).is_err() {
-        return Reply { status: 0, headers: vec![], body: vec![] };
+        return Reply {
+            status: 0,
+            headers: vec![],
+            body: vec![],
+        };
     }
     read_response(&mut BufReader::new(s))
 }
 
 pub fn read_response(r: &mut impl BufRead) -> Reply {
-    let empty = Reply { status: 0, headers: vec![], body: vec![] };
+    let empty = Reply {
+        status: 0,
+        headers: vec![],
+        body: vec![],
+    };
     let mut line = String::new();
     // Skip interim 1xx responses.
     let (status, headers) = loop {
@@ -267,7 +296,11 @@ pub fn read_response(r: &mut impl BufRead) -> Reply {
         if r.read_line(&mut line).unwrap_or(0) == 0 {
             return empty;
         }
-        let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         let mut headers = Vec::new();
         loop {
             let mut h = String::new();
@@ -286,19 +319,32 @@ pub fn read_response(r: &mut impl BufRead) -> Reply {
             break (status, headers);
         }
     };
-    let mut reply = Reply { status, headers, body: Vec::new() };
-    if let Some(len) = reply.header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+    let mut reply = Reply {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if let Some(len) = reply
+        .header("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         let mut body = vec![0; len];
         let n = read_fully(r, &mut body);
         body.truncate(n);
         reply.body = body;
-    } else if reply.header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+    } else if reply
+        .header("transfer-encoding")
+        .is_some_and(|v| v.contains("chunked"))
+    {
         loop {
             let mut size = String::new();
             if r.read_line(&mut size).unwrap_or(0) == 0 {
                 break;
             }
-            let Ok(n) = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16) else { break };
+            let Ok(n) = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
+            else {
+                break;
+            };
             if n == 0 {
                 let mut end = String::new();
                 let _ = r.read_line(&mut end);
@@ -356,9 +402,15 @@ pub fn children_of(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for e in entries.flatten() {
-            let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+            let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
             if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
-                let ppid = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|s| s.parse::<u32>().ok());
+                let ppid = stat
+                    .rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().nth(1))
+                    .and_then(|s| s.parse::<u32>().ok());
                 if ppid == Some(pid) {
                     out.push(p);
                 }
@@ -383,5 +435,7 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
 /// The pid the test app reports at `/`.
 pub fn app_pid(g: &Gateway) -> Option<u32> {
     let r = g.get("/");
-    r.text().strip_prefix("hello from ").and_then(|s| s.trim().parse().ok())
+    r.text()
+        .strip_prefix("hello from ")
+        .and_then(|s| s.trim().parse().ok())
 }

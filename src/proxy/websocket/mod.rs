@@ -19,6 +19,8 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+
+use super::strict_io::StrictIo;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -188,7 +190,7 @@ pub async fn handle(
             }
         };
         let (c, a) = match (
-            c.downcast::<TokioIo<TcpStream>>(),
+            c.downcast::<TokioIo<StrictIo>>(),
             a.downcast::<TokioIo<TcpStream>>(),
         ) {
             (Ok(c), Ok(a)) => (c, a),
@@ -203,7 +205,7 @@ pub async fn handle(
             gone: backend.gone.clone(),
         };
         relay::run(
-            c.io.into_inner(),
+            c.io.into_inner().into_inner(),
             c.read_buf,
             a.io.into_inner(),
             a.read_buf,
