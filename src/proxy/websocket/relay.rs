@@ -34,6 +34,8 @@ use super::frame::{self, FrameError, Header, OP_BINARY, OP_CLOSE, OP_CONT, OP_PI
 const BURST: usize = 16 * 1024;
 /// How long a side gets to answer a close before the TCP connection is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long an app-side EOF waits to learn whether the process died.
+const EXIT_NOTICE: Duration = Duration::from_millis(300);
 
 pub const GOING_AWAY: u16 = 1001;
 pub const PROTOCOL_ERROR: u16 = 1002;
@@ -304,6 +306,11 @@ async fn pump(
     }
     // The source ended. If its peer never got a close frame, send one.
     if !dir.close_to_dst {
+        if dir.side == Side::Downstream {
+            // The kernel closes a dead process's sockets before the
+            // supervisor reaps it: give the exit a moment to be seen.
+            let _ = tokio::time::timeout(EXIT_NOTICE, gone.cancelled()).await;
+        }
         let code = match dir.side {
             Side::Downstream if gone.is_cancelled() => SERVICE_RESTART,
             Side::Downstream => INTERNAL,

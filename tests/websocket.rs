@@ -1,0 +1,323 @@
+//! WebSocket through the real binary with real peers: Python `websockets`
+//! (server with compression on and off; client on and off) and Node `ws`,
+//! in every compression mode; raw-socket checks for the handshake rules
+//! and the bytes on the wire; close codes on shutdown and on app death.
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::*;
+
+const S: Duration = Duration::from_secs(1);
+
+fn echo_gateway(mode: &str, server_compression: &str) -> (Site, Gateway) {
+    let site = Site::new(&format!("ws-{mode}-{server_compression}"));
+    let server = repo_root().join("fixtures/websocket/echo_server.py");
+    site.web_config(
+        &format!("processPath=\"{}\" arguments=\"{}\"", venv_python().display(), server.display()),
+        &format!("<environmentVariables><environmentVariable name=\"WS_COMPRESSION\" value=\"{server_compression}\"/></environmentVariables>"),
+        &[("webSocketCompression", mode), ("shutdownTimeLimit", "2")],
+    );
+    let g = Gateway::start(&site.dir, &[]);
+    assert!(g.wait_log("app process is ready", 15 * S), "{}", g.logs());
+    (site, g)
+}
+
+fn run_json(mut cmd: Command) -> serde_json::Value {
+    let out = cmd.output().expect("run client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or("");
+    serde_json::from_str(line).unwrap_or_else(|_| {
+        panic!(
+            "client output: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn python_client(g: &Gateway, compression: &str, action: &str) -> serde_json::Value {
+    let mut cmd = Command::new(venv_python());
+    cmd.arg(repo_root().join("fixtures/websocket/client.py"))
+        .arg(format!("ws://{}/", g.addr))
+        .arg(compression)
+        .arg(action);
+    run_json(cmd)
+}
+
+fn node_client(g: &Gateway) -> serde_json::Value {
+    let mut cmd = Command::new("node");
+    cmd.arg(repo_root().join("fixtures/websocket/client.mjs"))
+        .arg(format!("ws://{}/", g.addr));
+    run_json(cmd)
+}
+
+fn has_deflate(v: &serde_json::Value) -> bool {
+    v.as_str().is_some_and(|s| s.contains("permessage-deflate"))
+}
+
+/// Every client x server x mode: echo works, and the negotiation each side
+/// sees matches the mode.
+fn matrix(mode: &str) {
+    for server in ["on", "off"] {
+        let (_site, g) = echo_gateway(mode, server);
+        for client in ["on", "off"] {
+            let r = python_client(&g, client, "echo");
+            assert_eq!(r["ok"], true, "{mode} server={server} client={client}: {r}");
+            assert_eq!(r["close_code"], 4000);
+            assert_eq!(r["close_reason"], "bye from client");
+            let offered = client == "on";
+            let (server_sees, client_agrees) = match mode {
+                "passthrough" => (offered, offered && server == "on"),
+                "disable" => (false, false),
+                _ => (false, offered),
+            };
+            assert_eq!(
+                has_deflate(&r["server_saw"]),
+                server_sees,
+                "{mode} {server} {client}: {r}"
+            );
+            assert_eq!(
+                has_deflate(&r["agreed"]),
+                client_agrees,
+                "{mode} {server} {client}: {r}"
+            );
+        }
+        let r = node_client(&g);
+        assert_eq!(r["ok"], true, "node, {mode} server={server}: {r}");
+        assert_eq!(r["close_code"], 4001);
+        let node_agrees = match mode {
+            "passthrough" => server == "on",
+            "disable" => false,
+            _ => true,
+        };
+        assert_eq!(
+            has_deflate(&r["agreed"]),
+            node_agrees,
+            "node {mode} {server}: {r}"
+        );
+    }
+}
+
+#[test]
+fn passthrough_matrix() {
+    matrix("passthrough");
+}
+
+#[test]
+fn disable_matrix() {
+    matrix("disable");
+}
+
+#[test]
+fn offload_matrix() {
+    matrix("offload");
+}
+
+/// Opens a raw WebSocket with the given extension offer; returns the stream
+/// (after the 101) and the response head.
+fn raw_connect(g: &Gateway, extensions: Option<&str>) -> (BufReader<TcpStream>, String) {
+    let mut s = TcpStream::connect(g.addr).unwrap();
+    s.set_read_timeout(Some(10 * S)).unwrap();
+    let ext = extensions
+        .map(|e| format!("Sec-WebSocket-Extensions: {e}\r\n"))
+        .unwrap_or_default();
+    write!(s, "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{ext}\r\n").unwrap();
+    let mut r = BufReader::new(s);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        head.push_str(&line);
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+    }
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    (r, head)
+}
+
+/// Reads one frame: (first byte, payload).
+fn read_frame(r: &mut impl Read) -> (u8, Vec<u8>) {
+    let mut h = [0u8; 2];
+    r.read_exact(&mut h).unwrap();
+    let len = match h[1] & 0x7f {
+        126 => {
+            let mut b = [0u8; 2];
+            r.read_exact(&mut b).unwrap();
+            u16::from_be_bytes(b) as usize
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            r.read_exact(&mut b).unwrap();
+            u64::from_be_bytes(b) as usize
+        }
+        n => n as usize,
+    };
+    assert_eq!(h[1] & 0x80, 0, "frames to the client are unmasked");
+    let mut p = vec![0u8; len];
+    r.read_exact(&mut p).unwrap();
+    (h[0], p)
+}
+
+fn send_masked(s: &mut TcpStream, first: u8, payload: &[u8]) {
+    let mask = [1u8, 2, 3, 4];
+    let mut f = vec![first];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n < 65536 => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    s.write_all(&f).unwrap();
+}
+
+#[test]
+fn bytes_on_the_wire_are_compressed_only_in_offload() {
+    let text = "the quick brown fox jumps over the lazy dog ".repeat(200);
+    for (mode, compressed) in [("offload", true), ("disable", false)] {
+        let (_site, g) = echo_gateway(mode, "on");
+        let (mut r, head) = raw_connect(&g, Some("permessage-deflate; client_max_window_bits"));
+        assert_eq!(head.contains("permessage-deflate"), compressed, "{head}");
+        let _first = read_frame(&mut r); // the server's report
+        let mut s = r.get_ref().try_clone().unwrap();
+        send_masked(&mut s, 0x81, text.as_bytes());
+        let (b0, payload) = read_frame(&mut r);
+        if compressed {
+            assert_eq!(b0 & 0x40, 0x40, "RSV1 set on a compressed message");
+            assert!(
+                payload.len() < text.len() / 10,
+                "{} bytes for {}",
+                payload.len(),
+                text.len()
+            );
+            let mut z = payload.clone();
+            z.extend_from_slice(&[0, 0, 0xff, 0xff]);
+            let mut out = Vec::new();
+            let _ = flate2::read::DeflateDecoder::new(&z[..]).read_to_end(&mut out);
+            assert_eq!(String::from_utf8_lossy(&out), text);
+        } else {
+            assert_eq!(b0 & 0x70, 0);
+            assert_eq!(payload, text.as_bytes());
+        }
+    }
+}
+
+#[test]
+fn offload_refuses_a_decompression_bomb() {
+    let (_site, g) = echo_gateway("offload", "off");
+    let (mut r, _) = raw_connect(&g, Some("permessage-deflate"));
+    let _first = read_frame(&mut r);
+    // 64 MiB of zeros compresses to ~64 KiB; the limit is 16 MiB.
+    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(&vec![0u8; 64 << 20]).unwrap();
+    let mut z = enc.finish().unwrap();
+    z.extend_from_slice(&[0x00]); // keep it a valid stream start; no final sync tail needed
+    let mut s = r.get_ref().try_clone().unwrap();
+    send_masked(&mut s, 0xC1, &z);
+    let (b0, payload) = read_frame(&mut r);
+    assert_eq!(b0 & 0x0f, 0x8, "a close frame");
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1009);
+}
+
+#[test]
+fn bad_handshakes_never_reach_the_app() {
+    let site = Site::new("ws-bad");
+    site.testapp_config("serve", "", &[]);
+    let g = Gateway::start(&site.dir, &[]);
+    let count = |g: &Gateway| g.get("/count").text().trim().parse::<u64>().unwrap();
+    let before = count(&g);
+    let base = "Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
+    let cases = [
+        (format!("GET / HTTP/1.1\r\n{base}Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"), 426),
+        (format!("GET / HTTP/1.1\r\n{base}Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: c2hvcnQ=\r\n\r\n"), 400),
+        (format!("GET / HTTP/1.1\r\n{base}Sec-WebSocket-Version: 13\r\n\r\n"), 400),
+        (format!("POST / HTTP/1.1\r\n{base}Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nContent-Length: 0\r\n\r\n"), 400),
+    ];
+    for (raw, status) in cases {
+        let r = raw_request(g.addr, raw.as_bytes(), 5 * S);
+        assert_eq!(r.status, status, "{raw}");
+        if status == 426 {
+            assert_eq!(r.header("sec-websocket-version"), Some("13"));
+        }
+    }
+    assert_eq!(
+        count(&g),
+        before + 1,
+        "only the /count request reached the app"
+    );
+    // An app that refuses the upgrade is heard as is.
+    let r = raw_request(g.addr, format!("GET /status?code=403 HTTP/1.1\r\n{base}Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").as_bytes(), 5 * S);
+    assert_eq!(r.status, 403);
+}
+
+#[test]
+fn unmasked_client_frames_are_a_protocol_error() {
+    let (_site, g) = echo_gateway("passthrough", "off");
+    let (mut r, _) = raw_connect(&g, None);
+    let _first = read_frame(&mut r);
+    let mut s = r.get_ref().try_clone().unwrap();
+    s.write_all(&[0x81, 0x02, b'h', b'i']).unwrap();
+    let (b0, payload) = read_frame(&mut r);
+    assert_eq!(b0 & 0x0f, 0x8);
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1002);
+}
+
+/// Starts a waiting Python client and returns it once connected.
+fn waiting_client(g: &Gateway) -> std::process::Child {
+    let mut child = Command::new(venv_python())
+        .arg(repo_root().join("fixtures/websocket/client.py"))
+        .arg(format!("ws://{}/", g.addr))
+        .arg("on")
+        .arg("wait")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("ready"), "{line}");
+    child
+}
+
+fn close_code(child: std::process::Child) -> serde_json::Value {
+    let out = child.wait_with_output().unwrap();
+    let s = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(s.lines().last().unwrap_or("{}")).unwrap()
+}
+
+#[test]
+fn shutdown_sends_1001_and_app_death_sends_1012() {
+    let (_site, mut g) = echo_gateway("passthrough", "on");
+    let client = waiting_client(&g);
+    // Kill the app process (the gateway's child): the client hears 1012.
+    let app = children_of(g.pid()).into_iter().find(|p| {
+        std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+            .is_ok_and(|c| c.contains("echo_server"))
+    });
+    let app = app.expect("echo server process");
+    let _ = Command::new("kill").arg("-9").arg(app.to_string()).status();
+    let r = close_code(client);
+    assert_eq!(r["close_code"], 1012, "{r}");
+
+    assert!(wait_until(10 * S, || g
+        .logs()
+        .matches("app process is ready")
+        .count()
+        >= 2));
+    let client = waiting_client(&g);
+    g.signal("TERM");
+    let r = close_code(client);
+    assert_eq!(r["close_code"], 1001, "{r}");
+    assert_eq!(g.wait_exit(10 * S), Some(0));
+}
