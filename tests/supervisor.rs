@@ -386,3 +386,22 @@ fn editing_web_config_recycles_without_a_failed_request() {
     assert!(g.wait_log("has errors", 5 * S));
     assert_eq!(g.get("/").status, 200);
 }
+
+#[test]
+fn detailed_errors_off_hides_the_output_tail() {
+    let site = Site::new("nodetail");
+    site.testapp_config(
+        "exit1",
+        "startupRetryCount=\"1\"",
+        &[("detailedErrors", "false")],
+    );
+    let g = Gateway::start(&site.dir, &[]);
+    let t = g.get("/").text();
+    assert!(t.contains("exited with exit code 1"), "{t}");
+    assert!(
+        !t.contains("failing on purpose"),
+        "output shown although detailedErrors is off: {t}"
+    );
+    // The log still has it, for the operator.
+    assert!(g.wait_log("failing on purpose", 2 * S));
+}

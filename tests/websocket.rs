@@ -321,3 +321,86 @@ fn shutdown_sends_1001_and_app_death_sends_1012() {
     assert_eq!(r["close_code"], 1001, "{r}");
     assert_eq!(g.wait_exit(10 * S), Some(0));
 }
+
+fn read_until_opcode(r: &mut impl Read, opcode: u8) -> Vec<u8> {
+    for _ in 0..20 {
+        let (b0, p) = read_frame(r);
+        if b0 & 0x0f == opcode {
+            return p;
+        }
+    }
+    panic!("no frame with opcode {opcode:#x}");
+}
+
+#[test]
+fn server_close_code_and_reason_are_relayed() {
+    for mode in ["passthrough", "offload"] {
+        let (_site, g) = echo_gateway(mode, "off");
+        let (mut r, _) = raw_connect(&g, None);
+        let _first = read_frame(&mut r);
+        let mut s = r.get_ref().try_clone().unwrap();
+        send_masked(&mut s, 0x81, b"please close");
+        let p = read_until_opcode(&mut r, 0x8);
+        assert_eq!(u16::from_be_bytes([p[0], p[1]]), 4002, "{mode}");
+        assert_eq!(&p[2..], b"server says bye", "{mode}");
+    }
+}
+
+#[test]
+fn offload_handles_a_ping_between_compressed_fragments() {
+    let (_site, g) = echo_gateway("offload", "off");
+    let (mut r, head) = raw_connect(&g, Some("permessage-deflate"));
+    assert!(head.contains("permessage-deflate"));
+    let _first = read_frame(&mut r);
+    let text = "fragmented and compressed ".repeat(40);
+    let mut c = flate2::Compress::new(flate2::Compression::default(), false);
+    let mut z = Vec::with_capacity(text.len() + 64);
+    c.compress_vec(text.as_bytes(), &mut z, flate2::FlushCompress::Sync)
+        .unwrap();
+    assert!(z.ends_with(&[0, 0, 0xff, 0xff]));
+    z.truncate(z.len() - 4);
+    let (a, b) = z.split_at(z.len() / 2);
+    let mut s = r.get_ref().try_clone().unwrap();
+    send_masked(&mut s, 0x41, a); // text, RSV1, not final
+    send_masked(&mut s, 0x89, b"between"); // ping between fragments
+    send_masked(&mut s, 0x80, b); // final continuation
+    let pong = read_until_opcode(&mut r, 0xA);
+    assert_eq!(pong, b"between");
+    let (b0, payload) = read_frame(&mut r);
+    assert_eq!(b0, 0xC1, "one final compressed text frame");
+    let mut zz = payload;
+    zz.extend_from_slice(&[0, 0, 0xff, 0xff]);
+    let mut out = Vec::new();
+    let _ = flate2::read::DeflateDecoder::new(&zz[..]).read_to_end(&mut out);
+    assert_eq!(String::from_utf8_lossy(&out), text);
+}
+
+#[test]
+fn websocket_limits_idle_timeout_and_pings() {
+    let site = Site::new("ws-limits");
+    let server = repo_root().join("fixtures/websocket/echo_server.py");
+    site.web_config(
+        &format!(
+            "processPath=\"{}\" arguments=\"{}\"",
+            venv_python().display(),
+            server.display()
+        ),
+        "",
+        &[
+            ("maxWebSockets", "1"),
+            ("webSocketIdleTimeout", "2"),
+            ("webSocketPingInterval", "1"),
+        ],
+    );
+    let g = Gateway::start(&site.dir, &[]);
+    let (mut r, _) = raw_connect(&g, None);
+    let _first = read_frame(&mut r);
+    // A second WebSocket is over maxWebSockets.
+    let second = raw_request(g.addr, b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", 5 * S);
+    assert_eq!(second.status, 503);
+    // hpgate pings the idle client, then closes it when the idle limit passes.
+    let ping = read_until_opcode(&mut r, 0x9);
+    assert_eq!(ping, b"hpgate");
+    let close = read_until_opcode(&mut r, 0x8);
+    assert_eq!(u16::from_be_bytes([close[0], close[1]]), 1001);
+}
