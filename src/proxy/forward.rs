@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 
+use super::affinity::{self, Affinity};
 use super::body::{AccessLog, Activity, RequestBody, ResponseBody, Upstream};
 use super::error::{ProxyError, UnavailableDisplay};
 use super::headers;
@@ -29,6 +30,7 @@ pub struct Gateway {
     pub sup: Supervisor,
     pub client: AppClient,
     pub ws: websocket::Registry,
+    pub affinity: Affinity,
 }
 
 impl Gateway {
@@ -40,7 +42,12 @@ impl Gateway {
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(connector);
-        Gateway { sup, client, ws }
+        Gateway {
+            sup,
+            client,
+            ws,
+            affinity: Affinity::default(),
+        }
     }
 }
 
@@ -110,7 +117,8 @@ async fn forward(
     // turned out to be gone before the connection was made.
     let retry_parts = body_is_empty(&parts.headers).then(|| parts.clone());
 
-    let backend = pick(gw).await?;
+    let session = Session::of(gw, cfg, &parts);
+    let backend = pick(gw, session.pid).await?;
     let lease = backend.requests.token();
     let up = Request::from_parts(
         with_target(parts, &backend)?,
@@ -120,7 +128,7 @@ async fn forward(
     let (resp, backend, lease) = match (result, retry_parts) {
         (Err(ProxyError::Connect { .. }), Some(parts)) => {
             drop(lease);
-            let backend = pick(gw).await?;
+            let backend = pick(gw, None).await?;
             let lease = backend.requests.token();
             let empty = Request::from_parts(with_target(parts, &backend)?, ());
             let up = empty.map(|()| RequestBody::empty(activity.clone()));
@@ -137,13 +145,62 @@ async fn forward(
     headers::strip_hop_by_hop(&mut parts.headers, false);
     // hpgate speaks HTTP/1.1 to the client whatever the app spoke.
     parts.version = Version::HTTP_11;
+    if session.handshake && parts.status == http::StatusCode::OK {
+        // The open packet is small: read it to learn the session id.
+        let bytes = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, 64 * 1024))
+            .await
+            .map_err(|e| ProxyError::Backend {
+                pid: backend.pid,
+                reason: e.to_string(),
+            })?
+            .to_bytes();
+        if let Some((sid, ttl)) = affinity::parse_open_packet(&bytes) {
+            gw.affinity.learn(sid, backend.pid, ttl);
+        }
+        return Ok((
+            Response::from_parts(parts, ResponseBody::full(bytes)),
+            Some(backend.pid),
+        ));
+    }
     let body = ResponseBody::upstream(Upstream::new(body, activity, limit, lease));
     Ok((Response::from_parts(parts, body), Some(backend.pid)))
 }
 
-pub(super) async fn pick(gw: &Gateway) -> Result<Backend, ProxyError> {
+/// What a request says about its Socket.IO session.
+pub(super) struct Session {
+    /// The process that holds the session (from `sid=`), if known.
+    pub pid: Option<u32>,
+    /// An Engine.IO polling handshake: its response names the new session.
+    pub handshake: bool,
+}
+
+impl Session {
+    pub(super) fn of(gw: &Gateway, cfg: &Config, parts: &http::request::Parts) -> Session {
+        let none = Session {
+            pid: None,
+            handshake: false,
+        };
+        if !cfg.socket_io_affinity || !parts.uri.path().starts_with(cfg.socket_io_path.as_str()) {
+            return none;
+        }
+        let query = parts.uri.query().unwrap_or("");
+        match affinity::query_param(query, "sid") {
+            Some(sid) => Session {
+                pid: gw.affinity.lookup(sid),
+                handshake: false,
+            },
+            None => Session {
+                pid: None,
+                handshake: parts.method == http::Method::GET
+                    && affinity::query_param(query, "transport") == Some("polling"),
+            },
+        }
+    }
+}
+
+pub(super) async fn pick(gw: &Gateway, prefer_pid: Option<u32>) -> Result<Backend, ProxyError> {
     gw.sup
-        .pick(None)
+        .pick(prefer_pid)
         .await
         .map_err(|u| ProxyError::Unavailable(UnavailableDisplay(u)))
 }

@@ -4,6 +4,7 @@
 //! Owns everything HTTP. It asks the supervisor for a ready process per
 //! request and must not start, stop or inspect processes itself.
 
+mod affinity;
 mod body;
 mod error;
 mod forward;

@@ -141,10 +141,11 @@ impl Supervisor {
         self.current().cfg.clone()
     }
 
-    /// A ready process for one request. Waits while a process is starting
+    /// A ready process for one request (`prefer_pid` when it is ready:
+    /// session affinity). Waits while a process is starting
     /// (up to startupTimeLimit); answers at once when starting has failed
     /// for good, is locked out, or the site is offline.
-    pub async fn pick(&self, prefer_slot: Option<usize>) -> Result<Backend, Unavailable> {
+    pub async fn pick(&self, prefer_pid: Option<u32>) -> Result<Backend, Unavailable> {
         let limit = Duration::from_secs(self.config().startup_time_limit.max(1));
         // A little past the start limit, so a failed attempt can report its
         // own diagnosis rather than a generic "still starting".
@@ -159,7 +160,7 @@ impl Supervisor {
             }
             let generation = self.current();
             let ready = generation.ready();
-            if let Some(b) = prefer_slot.and_then(|i| ready.iter().find(|b| b.slot == i)) {
+            if let Some(b) = prefer_pid.and_then(|p| ready.iter().find(|b| b.pid == p)) {
                 return Ok(b.clone());
             }
             if !ready.is_empty() {

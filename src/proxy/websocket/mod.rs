@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use super::body::{Activity, RequestBody, ResponseBody};
 use super::error::ProxyError;
-use super::forward::{pick, prepare_upstream_head, with_target, Gateway};
+use super::forward::{pick, prepare_upstream_head, with_target, Gateway, Session};
 use crate::config::{Compression, Config};
 
 pub use handshake::is_upgrade;
@@ -105,7 +105,8 @@ pub async fn handle(
         handshake::remove_deflate(&mut parts.headers);
     }
 
-    let backend = pick(gw).await?;
+    let session = Session::of(gw, cfg, &parts);
+    let backend = pick(gw, session.pid).await?;
     let up = Request::from_parts(
         with_target(parts, &backend)?,
         RequestBody::new(body, Activity::new()),
