@@ -1,0 +1,45 @@
+//! A real browser: headless Chromium opens the chat page through hpgate in
+//! each compression mode (Chromium always offers permessage-deflate); the
+//! Socket.IO connection must upgrade to WebSocket and messages must go both
+//! ways between two pages.
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use support::*;
+
+#[test]
+fn chromium_chats_through_hpgate_in_every_mode() {
+    for mode in ["passthrough", "disable", "offload"] {
+        let site = Site::new(&format!("browser-{mode}"));
+        let app = repo_root().join("fixtures/chat/app.py");
+        site.web_config(
+            &format!("processPath=\"{}\" arguments=\"{}\"", venv_python().display(), app.display()),
+            "<environmentVariables><environmentVariable name=\"CHAT_MODE\" value=\"threading\"/></environmentVariables>",
+            &[("webSocketCompression", mode)],
+        );
+        let g = Gateway::start(&site.dir, &[]);
+        assert!(g.wait_log("app process is ready", Duration::from_secs(20)));
+        let out = Command::new("node")
+            .arg(repo_root().join("fixtures/browser/chat.mjs"))
+            .arg(format!("http://{}/", g.addr))
+            .output()
+            .expect("node");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let v: serde_json::Value = serde_json::from_str(text.lines().last().unwrap_or("{}"))
+            .unwrap_or_else(|_| panic!("{text}\n{}", String::from_utf8_lossy(&out.stderr)));
+        assert_eq!(v["ok"], true, "{mode}: {v}\n{}", g.logs());
+        assert_eq!(
+            v["transports"],
+            serde_json::json!(["websocket", "websocket"]),
+            "{mode}: {v}"
+        );
+        if mode == "offload" {
+            assert!(
+                g.logs().contains("GET /socket.io/"),
+                "requests went through hpgate"
+            );
+        }
+    }
+}
