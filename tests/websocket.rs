@@ -404,3 +404,34 @@ fn websocket_limits_idle_timeout_and_pings() {
     let close = read_until_opcode(&mut r, 0x8);
     assert_eq!(u16::from_be_bytes([close[0], close[1]]), 1001);
 }
+
+#[test]
+fn disable_mode_refuses_an_app_that_compresses_anyway() {
+    let site = Site::new("ws-misbehave");
+    let server = repo_root().join("fixtures/websocket/bad_server.py");
+    site.web_config(
+        &format!("processPath=\"python3\" arguments=\"{}\"", server.display()),
+        "",
+        &[("webSocketCompression", "disable")],
+    );
+    let g = Gateway::start(&site.dir, &[]);
+    let r = raw_request(g.addr, b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n", 5 * S);
+    assert_eq!(r.status, 502);
+    assert!(
+        r.text()
+            .contains("accepted permessage-deflate although hpgate removed it"),
+        "{}",
+        r.text()
+    );
+}
+
+#[test]
+fn recycling_the_app_closes_websockets_with_1012() {
+    let (site, g) = echo_gateway("passthrough", "on");
+    let client = waiting_client(&g);
+    // Any edit of web.config recycles the app.
+    let text = std::fs::read_to_string(site.path("web.config")).unwrap();
+    site.write("web.config", &text.replace("value=\"on\"", "value=\"off\""));
+    let r = close_code(client);
+    assert_eq!(r["close_code"], 1012, "{r}");
+}

@@ -200,17 +200,22 @@ impl Supervisor {
         self.shared.epoch.send_modify(|e| *e = e.wrapping_add(1));
     }
 
-    /// Starts a generation from `cfg`, switches traffic to it once ready and
-    /// retires the old one. Returns false (old one kept) if it never got ready.
-    pub async fn recycle(&self, cfg: Arc<Config>) -> bool {
+    /// Starts the processes of a new generation (not yet serving).
+    fn new_generation(&self, cfg: Arc<Config>) -> Arc<Generation> {
         let id = self.shared.next_generation.fetch_add(1, Ordering::Relaxed);
-        let next = spawn_generation(
+        spawn_generation(
             id,
             cfg,
             &self.shared.epoch,
             &self.shared.rapid,
             &self.shared.watchdog,
-        );
+        )
+    }
+
+    /// Starts a generation from `cfg`, switches traffic to it once ready and
+    /// retires the old one. Returns false (old one kept) if it never got ready.
+    pub async fn recycle(&self, cfg: Arc<Config>) -> bool {
+        let next = self.new_generation(cfg);
         let mut changes = self.shared.epoch.subscribe();
         loop {
             let all_ready = next.ready().len() == next.slots.len();
@@ -232,10 +237,7 @@ impl Supervisor {
             return false;
         }
         self.swap_in(next);
-        tracing::info!(
-            generation = id,
-            "recycled: traffic now goes to the new processes"
-        );
+        tracing::info!("recycled: traffic now goes to the new processes");
         true
     }
 
@@ -270,14 +272,7 @@ impl Supervisor {
             return;
         }
         tracing::info!("app_offline.htm removed: starting the app");
-        let id = self.shared.next_generation.fetch_add(1, Ordering::Relaxed);
-        let next = spawn_generation(
-            id,
-            cfg,
-            &self.shared.epoch,
-            &self.shared.rapid,
-            &self.shared.watchdog,
-        );
+        let next = self.new_generation(cfg);
         if let Ok(mut o) = self.shared.offline.write() {
             *o = None;
         }
