@@ -288,7 +288,10 @@ fn classify(e: &hyper_util::client::legacy::Error, backend: &Backend) -> ProxyEr
 
 /// Limits hyper does not enforce with the statuses RFC 9110 names.
 fn check_limits(cfg: &Config, req: &Request<Incoming>) -> Result<(), ProxyError> {
-    let line = req.method().as_str().len() + req.uri().to_string().len() + 10;
+    // The request line as sent: method, target, " HTTP/1.1\r\n".
+    let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len())
+        + req.uri().authority().map_or(0, |a| a.as_str().len() + 7);
+    let line = req.method().as_str().len() + target + 11;
     if line as u64 > cfg.max_request_line_bytes {
         return Err(ProxyError::UriTooLong(format!(
             "{line} bytes, over maxRequestLineBytes ({})",

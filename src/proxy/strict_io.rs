@@ -301,9 +301,8 @@ impl AsyncRead for StrictIo {
             Poll::Ready(Ok(())) => {}
             other => return other,
         }
-        let fresh = buf.filled()[before..].to_vec();
         let in_head = matches!(this.state, State::Head { .. });
-        if let Err(reason) = this.scan(&fresh) {
+        if let Err(reason) = this.scan(&buf.filled()[before..]) {
             // Nothing of the offending read reaches hyper.
             buf.set_filled(before);
             this.rejected = true;
