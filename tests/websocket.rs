@@ -435,3 +435,20 @@ fn recycling_the_app_closes_websockets_with_1012() {
     let r = close_code(client);
     assert_eq!(r["close_code"], 1012, "{r}");
 }
+
+#[test]
+fn half_close_after_a_close_frame_ends_both_legs() {
+    let (_site, g) = echo_gateway("passthrough", "off");
+    let (mut r, _) = raw_connect(&g, None);
+    let _first = read_frame(&mut r);
+    let mut s = r.get_ref().try_clone().unwrap();
+    send_masked(&mut s, 0x88, &1000u16.to_be_bytes());
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let p = read_until_opcode(&mut r, 0x8);
+    assert_eq!(u16::from_be_bytes([p[0], p[1]]), 1000);
+    // hpgate then closes its side too: nothing is left half-open.
+    let t0 = std::time::Instant::now();
+    let mut rest = Vec::new();
+    r.read_to_end(&mut rest).unwrap();
+    assert!(t0.elapsed() < 5 * S);
+}
