@@ -248,6 +248,9 @@ async fn pump(
             return;
         }
     }
+    // Even when empty, these bytes share hyper's connection read buffer:
+    // holding them would keep that buffer alive for the connection's life.
+    drop(pre);
     let ping = settings
         .ping_interval
         .filter(|_| dir.side == Side::Downstream);
