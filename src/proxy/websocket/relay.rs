@@ -257,8 +257,13 @@ async fn pump(
     let idle = settings
         .idle_timeout
         .filter(|_| dir.side == Side::Downstream);
-    let mut tick = tokio::time::interval(ping.or(idle).unwrap_or(Duration::from_secs(3600)));
-    tick.reset();
+    // A timer only when pings or the idle limit are on: idle connections
+    // are the common case and each timer costs memory.
+    let mut tick = ping.or(idle).map(|every| {
+        let mut t = tokio::time::interval(every);
+        t.reset();
+        t
+    });
     let mut deadline: Option<tokio::time::Instant> = None;
     loop {
         let expire = async {
@@ -292,7 +297,14 @@ async fn pump(
                     if write(&mut dir, &mut out).await.is_err() { break; }
                 }
             }
-            _ = tick.tick(), if ping.is_some() || idle.is_some() => {
+            _ = async {
+                match tick.as_mut() {
+                    Some(t) => {
+                        t.tick().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {
                 if let Some(limit) = idle {
                     if shared.idle_for() >= limit {
                         shared.issue(Order { to_client: GOING_AWAY, to_app: GOING_AWAY, reason: "idle timeout" });
