@@ -158,6 +158,13 @@ fn crash_restarts_and_rapid_fails_lock_out() {
         assert!(wait_until(5 * S, || app_pid(&g).is_some()));
         let _ = g.get("/crash");
     }
+    // The crash is seen when the process is reaped; a request racing it
+    // gets "exited while handling the request". Then the lock-out holds.
+    assert!(
+        wait_until(5 * S, || g.get("/").text().contains("too many crashes")),
+        "{}",
+        g.logs()
+    );
     let t0 = Instant::now();
     let r = g.get("/");
     assert!(t0.elapsed() < S, "lock-out answers at once");
