@@ -4,6 +4,15 @@ use std::process::ExitCode;
 use clap::Parser;
 use hpgate::cli::{Action, Cli};
 
+// mimalloc: a proxy allocates and frees small buffers and header maps on
+// every request; glibc's malloc spent ~9% of the small-request profile in
+// malloc/free/consolidate (docs/benchmarks.md). Unix only: on Windows it
+// would need a MinGW C compiler for the cross check, and the system heap is
+// fine there.
+#[cfg(unix)]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());

@@ -6,7 +6,6 @@
 //! (hop-by-hop removed, body streamed). Errors become pages in `error.rs`.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,7 @@ use hyper_util::client::legacy::Client;
 use super::affinity::{self, Affinity};
 use super::body::{AccessLog, Activity, RequestBody, ResponseBody, Upstream};
 use super::error::{ProxyError, UnavailableDisplay};
-use super::headers;
+use super::headers::{self, Peer};
 use super::websocket;
 use crate::config::Config;
 use crate::supervisor::{Backend, Supervisor};
@@ -55,7 +54,7 @@ impl Gateway {
 pub async fn handle(
     gw: Arc<Gateway>,
     req: Request<Incoming>,
-    client: SocketAddr,
+    peer: Arc<Peer>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let start = Instant::now();
     let cfg = gw.sup.config();
@@ -66,7 +65,7 @@ pub async fn handle(
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
-    let (mut resp, pid) = match forward(&gw, &cfg, req, client).await {
+    let (mut resp, pid) = match forward(&gw, &cfg, req, &peer).await {
         Ok(ok) => ok,
         Err(e) => {
             if e.status().is_server_error() {
@@ -101,18 +100,18 @@ async fn forward(
     gw: &Gateway,
     cfg: &Config,
     req: Request<Incoming>,
-    client: SocketAddr,
+    peer: &Peer,
 ) -> Result<(Response<ResponseBody>, Option<u32>), ProxyError> {
     check_limits(cfg, &req)?;
     headers::check_framing(req.headers())?;
     if websocket::is_upgrade(&req) {
-        return websocket::handle(gw, cfg, req, client).await;
+        return websocket::handle(gw, cfg, req, peer).await;
     }
 
     let limit = (cfg.request_timeout > 0).then(|| Duration::from_secs(cfg.request_timeout));
     let activity = Activity::new();
     let (mut parts, body) = req.into_parts();
-    prepare_upstream_head(cfg, &mut parts, client, false);
+    prepare_upstream_head(cfg, &mut parts, peer, false);
     // A request without a body can be sent again if the chosen process
     // turned out to be gone before the connection was made.
     let retry_parts = body_is_empty(&parts.headers).then(|| parts.clone());
@@ -209,12 +208,12 @@ pub(super) async fn pick(gw: &Gateway, prefer_pid: Option<u32>) -> Result<Backen
 pub(super) fn prepare_upstream_head(
     cfg: &Config,
     parts: &mut http::request::Parts,
-    client: SocketAddr,
+    peer: &Peer,
     keep_upgrade: bool,
 ) {
     headers::strip_hop_by_hop(&mut parts.headers, keep_upgrade);
     headers::strip_spoofable(&mut parts.headers);
-    headers::add_forwarded(&mut parts.headers, client.ip(), cfg.trust_forwarded_headers);
+    headers::add_forwarded(&mut parts.headers, peer, cfg.trust_forwarded_headers);
     parts.version = Version::HTTP_11;
 }
 
@@ -223,12 +222,13 @@ pub(super) fn with_target(
     mut parts: http::request::Parts,
     backend: &Backend,
 ) -> Result<http::request::Parts, ProxyError> {
-    let pq = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    parts.uri = Uri::try_from(format!("http://{}{}", backend.addr, pq))
+    let mut target = std::mem::take(&mut parts.uri).into_parts();
+    target.scheme = Some(http::uri::Scheme::HTTP);
+    target.authority = Some(backend.authority.clone());
+    if target.path_and_query.is_none() {
+        target.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    parts.uri = Uri::from_parts(target)
         .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
     Ok(parts)
 }

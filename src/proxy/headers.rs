@@ -6,7 +6,7 @@
 //! forwarding headers, and the anti-spoofing strip. Pure functions over
 //! header maps; no I/O.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -112,50 +112,79 @@ static XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
 static XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// The client end of one connection, with the forwarding-header pieces
+/// worked out once per connection rather than once per request.
+#[derive(Debug)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The address as X-Forwarded-For carries it.
+    ip: HeaderValue,
+    /// The address as a Forwarded `for=` node (IPv6 quoted and bracketed).
+    node: String,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Peer {
+        let text = addr.ip().to_string();
+        let node = match addr.ip() {
+            IpAddr::V4(_) => text.clone(),
+            IpAddr::V6(_) => format!("\"[{text}]\""),
+        };
+        let ip = HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("unknown"));
+        Peer { addr, ip, node }
+    }
+}
+
+static HTTP: HeaderValue = HeaderValue::from_static("http");
+
 /// Adds X-Forwarded-For/Proto/Host and Forwarded. Client-sent values are
 /// kept (and appended to) only when `trust` is set; otherwise replaced.
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, trust: bool) {
-    let ip = client.to_string();
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string);
+pub fn add_forwarded(headers: &mut HeaderMap, peer: &Peer, trust: bool) {
+    let host = headers.get(header::HOST).cloned();
 
-    let prior_xff = trust.then(|| join_values(headers, &XFF)).flatten();
-    let xff = match prior_xff {
-        Some(prior) => format!("{prior}, {ip}"),
-        None => ip.clone(),
-    };
-    set(headers, &XFF, &xff);
+    match trust.then(|| join_values(headers, &XFF)).flatten() {
+        Some(prior) => set(headers, &XFF, &format!("{prior}, {}", peer.ip_text())),
+        None => {
+            headers.insert(XFF.clone(), peer.ip.clone());
+        }
+    }
     if !(trust && headers.contains_key(&XFP)) {
-        set(headers, &XFP, "http");
+        headers.insert(XFP.clone(), HTTP.clone());
     }
     if !(trust && headers.contains_key(&XFH)) {
         match &host {
-            Some(h) => set(headers, &XFH, h),
+            Some(h) => {
+                headers.insert(XFH.clone(), h.clone());
+            }
             None => {
                 headers.remove(&XFH);
             }
         }
     }
 
-    let node = match client {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(_) => format!("\"[{ip}]\""),
-    };
-    let mut element = format!("for={node}");
-    if let Some(h) = &host {
-        element.push_str(&format!(";host=\"{}\"", h.replace(['"', '\\'], "")));
+    let mut element = String::with_capacity(64);
+    element.push_str("for=");
+    element.push_str(&peer.node);
+    if let Some(h) = host.as_ref().and_then(|h| h.to_str().ok()) {
+        element.push_str(";host=\"");
+        element.extend(h.chars().filter(|c| !matches!(c, '"' | '\\')));
+        element.push('"');
     }
     element.push_str(";proto=http");
-    let prior = trust
+    let forwarded = match trust
         .then(|| join_values(headers, &header::FORWARDED))
-        .flatten();
-    let forwarded = match prior {
+        .flatten()
+    {
         Some(p) => format!("{p}, {element}"),
         None => element,
     };
     set(headers, &header::FORWARDED, &forwarded);
+}
+
+impl Peer {
+    fn ip_text(&self) -> &str {
+        self.ip.to_str().unwrap_or("unknown")
+    }
 }
 
 fn join_values(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
@@ -225,7 +254,7 @@ mod tests {
     #[test]
     fn forwarded_replaces_unless_trusted() {
         let mut m = map(&[("host", "example.com"), ("x-forwarded-for", "6.6.6.6")]);
-        add_forwarded(&mut m, "10.0.0.1".parse().unwrap(), false);
+        add_forwarded(&mut m, &Peer::new("10.0.0.1:5000".parse().unwrap()), false);
         assert_eq!(m["x-forwarded-for"], "10.0.0.1");
         assert_eq!(m["x-forwarded-host"], "example.com");
         assert_eq!(
@@ -234,7 +263,7 @@ mod tests {
         );
 
         let mut m = map(&[("x-forwarded-for", "6.6.6.6")]);
-        add_forwarded(&mut m, "::1".parse().unwrap(), true);
+        add_forwarded(&mut m, &Peer::new("[::1]:5000".parse().unwrap()), true);
         assert_eq!(m["x-forwarded-for"], "6.6.6.6, ::1");
         assert_eq!(m["forwarded"], "for=\"[::1]\";proto=http");
     }

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::forward::{handle, Gateway};
+use super::headers::Peer;
 use super::strict_io::StrictIo;
 
 /// Serves until `shutdown` is cancelled, then drains for up to `grace`.
@@ -67,7 +68,8 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let gw = gw.clone();
-        let svc = service_fn(move |req| handle(gw.clone(), req, peer));
+        let client = Arc::new(Peer::new(peer));
+        let svc = service_fn(move |req| handle(gw.clone(), req, client.clone()));
         let conn = builder
             .serve_connection(TokioIo::new(StrictIo::new(stream)), svc)
             .with_upgrades();

@@ -34,6 +34,8 @@ const TAIL_DRAIN: Duration = Duration::from_millis(200);
 #[derive(Debug, Clone)]
 pub struct Backend {
     pub addr: SocketAddr,
+    /// `addr` as a URI authority, made once rather than per request.
+    pub authority: http::uri::Authority,
     pub pid: u32,
     pub slot: usize,
     /// Cancelled when the process has exited: in-flight requests fail fast.
@@ -260,8 +262,10 @@ async fn start(
                 ms = started.started_at.elapsed().as_millis() as u64,
                 "app process is ready"
             );
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
             let backend = Backend {
-                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                addr,
+                authority: authority_of(addr),
                 pid: started.pid,
                 slot: slot.index,
                 gone: CancellationToken::new(),
@@ -330,4 +334,10 @@ mod tests {
         assert_eq!(backoff(3), Duration::from_millis(200));
         assert_eq!(backoff(40), MAX_BACKOFF);
     }
+}
+
+fn authority_of(addr: SocketAddr) -> http::uri::Authority {
+    // A socket address always makes a valid authority.
+    http::uri::Authority::try_from(addr.to_string())
+        .unwrap_or(http::uri::Authority::from_static("127.0.0.1"))
 }

@@ -10,7 +10,6 @@ mod frame;
 mod handshake;
 mod relay;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -27,6 +26,7 @@ use tokio_util::task::TaskTracker;
 use super::body::{Activity, RequestBody, ResponseBody};
 use super::error::ProxyError;
 use super::forward::{pick, prepare_upstream_head, with_target, Gateway, Session};
+use super::headers::Peer;
 use crate::config::{Compression, Config};
 
 pub use handshake::is_upgrade;
@@ -72,7 +72,7 @@ pub async fn handle(
     gw: &Gateway,
     cfg: &Config,
     mut req: Request<Incoming>,
-    client: SocketAddr,
+    peer: &Peer,
 ) -> Result<(Response<ResponseBody>, Option<u32>), ProxyError> {
     if let Err(rej) = handshake::validate(&req) {
         let mut r = plain(rej.status, rej.reason);
@@ -94,7 +94,7 @@ pub async fn handle(
 
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (mut parts, body) = req.into_parts();
-    prepare_upstream_head(cfg, &mut parts, client, true);
+    prepare_upstream_head(cfg, &mut parts, peer, true);
     let mode = cfg.web_socket_compression;
     let offers = handshake::parse_extensions(&parts.headers);
     let offload = match mode {
