@@ -323,6 +323,12 @@ async fn stop_process(mut running: Running, grace: Duration) {
     backend.gone.cancel();
 }
 
+fn authority_of(addr: SocketAddr) -> http::uri::Authority {
+    // A socket address always makes a valid authority.
+    http::uri::Authority::try_from(addr.to_string())
+        .unwrap_or(http::uri::Authority::from_static("127.0.0.1"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,10 +340,4 @@ mod tests {
         assert_eq!(backoff(3), Duration::from_millis(200));
         assert_eq!(backoff(40), MAX_BACKOFF);
     }
-}
-
-fn authority_of(addr: SocketAddr) -> http::uri::Authority {
-    // A socket address always makes a valid authority.
-    http::uri::Authority::try_from(addr.to_string())
-        .unwrap_or(http::uri::Authority::from_static("127.0.0.1"))
 }
