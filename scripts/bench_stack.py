@@ -1,0 +1,191 @@
+"""Processes for scripts/bench: a backend under hpgate, nginx and HAProxy in front of it.
+
+Every path reaches the very same backend process: hpgate starts and
+supervises it, and nginx and HAProxy are pointed at the port hpgate handed
+it. Everything is torn down by close(), also on errors.
+"""
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HPGATE = os.path.join(ROOT, "target", "release", "hpgate")
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port, timeout=10, interval=0.01):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(interval)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def stat_fields(pid):
+    return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pids):
+    total = 0
+    for pid in pids:
+        try:
+            f = stat_fields(pid)
+            total += int(f[11]) + int(f[12])
+        except OSError:
+            pass
+    return total / CLK
+
+
+def children(pid):
+    out = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                if int(stat_fields(p)[1]) == pid:
+                    out.append(int(p))
+            except OSError:
+                continue
+    return out
+
+
+def rss_kib(pids):
+    total = 0
+    for pid in pids:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total
+
+
+class Hpgate:
+    """One hpgate in front of `script` (a shell script that starts the app)."""
+
+    def __init__(self, workdir, name, script, args=(), env=None):
+        self.port = free_port()
+        self.log_path = os.path.join(workdir, f"{name}.log")
+        log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [HPGATE, "run", "--listen", f"127.0.0.1:{self.port}", *args, "--", script],
+            cwd=workdir, stderr=log, stdout=log,
+            env={**os.environ, "HPGATE_LOG": "warn,hpgate=info", **(env or {})})
+        wait_port(self.port)
+        self.backend_port = self.app_port()
+        wait_port(self.backend_port)
+
+    def app_port(self, skip=0):
+        """Port of the (skip+1)-th app process hpgate started."""
+        end = time.time() + 15
+        while time.time() < end:
+            ports = re.findall(r"started app process.*port=(\d+)", open(self.log_path).read())
+            if len(ports) > skip:
+                return int(ports[skip])
+            time.sleep(0.01)
+        raise RuntimeError(f"hpgate did not start the app; see {self.log_path}")
+
+    @property
+    def pids(self):
+        return [self.proc.pid]
+
+
+class Stack:
+    """A backend under hpgate, plus nginx and HAProxy proxying to it.
+
+    `script_body` is the shell command that starts the backend on
+    $HTTP_PLATFORM_PORT. `offload` adds a second hpgate (its own backend)
+    with WebSocket compression done in the gateway.
+    """
+
+    def __init__(self, script_body, offload=False):
+        self.dir = tempfile.mkdtemp(prefix="hpgate-bench-")
+        os.chmod(self.dir, 0o755)  # nginx workers run as an unprivileged user
+        self.procs = []
+        try:
+            self._start(script_body, offload)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, script_body, offload):
+        script = os.path.join(self.dir, "backend.sh")
+        open(script, "w").write(f"#!/bin/sh\n{script_body}\n")
+        os.chmod(script, 0o755)
+        self.hpgate = Hpgate(self.dir, "hpgate", script)
+        self.procs.append(self.hpgate.proc)
+        self.offload = None
+        if offload:
+            self.offload = Hpgate(self.dir, "hpgate-offload", script, ["--websocket-compression", "offload"])
+            self.procs.append(self.offload.proc)
+        backend = self.hpgate.backend_port
+        self.nginx_port, self.haproxy_port = free_port(), free_port()
+        conf = os.path.join(self.dir, "nginx-proxy.conf")
+        # As nginx's docs recommend for WebSocket and streaming.
+        open(conf, "w").write(f"""worker_processes 1; pid {self.dir}/nginx-proxy.pid; error_log /dev/null;
+worker_rlimit_nofile 20000;
+events {{ worker_connections 16000; }}
+http {{ access_log off; client_max_body_size 4m;
+  upstream app {{ server 127.0.0.1:{backend}; keepalive 64; }}
+  map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
+  server {{ listen 127.0.0.1:{self.nginx_port};
+    location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_buffering off; proxy_request_buffering off;
+      proxy_read_timeout 1h; proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection $connection_upgrade;
+      proxy_set_header Host $host; }} }} }}
+""")
+        self.nginx = subprocess.Popen(["nginx", "-c", conf, "-g", "daemon off;"])
+        self.procs.append(self.nginx)
+        hconf = os.path.join(self.dir, "haproxy.cfg")
+        # maxconn stays under the 20,000 open-files limit (two per connection).
+        open(hconf, "w").write(f"""global
+  maxconn 8000
+  nbthread 1
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  timeout tunnel 1h
+  http-reuse always
+frontend f
+  bind 127.0.0.1:{self.haproxy_port}
+  default_backend b
+backend b
+  server app 127.0.0.1:{backend}
+""")
+        self.haproxy = subprocess.Popen(["haproxy", "-f", hconf, "-db"])
+        self.procs.append(self.haproxy)
+        wait_port(self.nginx_port)
+        wait_port(self.haproxy_port)
+        self.nginx_workers = children(self.nginx.pid)
+
+    def paths(self):
+        """name -> (port, pids whose CPU and memory count as the proxy's)."""
+        return {
+            "direct": (self.hpgate.backend_port, []),
+            "nginx": (self.nginx_port, [self.nginx.pid] + self.nginx_workers),
+            "haproxy": (self.haproxy_port, [self.haproxy.pid]),
+            "hpgate": (self.hpgate.port, self.hpgate.pids),
+        }
+
+    def close(self):
+        for p in reversed(self.procs):
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
