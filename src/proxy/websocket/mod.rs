@@ -5,6 +5,7 @@
 //! of live WebSockets (count limit, close on shutdown). The HTTP forwarding
 //! path hands upgrade requests here and must not touch them otherwise.
 
+mod both;
 mod deflate;
 mod frame;
 mod handshake;
@@ -190,31 +191,34 @@ pub async fn handle(
                 return;
             }
         };
-        let (c, a) = match (
-            c.downcast::<TokioIo<StrictIo>>(),
-            a.downcast::<TokioIo<TcpStream>>(),
-        ) {
-            (Ok(c), Ok(a)) => (c, a),
-            _ => {
-                tracing::error!(pid, "WebSocket connection is not a TCP stream; closing it");
-                return;
-            }
+        let Some((client, client_pre, app, app_pre)) = into_streams(c, a) else {
+            tracing::error!(pid, "WebSocket connection is not a TCP stream; closing it");
+            return;
         };
         let signals = relay::Signals {
             shutdown,
             retiring: backend.retiring.clone(),
             gone: backend.gone.clone(),
         };
-        relay::run(
-            c.io.into_inner().into_inner(),
-            c.read_buf,
-            a.io.into_inner(),
-            a.read_buf,
-            settings,
-            signals,
-        )
-        .await;
+        relay::run(client, client_pre, app, app_pre, settings, signals).await;
         tracing::debug!(pid, "WebSocket closed");
     });
     Ok((to_client, Some(pid)))
+}
+
+/// The TCP streams (and bytes already read) under both upgraded
+/// connections. A plain fn so the upgrade wrappers do not stay in the
+/// relay task's state for the connection's life.
+fn into_streams(
+    client: hyper::upgrade::Upgraded,
+    app: hyper::upgrade::Upgraded,
+) -> Option<(TcpStream, Bytes, TcpStream, Bytes)> {
+    let c = client.downcast::<TokioIo<StrictIo>>().ok()?;
+    let a = app.downcast::<TokioIo<TcpStream>>().ok()?;
+    Some((
+        c.io.into_inner().into_inner(),
+        c.read_buf,
+        a.io.into_inner(),
+        a.read_buf,
+    ))
 }

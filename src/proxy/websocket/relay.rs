@@ -27,6 +27,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::both::both;
 use super::deflate::{Agreement, Codec};
 use super::frame::{self, FrameError, Header, OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_TEXT};
 
@@ -133,70 +134,76 @@ struct Dir {
     ctrl: Vec<u8>,
     /// Offload: the message being decoded; `compressed` when RSV1 was set.
     message: Option<(u8, bool, Vec<u8>)>,
-    codec: Option<Codec>,
+    /// Boxed: most connections never compress, and this keeps the
+    /// per-connection future small.
+    codec: Option<Box<Codec>>,
     close_to_dst: bool,
     failed: bool,
 }
 
-pub async fn run(
+/// Relays until both directions end. (A fn returning an `async move`
+/// block, like `pump`, so the arguments are not kept twice.)
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub fn run(
     client: TcpStream,
     client_pre: Bytes,
     app: TcpStream,
     app_pre: Bytes,
     settings: Settings,
     signals: Signals,
-) {
-    let (client_rd, client_wr) = client.into_split();
-    let (app_rd, app_wr) = app.into_split();
-    let shared = Arc::new(Shared {
-        order: watch::Sender::new(None),
-        last_activity: AtomicU64::new(0),
-        base: Instant::now(),
-    });
-    let settings = Arc::new(settings);
-    let codec = |s: &Settings| match &s.mode {
-        Mode::Offload {
-            agreement, level, ..
-        } => Some(Codec::new(*agreement, *level)),
-        Mode::Relay { .. } => None,
-    };
-    let up = Dir::new(Side::Upstream, app_wr, codec(&settings));
-    let down = Dir::new(Side::Downstream, client_wr, codec(&settings));
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        // The streams come from hyper's connection tasks, whose wakers are
+        // still parked in the streams' readiness slots: each would keep its
+        // finished task's memory (about 1.7 KB) alive for as long as the
+        // WebSocket lasts. Polling readiness once here puts this task's waker
+        // in their place.
+        std::future::poll_fn(|cx| {
+            for s in [&client, &app] {
+                let _ = s.poll_read_ready(cx);
+                let _ = s.poll_write_ready(cx);
+            }
+            std::task::Poll::Ready(())
+        })
+        .await;
+        let (client_rd, client_wr) = client.into_split();
+        let (app_rd, app_wr) = app.into_split();
+        let shared = Arc::new(Shared {
+            order: watch::Sender::new(None),
+            last_activity: AtomicU64::new(0),
+            base: Instant::now(),
+        });
+        let settings = Arc::new(settings);
+        let codec = |s: &Settings| match &s.mode {
+            Mode::Offload {
+                agreement, level, ..
+            } => Some(Box::new(Codec::new(*agreement, *level))),
+            Mode::Relay { .. } => None,
+        };
+        let up = Dir::new(Side::Upstream, app_wr, codec(&settings));
+        let down = Dir::new(Side::Downstream, client_wr, codec(&settings));
 
-    let watcher = {
-        let shared = shared.clone();
-        async move {
+        let watch_signals = async {
             tokio::select! {
                 _ = signals.shutdown.cancelled() => shared.issue(Order { to_client: GOING_AWAY, to_app: GOING_AWAY, reason: "server shutting down" }),
                 _ = signals.retiring.cancelled() => shared.issue(Order { to_client: SERVICE_RESTART, to_app: GOING_AWAY, reason: "app restarting" }),
             }
+            std::future::pending::<()>().await
+        };
+        // The pumps are built in place (no named locals): every future kept in
+        // a local would take its own room in this task for the connection's life.
+        tokio::select! {
+            _ = both(
+                pump(up, client_rd, client_pre, &shared, &settings, &signals.gone),
+                pump(down, app_rd, app_pre, &shared, &settings, &signals.gone),
+            ) => {}
+            _ = watch_signals => {}
         }
-    };
-    let a = pump(
-        up,
-        client_rd,
-        client_pre,
-        shared.clone(),
-        settings.clone(),
-        signals.gone.clone(),
-    );
-    let b = pump(
-        down,
-        app_rd,
-        app_pre,
-        shared.clone(),
-        settings.clone(),
-        signals.gone.clone(),
-    );
-    let both = async { tokio::join!(a, b) };
-    tokio::select! {
-        _ = both => {}
-        _ = async { watcher.await; std::future::pending::<()>().await } => {}
     }
 }
 
 impl Dir {
-    fn new(side: Side, dst: OwnedWriteHalf, codec: Option<Codec>) -> Dir {
+    fn new(side: Side, dst: OwnedWriteHalf, codec: Option<Box<Codec>>) -> Dir {
         Dir {
             side,
             dst,
@@ -232,115 +239,118 @@ impl Dir {
 }
 
 /// One direction: read `src`, write `dir.dst`, until `src` ends.
-async fn pump(
+///
+/// A plain fn returning an `async move` block rather than an `async fn`:
+/// an async fn keeps a second copy of its arguments in its state, and this
+/// state lives as long as the connection.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+fn pump<'a>(
     mut dir: Dir,
     src: OwnedReadHalf,
     pre: Bytes,
-    shared: Arc<Shared>,
-    settings: Arc<Settings>,
-    gone: CancellationToken,
-) {
-    let mut orders = shared.order.subscribe();
-    let mut out = Vec::new();
-    if !pre.is_empty() {
-        process(&mut dir, &pre, &mut out, &shared, &settings);
-        if write(&mut dir, &mut out).await.is_err() {
-            return;
-        }
-    }
-    // Even when empty, these bytes share hyper's connection read buffer:
-    // holding them would keep that buffer alive for the connection's life.
-    drop(pre);
-    let ping = settings
-        .ping_interval
-        .filter(|_| dir.side == Side::Downstream);
-    let idle = settings
-        .idle_timeout
-        .filter(|_| dir.side == Side::Downstream);
-    // A timer only when pings or the idle limit are on: idle connections
-    // are the common case and each timer costs memory.
-    let mut tick = ping.or(idle).map(|every| {
-        let mut t = tokio::time::interval(every);
-        t.reset();
-        t
-    });
-    let mut deadline: Option<tokio::time::Instant> = None;
-    loop {
-        let expire = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
+    shared: &'a Shared,
+    settings: &'a Settings,
+    gone: &'a CancellationToken,
+) -> impl std::future::Future<Output = ()> + Send + 'a {
+    async move {
+        let mut orders = shared.order.subscribe();
+        let mut out = Vec::new();
+        if !pre.is_empty() {
+            process(&mut dir, &pre, &mut out, shared, settings);
+            if write(&mut dir, &mut out).await.is_err() {
+                return;
             }
-        };
-        tokio::select! {
-            r = src.readable() => {
-                if r.is_err() { break; }
-                let mut buf = vec![0u8; BURST];
-                match src.try_read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        shared.touch();
-                        if !dir.failed {
-                            process(&mut dir, &buf[..n], &mut out, &shared, &settings);
+        }
+        // Even when empty, these bytes share hyper's connection read buffer:
+        // holding them would keep that buffer alive for the connection's life.
+        drop(pre);
+        let ping = settings
+            .ping_interval
+            .filter(|_| dir.side == Side::Downstream);
+        let idle = settings
+            .idle_timeout
+            .filter(|_| dir.side == Side::Downstream);
+        // A timer only when pings or the idle limit are on: idle connections
+        // are the common case and each timer costs memory.
+        let mut tick = ping.or(idle).map(|every| {
+            let mut t = tokio::time::interval(every);
+            t.reset();
+            t
+        });
+        // Boxed and only made once a close is under way, so an idle
+        // connection does not carry a timer.
+        let mut deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        loop {
+            tokio::select! {
+                r = src.readable() => {
+                    if r.is_err() { break; }
+                    let mut buf = vec![0u8; BURST];
+                    match src.try_read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            shared.touch();
+                            if !dir.failed {
+                                process(&mut dir, &buf[..n], &mut out, shared, settings);
+                            }
+                            if write(&mut dir, &mut out).await.is_err() { break; }
                         }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => break,
+                    }
+                }
+                r = orders.changed(), if !dir.close_to_dst => {
+                    if r.is_err() { break; }
+                    deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(CLOSE_GRACE)));
+                    if dir.at_boundary() {
+                        inject_order(&mut dir, shared, &mut out);
                         if write(&mut dir, &mut out).await.is_err() { break; }
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => break,
                 }
-            }
-            r = orders.changed(), if !dir.close_to_dst => {
-                if r.is_err() { break; }
-                deadline.get_or_insert(tokio::time::Instant::now() + CLOSE_GRACE);
-                if dir.at_boundary() {
-                    inject_order(&mut dir, &shared, &mut out);
-                    if write(&mut dir, &mut out).await.is_err() { break; }
-                }
-            }
-            _ = async {
-                match tick.as_mut() {
-                    Some(t) => {
-                        t.tick().await;
+                _ = async {
+                    match tick.as_mut() {
+                        Some(t) => {
+                            t.tick().await;
+                        }
+                        None => std::future::pending::<()>().await,
                     }
-                    None => std::future::pending::<()>().await,
-                }
-            } => {
-                if let Some(limit) = idle {
-                    if shared.idle_for() >= limit {
-                        shared.issue(Order { to_client: GOING_AWAY, to_app: GOING_AWAY, reason: "idle timeout" });
-                        continue;
+                } => {
+                    if let Some(limit) = idle {
+                        if shared.idle_for() >= limit {
+                            shared.issue(Order { to_client: GOING_AWAY, to_app: GOING_AWAY, reason: "idle timeout" });
+                            continue;
+                        }
+                    }
+                    if ping.is_some() && dir.at_boundary() && !dir.close_to_dst {
+                        out.extend_from_slice(&frame::build(OP_PING, 0, b"hpgate", None));
+                        if write(&mut dir, &mut out).await.is_err() { break; }
                     }
                 }
-                if ping.is_some() && dir.at_boundary() && !dir.close_to_dst {
-                    out.extend_from_slice(&frame::build(OP_PING, 0, b"hpgate", None));
-                    if write(&mut dir, &mut out).await.is_err() { break; }
-                }
+                _ = async { if let Some(d) = deadline.as_mut() { d.await } }, if deadline.is_some() => break,
             }
-            _ = expire => break,
         }
+        // The source ended. If its peer never got a close frame, send one.
+        if !dir.close_to_dst {
+            if dir.side == Side::Downstream {
+                // The kernel closes a dead process's sockets before the
+                // supervisor reaps it: give the exit a moment to be seen.
+                let _ = tokio::time::timeout(EXIT_NOTICE, gone.cancelled()).await;
+            }
+            let code = match dir.side {
+                Side::Downstream if gone.is_cancelled() => SERVICE_RESTART,
+                Side::Downstream => INTERNAL,
+                Side::Upstream => GOING_AWAY,
+            };
+            let reason = match dir.side {
+                Side::Downstream => "the app closed the connection",
+                Side::Upstream => "the client went away",
+            };
+            if dir.at_boundary() {
+                out.extend_from_slice(&frame::close(code, reason, dir.mask()));
+            }
+            let _ = write(&mut dir, &mut out).await;
+        }
+        let _ = dir.dst.shutdown().await;
     }
-    // The source ended. If its peer never got a close frame, send one.
-    if !dir.close_to_dst {
-        if dir.side == Side::Downstream {
-            // The kernel closes a dead process's sockets before the
-            // supervisor reaps it: give the exit a moment to be seen.
-            let _ = tokio::time::timeout(EXIT_NOTICE, gone.cancelled()).await;
-        }
-        let code = match dir.side {
-            Side::Downstream if gone.is_cancelled() => SERVICE_RESTART,
-            Side::Downstream => INTERNAL,
-            Side::Upstream => GOING_AWAY,
-        };
-        let reason = match dir.side {
-            Side::Downstream => "the app closed the connection",
-            Side::Upstream => "the client went away",
-        };
-        if dir.at_boundary() {
-            out.extend_from_slice(&frame::close(code, reason, dir.mask()));
-        }
-        let _ = write(&mut dir, &mut out).await;
-    }
-    let _ = dir.dst.shutdown().await;
 }
 
 fn inject_order(dir: &mut Dir, shared: &Shared, out: &mut Vec<u8>) {
