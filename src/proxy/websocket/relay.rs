@@ -246,7 +246,7 @@ impl Dir {
 #[allow(clippy::manual_async_fn)] // on purpose: see above
 fn pump<'a>(
     mut dir: Dir,
-    src: OwnedReadHalf,
+    mut src: OwnedReadHalf,
     pre: Bytes,
     shared: &'a Shared,
     settings: &'a Settings,
@@ -284,18 +284,30 @@ fn pump<'a>(
             tokio::select! {
                 r = src.readable() => {
                     if r.is_err() { break; }
-                    let mut buf = vec![0u8; BURST];
-                    match src.try_read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => {
+                    let mut buf = Vec::with_capacity(BURST);
+                    // One poll of tokio's read path (no await on it, so no
+                    // buffer is held while waiting): unlike try_read, it
+                    // notes a short read as "drained", which saves the
+                    // EAGAIN read that would follow every message.
+                    let read = std::future::poll_fn(|cx| {
+                        std::task::Poll::Ready(tokio_util::io::poll_read_buf(
+                            std::pin::Pin::new(&mut src),
+                            cx,
+                            &mut buf,
+                        ))
+                    })
+                    .await;
+                    match read {
+                        std::task::Poll::Ready(Ok(0)) => break,
+                        std::task::Poll::Ready(Ok(n)) => {
                             shared.touch();
                             if !dir.failed {
                                 process(&mut dir, &buf[..n], &mut out, shared, settings);
                             }
                             if write(&mut dir, &mut out).await.is_err() { break; }
                         }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(_) => break,
+                        std::task::Poll::Pending => {}
+                        std::task::Poll::Ready(Err(_)) => break,
                     }
                 }
                 r = orders.changed(), if !dir.close_to_dst => {
