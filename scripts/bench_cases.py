@@ -64,8 +64,7 @@ def http_backend(workdir):
 events {{ worker_connections 4096; }}
 http {{ access_log off; sendfile on; keepalive_requests 1000000; client_max_body_size 4m;
   server {{ listen 127.0.0.1:PORT; root {www};
-    location / {{ }}
-    location = /upload {{ return 200 "ok\\n"; }} }} }}
+    location / {{ }} }} }}
 """)
     upload = os.path.join(workdir, "upload.lua")
     open(upload, "w").write('wrk.method = "POST"\nwrk.body = string.rep("x", 1048576)\n'
@@ -79,43 +78,58 @@ def http_cases():
     work = tempfile.mkdtemp(prefix="hpgate-bench-www-")
     os.chmod(work, 0o755)
     cmd, upload = http_backend(work)
-    stack = Stack(cmd)
     rows, rest = [], {}
+    stack = Stack(cmd)
     try:
-        paths = stack.paths()
-        cases = [("1. small GET, 64 conns", "/small", 64, None, "req/s"),
-                 ("2a. 1 MiB GET, 16 conns", "/1m", 16, None, "MiB/s"),
-                 ("2b. 1 MiB upload, 16 conns", "/upload", 16, upload, "MiB/s")]
-        for case, path, conns, script, unit in cases:
-            results = {name: [] for name in paths}
-            for _ in range(RUNS):
-                for name, (port, pids) in paths.items():  # interleaved
-                    r, cpu = measured(pids, lambda: wrk(port, path, conns, script))
-                    r["cpu"] = cpu / r["requests"] * 1e6 if pids and r["requests"] else None
-                    results[name].append(r)
-            for name, rs in results.items():
-                # 1 MiB per request: requests/s is MiB/s.
-                rows.append({"case": case, "path": name, "unit": unit,
-                             "value": [r["rps"] for r in rs if r["rps"] is not None],
-                             "p50": [r["p50"] for r in rs], "p99": [r["p99"] for r in rs],
-                             "cpu": [r["cpu"] for r in rs], "bad": sum(r["bad"] for r in rs)})
+        rows += wrk_cases(stack, [("1. small GET, 64 conns", "/small", 64, None, "req/s"),
+                                  ("2a. 1 MiB GET, 16 conns", "/1m", 16, None, "MiB/s")])
         time.sleep(1)
-        rest["hpgate RSS at rest after the HTTP cases (KiB)"] = rss_kib(stack.hpgate.pids)
+        rest["7. hpgate RSS at rest after the GET cases (KiB)"] = rss_kib(stack.hpgate.pids)
+    finally:
+        stack.close()
+    # Uploads go to a backend that reads every body to the end (benches/sink.rs).
+    stack = Stack(f'exec {bench_tool("sink")} --port "$HTTP_PLATFORM_PORT"')
+    try:
+        rows += wrk_cases(stack, [("2b. 1 MiB upload, 16 conns", "/upload", 16, upload, "MiB/s")])
     finally:
         stack.close()
     return rows, rest
 
 
+def wrk_cases(stack, cases):
+    rows = []
+    paths = stack.paths()
+    for case, path, conns, script, unit in cases:
+        results = {name: [] for name in paths}
+        for _ in range(RUNS):
+            for name, (port, pids) in paths.items():  # interleaved
+                r, cpu = measured(pids, lambda: wrk(port, path, conns, script))
+                r["cpu"] = cpu / r["requests"] * 1e6 if pids and r["requests"] else None
+                results[name].append(r)
+        for name, rs in results.items():
+            # 1 MiB per request: requests/s is MiB/s.
+            rows.append({"case": case, "path": name, "unit": unit,
+                         "value": [r["rps"] for r in rs if r["rps"] is not None],
+                         "p50": [r["p50"] for r in rs], "p99": [r["p99"] for r in rs],
+                         "cpu": [r["cpu"] for r in rs], "bad": sum(r["bad"] for r in rs)})
+    return rows
+
+
 # ------------------------------------------------------------------ WebSocket
 
-def wsbench_path():
-    out = subprocess.run(["cargo", "bench", "--bench", "wsbench", "--no-run", "--message-format=json"],
+def bench_tool(name):
+    """Path of a compiled tool under benches/ (built in release mode)."""
+    out = subprocess.run(["cargo", "bench", "--bench", name, "--no-run", "--message-format=json"],
                          cwd=ROOT, capture_output=True, text=True, check=True).stdout
     for line in out.splitlines():
         m = json.loads(line)
-        if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "wsbench":
+        if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == name:
             return m["executable"]
-    raise RuntimeError("cargo did not report the wsbench executable")
+    raise RuntimeError(f"cargo did not report the {name} executable")
+
+
+def wsbench_path():
+    return bench_tool("wsbench")
 
 
 def ws_echo(tool, port, conns, mix="small", deflate=False):
