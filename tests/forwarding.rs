@@ -443,3 +443,57 @@ fn access_log_lines_and_no_secrets() {
     assert!(v["pid"].as_str().unwrap().parse::<u32>().is_ok());
     assert!(!logs.contains("secret-token") && !logs.contains("secret-cookie"));
 }
+
+#[test]
+fn upstream_connections_are_kept_alive_and_reused() {
+    let (_s, g) = gateway("reuse", "", &[]);
+    // Separate client connections, one after another: hpgate's pool should
+    // carry them all over one app connection.
+    let ports: std::collections::HashSet<u64> = (0..20)
+        .map(|_| echo(&g.get("/echo"))["peer_port"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        ports.len(),
+        1,
+        "20 sequential requests used {} app connections",
+        ports.len()
+    );
+}
+
+#[test]
+fn app_closing_kept_alive_connections_loses_no_request() {
+    let (_s, g) = gateway("appclose", "", &[]);
+    // The app closes each connection right after answering, without saying
+    // so: the next request finds a dead pooled connection and must still
+    // reach the app (on a new connection), with no error page.
+    for i in 0..40 {
+        let r = g.get(if i % 2 == 0 { "/close-after" } else { "/echo" });
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+    }
+}
+
+#[test]
+fn http10_request_without_host_and_absolute_form_target() {
+    let (_s, g) = gateway("originform", "", &[]);
+    let r = raw_request(
+        g.addr,
+        b"GET /echo?a=1 HTTP/1.0\r\n\r\n",
+        Duration::from_secs(10),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = echo(&r);
+    assert!(
+        header(&v, "host").is_some_and(|h| h.starts_with("127.0.0.1:")),
+        "HTTP/1.1 to the app needs a Host: {v}"
+    );
+    let abs = format!(
+        "GET http://{}/echo/abs?q=2 HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        g.addr, g.addr
+    );
+    let v = echo(&raw_request(
+        g.addr,
+        abs.as_bytes(),
+        Duration::from_secs(10),
+    ));
+    assert_eq!(v["path"], "/echo/abs?q=2", "the app gets origin form");
+}

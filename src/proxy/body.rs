@@ -17,6 +17,8 @@ use hyper::body::Incoming;
 use tokio::time::Sleep;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
+use super::pool::{Conn, Pool};
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// When bytes last moved in either direction of one request.
@@ -158,6 +160,21 @@ pub struct Upstream {
     timer: Option<Pin<Box<Sleep>>>,
     // Held so a graceful stop of the process waits for this response.
     _lease: TaskTrackerToken,
+    /// The connection, handed back to the pool once the body has ended.
+    reuse: Option<(Arc<Pool>, Conn)>,
+    ended: bool,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        // A body read to the end leaves the connection clean for the next
+        // request; anything else (client gone, timeout) closes it.
+        if self.ended || self.inner.is_end_stream() {
+            if let Some((pool, conn)) = self.reuse.take() {
+                pool.put(conn);
+            }
+        }
+    }
 }
 
 impl Upstream {
@@ -173,7 +190,15 @@ impl Upstream {
             limit,
             timer: None,
             _lease: lease,
+            reuse: None,
+            ended: false,
         }
+    }
+
+    /// Hands `conn` back to `pool` when the body has been read to the end.
+    pub fn reuse(mut self, pool: Arc<Pool>, conn: Conn) -> Self {
+        self.reuse = Some((pool, conn));
+        self
     }
 
     /// Err when the inactivity limit has passed.
@@ -275,7 +300,10 @@ impl Body for ResponseBody {
                     Poll::Ready(Some(Ok(frame)))
                 }
                 Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Ready(None) => {
+                    up.ended = true;
+                    Poll::Ready(None)
+                }
                 Poll::Pending => match up.poll_timer(cx) {
                     Ok(()) => Poll::Pending,
                     Err(e) => {

@@ -11,39 +11,29 @@ use std::time::{Duration, Instant};
 
 use http::{header, Request, Response, Uri, Version};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 
 use super::affinity::{self, Affinity};
 use super::body::{AccessLog, Activity, RequestBody, ResponseBody, Upstream};
 use super::error::{ProxyError, UnavailableDisplay};
 use super::headers::{self, Peer};
+use super::pool::{Conn, ConnectError, Pool};
 use super::websocket;
 use crate::config::Config;
 use crate::supervisor::{Backend, Supervisor};
 
-pub type AppClient = Client<HttpConnector, RequestBody>;
-
 /// Shared by every connection.
 pub struct Gateway {
     pub sup: Supervisor,
-    pub client: AppClient,
+    pub pool: Arc<Pool>,
     pub ws: websocket::Registry,
     pub affinity: Affinity,
 }
 
 impl Gateway {
     pub fn new(sup: Supervisor, ws: websocket::Registry) -> Gateway {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .build(connector);
         Gateway {
             sup,
-            client,
+            pool: Arc::new(Pool::new(Duration::from_secs(30), Duration::from_secs(5))),
             ws,
             affinity: Affinity::default(),
         }
@@ -112,33 +102,15 @@ async fn forward(
     let activity = Activity::new();
     let (mut parts, body) = req.into_parts();
     prepare_upstream_head(cfg, &mut parts, peer, false);
-    // A request without a body can be sent again if the chosen process
-    // turned out to be gone before the connection was made.
-    let retry_parts = body_is_empty(&parts.headers).then(|| parts.clone());
 
     let session = Session::of(gw, cfg, &parts);
-    let backend = pick(gw, session.pid).await?;
+    let (backend, conn) = pick_and_connect(gw, session.pid).await?;
     let lease = backend.requests.token();
     let up = Request::from_parts(
         with_target(parts, &backend)?,
         RequestBody::new(body, activity.clone()),
     );
-    let result = send(gw, up, &backend, &activity, limit).await;
-    let (resp, backend, lease) = match (result, retry_parts) {
-        (Err(ProxyError::Connect { .. }), Some(parts)) => {
-            drop(lease);
-            let backend = pick(gw, None).await?;
-            let lease = backend.requests.token();
-            let empty = Request::from_parts(with_target(parts, &backend)?, ());
-            let up = empty.map(|()| RequestBody::empty(activity.clone()));
-            (
-                send(gw, up, &backend, &activity, limit).await?,
-                backend,
-                lease,
-            )
-        }
-        (r, _) => (r?, backend, lease),
-    };
+    let (resp, conn) = send(gw, conn, up, &backend, &activity, limit).await?;
 
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, false);
@@ -156,13 +128,17 @@ async fn forward(
         if let Some((sid, ttl)) = affinity::parse_open_packet(&bytes) {
             gw.affinity.learn(sid, backend.pid, ttl);
         }
+        gw.pool.put(conn);
         return Ok((
             Response::from_parts(parts, ResponseBody::full(bytes)),
             Some(backend.pid),
         ));
     }
-    let body = ResponseBody::upstream(Upstream::new(body, activity, limit, lease));
-    Ok((Response::from_parts(parts, body), Some(backend.pid)))
+    let body = Upstream::new(body, activity, limit, lease).reuse(gw.pool.clone(), conn);
+    Ok((
+        Response::from_parts(parts, ResponseBody::upstream(body)),
+        Some(backend.pid),
+    ))
 }
 
 /// What a request says about its Socket.IO session.
@@ -217,72 +193,118 @@ pub(super) fn prepare_upstream_head(
     parts.version = Version::HTTP_11;
 }
 
-/// Points the request at the process; the path and query stay byte-for-byte.
+/// Puts the request in origin form for the app (the path and query stay
+/// byte-for-byte) and gives it a Host if the client sent none (HTTP/1.0):
+/// HTTP/1.1 requires one.
 pub(super) fn with_target(
     mut parts: http::request::Parts,
     backend: &Backend,
 ) -> Result<http::request::Parts, ProxyError> {
-    let mut target = std::mem::take(&mut parts.uri).into_parts();
-    target.scheme = Some(http::uri::Scheme::HTTP);
-    target.authority = Some(backend.authority.clone());
-    if target.path_and_query.is_none() {
-        target.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let pq = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        parts.uri = Uri::from(pq);
     }
-    parts.uri = Uri::from_parts(target)
-        .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
+    if !parts.headers.contains_key(header::HOST) {
+        let host = http::HeaderValue::from_str(&backend.addr.to_string())
+            .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
+        parts.headers.insert(header::HOST, host);
+    }
     Ok(parts)
 }
 
-fn body_is_empty(h: &http::HeaderMap) -> bool {
-    !h.contains_key(header::TRANSFER_ENCODING)
-        && h.get(header::CONTENT_LENGTH)
-            .is_none_or(|v| v.as_bytes() == b"0")
+/// A ready process and a connection to it. When the connect fails (the
+/// process went away between the pick and the connect) another pick gets
+/// one more chance; the request has not been touched yet.
+pub(super) async fn pick_and_connect(
+    gw: &Gateway,
+    prefer_pid: Option<u32>,
+) -> Result<(Backend, Conn), ProxyError> {
+    let backend = pick(gw, prefer_pid).await?;
+    match gw.pool.get(backend.addr).await {
+        Ok(conn) => Ok((backend, conn)),
+        Err(first) => {
+            let again = pick(gw, None).await?;
+            match gw.pool.get(again.addr).await {
+                Ok(conn) => Ok((again, conn)),
+                Err(e) => {
+                    tracing::debug!(pid = backend.pid, "connect failed: {first}");
+                    Err(connect_error(e, &again))
+                }
+            }
+        }
+    }
 }
 
+pub(super) fn connect_error(e: ConnectError, backend: &Backend) -> ProxyError {
+    ProxyError::Connect {
+        pid: backend.pid,
+        port: backend.addr.port(),
+        reason: e.to_string(),
+    }
+}
+
+/// Sends on `conn`; if a kept-alive connection turns out to have been
+/// closed by the app before the request went out, sends once more on a new
+/// connection (hyper hands the unsent request back).
 async fn send(
     gw: &Gateway,
+    mut conn: Conn,
     req: Request<RequestBody>,
     backend: &Backend,
     activity: &Activity,
     limit: Option<Duration>,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<(Response<Incoming>, Conn), ProxyError> {
     let idle = async {
         match limit {
             Some(l) => activity.idle_for(l).await,
             None => std::future::pending().await,
         }
     };
+    let exchange = async {
+        match conn.tx.try_send_request(req).await {
+            Ok(resp) => Ok((resp, conn)),
+            Err(mut e) => match e.take_message() {
+                Some(req) if conn.reused => {
+                    let mut fresh = gw
+                        .pool
+                        .connect(backend.addr, false)
+                        .await
+                        .map_err(|e| connect_error(e, backend))?;
+                    let resp = fresh
+                        .tx
+                        .send_request(req)
+                        .await
+                        .map_err(|e| failed(&e, backend, activity))?;
+                    Ok((resp, fresh))
+                }
+                _ => Err(failed(e.error(), backend, activity)),
+            },
+        }
+    };
     tokio::select! {
-        r = gw.client.request(req) => r.map_err(|e| {
-            if activity.client_failed() {
-                ProxyError::BadRequest("the request body is malformed or ended early")
-            } else {
-                classify(&e, backend)
-            }
-        }),
+        r = exchange => r,
         _ = idle => Err(ProxyError::Timeout { secs: limit.map_or(0, |l| l.as_secs()) }),
         _ = backend.gone.cancelled() => Err(ProxyError::ProcessExited { pid: backend.pid }),
     }
 }
 
-fn classify(e: &hyper_util::client::legacy::Error, backend: &Backend) -> ProxyError {
+fn failed(e: &hyper::Error, backend: &Backend, activity: &Activity) -> ProxyError {
+    if activity.client_failed() {
+        return ProxyError::BadRequest("the request body is malformed or ended early");
+    }
     let mut reason = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
         reason = format!("{reason}: {s}");
         src = s.source();
     }
-    if e.is_connect() {
-        ProxyError::Connect {
-            pid: backend.pid,
-            port: backend.addr.port(),
-            reason,
-        }
-    } else {
-        ProxyError::Backend {
-            pid: backend.pid,
-            reason,
-        }
+    ProxyError::Backend {
+        pid: backend.pid,
+        reason,
     }
 }
 

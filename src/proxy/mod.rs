@@ -9,6 +9,7 @@ mod body;
 mod error;
 mod forward;
 mod headers;
+mod pool;
 mod server;
 mod strict_io;
 pub mod websocket;

@@ -34,8 +34,6 @@ const TAIL_DRAIN: Duration = Duration::from_millis(200);
 #[derive(Debug, Clone)]
 pub struct Backend {
     pub addr: SocketAddr,
-    /// `addr` as a URI authority, made once rather than per request.
-    pub authority: http::uri::Authority,
     pub pid: u32,
     pub slot: usize,
     /// Cancelled when the process has exited: in-flight requests fail fast.
@@ -262,10 +260,8 @@ async fn start(
                 ms = started.started_at.elapsed().as_millis() as u64,
                 "app process is ready"
             );
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
             let backend = Backend {
-                addr,
-                authority: authority_of(addr),
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
                 pid: started.pid,
                 slot: slot.index,
                 gone: CancellationToken::new(),
@@ -321,12 +317,6 @@ async fn stop_process(mut running: Running, grace: Duration) {
         }
     }
     backend.gone.cancel();
-}
-
-fn authority_of(addr: SocketAddr) -> http::uri::Authority {
-    // A socket address always makes a valid authority.
-    http::uri::Authority::try_from(addr.to_string())
-        .unwrap_or(http::uri::Authority::from_static("127.0.0.1"))
 }
 
 #[cfg(test)]

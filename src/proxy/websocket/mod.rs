@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use super::body::{Activity, RequestBody, ResponseBody};
 use super::error::ProxyError;
-use super::forward::{pick, prepare_upstream_head, with_target, Gateway, Session};
+use super::forward::{connect_error, pick, prepare_upstream_head, with_target, Gateway, Session};
 use super::headers::Peer;
 use crate::config::{Compression, Config};
 
@@ -108,12 +108,18 @@ pub async fn handle(
 
     let session = Session::of(gw, cfg, &parts);
     let backend = pick(gw, session.pid).await?;
+    // A connection of its own: after the 101 it becomes the WebSocket.
+    let mut conn = gw
+        .pool
+        .connect(backend.addr, true)
+        .await
+        .map_err(|e| connect_error(e, &backend))?;
     let up = Request::from_parts(
         with_target(parts, &backend)?,
         RequestBody::new(body, Activity::new()),
     );
     let resp = tokio::select! {
-        r = gw.client.request(up) => r.map_err(|e| ProxyError::Backend { pid: backend.pid, reason: e.to_string() })?,
+        r = conn.tx.send_request(up) => r.map_err(|e| ProxyError::Backend { pid: backend.pid, reason: e.to_string() })?,
         _ = backend.gone.cancelled() => return Err(ProxyError::ProcessExited { pid: backend.pid }),
     };
 

@@ -1,0 +1,149 @@
+//! Keep-alive connections to the app processes.
+//!
+//! Owns connecting (with a time limit), the HTTP/1 handshake, one driver
+//! task per connection, and the idle connections per address. A connection
+//! goes back to its idle list only once its response body has been read to
+//! the end (`Body` in body.rs hands it back), so nothing has to watch it
+//! become ready again; a checkout waits the moment it may take for hyper to
+//! notice. Must not look at requests or responses.
+//!
+//! Written for hpgate instead of hyper-util's pooled client, which spawns a
+//! task per request to return the connection and hops through a channel to
+//! a separate checkout: together about a tenth of hpgate's own CPU per small
+//! request (docs/benchmarks.md).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::body::RequestBody;
+
+/// Idle connections kept per app process; more are closed when released.
+const MAX_IDLE_PER_PROCESS: usize = 128;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("HTTP handshake failed: {0}")]
+    Handshake(#[from] hyper::Error),
+}
+
+/// A connection to one app process, ready for one request.
+pub struct Conn {
+    pub tx: SendRequest<RequestBody>,
+    pub addr: SocketAddr,
+    /// Taken from the idle list (it may have been closed by the app since).
+    pub reused: bool,
+}
+
+struct Idle {
+    tx: SendRequest<RequestBody>,
+    since: Instant,
+}
+
+pub struct Pool {
+    idle: Mutex<HashMap<SocketAddr, VecDeque<Idle>>>,
+    idle_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl Pool {
+    pub fn new(idle_timeout: Duration, connect_timeout: Duration) -> Pool {
+        Pool {
+            idle: Mutex::new(HashMap::new()),
+            idle_timeout,
+            connect_timeout,
+        }
+    }
+
+    /// An idle connection to `addr` if one is alive, else a new one.
+    pub async fn get(&self, addr: SocketAddr) -> Result<Conn, ConnectError> {
+        while let Some(mut tx) = self.pop(addr) {
+            // Ready at once, or within the moment hyper takes to finish the
+            // previous exchange; an error means the app closed it.
+            if tx.is_ready() || tx.ready().await.is_ok() {
+                return Ok(Conn {
+                    tx,
+                    addr,
+                    reused: true,
+                });
+            }
+        }
+        self.connect(addr, false).await
+    }
+
+    /// A new connection. `upgrades`: the driver hands the socket over after
+    /// a 101 (WebSocket); such connections are never pooled.
+    pub async fn connect(&self, addr: SocketAddr, upgrades: bool) -> Result<Conn, ConnectError> {
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ConnectError::Timeout(self.connect_timeout))??;
+        stream.set_nodelay(true)?;
+        let (tx, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await?;
+        if upgrades {
+            tokio::spawn(async move {
+                let _ = conn.with_upgrades().await;
+            });
+        } else {
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+        }
+        Ok(Conn {
+            tx,
+            addr,
+            reused: false,
+        })
+    }
+
+    /// Takes a connection back after its response was read to the end.
+    pub fn put(&self, conn: Conn) {
+        if conn.tx.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        let list = idle.entry(conn.addr).or_default();
+        // Oldest first: drop what has idled too long (the app may be about
+        // to close it anyway) before adding.
+        while list
+            .front()
+            .is_some_and(|i| now.duration_since(i.since) >= self.idle_timeout)
+        {
+            list.pop_front();
+        }
+        if list.len() < MAX_IDLE_PER_PROCESS {
+            list.push_back(Idle {
+                tx: conn.tx,
+                since: now,
+            });
+        }
+    }
+
+    fn pop(&self, addr: SocketAddr) -> Option<SendRequest<RequestBody>> {
+        let mut idle = self.idle.lock().ok()?;
+        let list = idle.get_mut(&addr)?;
+        // Most recent first: it is the least likely to have been closed.
+        while let Some(i) = list.pop_back() {
+            if i.since.elapsed() < self.idle_timeout && !i.tx.is_closed() {
+                return Some(i.tx);
+            }
+        }
+        if list.is_empty() {
+            idle.remove(&addr);
+        }
+        None
+    }
+}
