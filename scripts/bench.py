@@ -14,6 +14,7 @@ results marker, and draws docs/benchmarks.svg.
 import datetime
 import os
 import platform
+import signal
 import statistics
 import sys
 
@@ -49,6 +50,9 @@ def figures(facts):
 
 
 def main():
+    # SIGTERM unwinds like Ctrl-C, so every stack's close() runs: no proxy
+    # or backend is left behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     only = set(sys.argv[1:])  # e.g. `scripts/bench http ws life` (default: all)
     want = lambda part: not only or part in only
     rows, facts = [], {}
