@@ -497,3 +497,28 @@ fn http10_request_without_host_and_absolute_form_target() {
     ));
     assert_eq!(v["path"], "/echo/abs?q=2", "the app gets origin form");
 }
+
+#[test]
+fn a_busy_pooled_connection_does_not_hold_up_the_next_request() {
+    let (_s, g) = gateway("busypool", "", &[]);
+    // Client A starts a large upload; the app answers at once without
+    // reading it. A's response ends while its upload is still going out on
+    // that app connection, so the pooled connection is busy.
+    let mut a = TcpStream::connect(g.addr).unwrap();
+    a.set_read_timeout(Some(10 * S)).unwrap();
+    a.write_all(b"POST /early?hold=20 HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\nxxxx")
+        .unwrap();
+    let mut ra = BufReader::new(a.try_clone().unwrap());
+    let first = read_response(&mut ra);
+    assert_eq!(first.status, 200, "{}", first.text());
+    // B must not wait for A's upload (it would, for as long as A sends).
+    let started = Instant::now();
+    let r = g.get("/echo");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        started.elapsed() < 5 * S,
+        "the next request waited {:?} behind a busy connection",
+        started.elapsed()
+    );
+    drop(a);
+}

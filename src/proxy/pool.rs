@@ -25,6 +25,8 @@ use super::body::RequestBody;
 
 /// Idle connections kept per app process; more are closed when released.
 const MAX_IDLE_PER_PROCESS: usize = 128;
+/// How long a checkout waits for a kept-alive connection to become free.
+const READY_WAIT: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -68,8 +70,15 @@ impl Pool {
     pub async fn get(&self, addr: SocketAddr) -> Result<Conn, ConnectError> {
         while let Some(mut tx) = self.pop(addr) {
             // Ready at once, or within the moment hyper takes to finish the
-            // previous exchange; an error means the app closed it.
-            if tx.is_ready() || tx.ready().await.is_ok() {
+            // previous exchange; an error means the app closed it. One that
+            // stays busy (the app answered before reading a long upload,
+            // which is still going out) is not worth waiting for.
+            if tx.is_ready()
+                || matches!(
+                    tokio::time::timeout(READY_WAIT, tx.ready()).await,
+                    Ok(Ok(()))
+                )
+            {
                 return Ok(Conn {
                     tx,
                     addr,

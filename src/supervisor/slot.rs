@@ -100,6 +100,7 @@ pub async fn run(slot: Arc<Slot>, ctx: Arc<SlotCtx>, stop: CancellationToken) {
     let cfg = &ctx.cfg;
     let max_attempts = cfg.startup_retry_count.max(1);
     let mut level = 0u32; // backoff level
+    let mut crashed = false;
     let mut failed_starts = 0u64;
     let mut last: Option<Arc<Failure>> = None;
 
@@ -152,7 +153,13 @@ pub async fn run(slot: Arc<Slot>, ctx: Arc<SlotCtx>, stop: CancellationToken) {
             continue;
         }
 
-        let wait = backoff(level);
+        // A process that was serving and crashed is restarted at once the
+        // first time; crashing again soon after backs off like failed starts.
+        let wait = if std::mem::take(&mut crashed) {
+            backoff(level.saturating_sub(1))
+        } else {
+            backoff(level)
+        };
         if !wait.is_zero() {
             tokio::select! {
                 _ = sleep(wait) => {}
@@ -197,6 +204,7 @@ pub async fn run(slot: Arc<Slot>, ctx: Arc<SlotCtx>, stop: CancellationToken) {
                         }
                         record(&ctx.rapid);
                         level += 1;
+                        crashed = true;
                         let tail = drain_tail(&mut running.started).await;
                         let failure = Failure::new(
                             Cause::Crashed { pid: running.started.pid, status: describe_status(status), uptime },
