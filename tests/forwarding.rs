@@ -506,8 +506,10 @@ fn a_busy_pooled_connection_does_not_hold_up_the_next_request() {
     // that app connection, so the pooled connection is busy.
     let mut a = TcpStream::connect(g.addr).unwrap();
     a.set_read_timeout(Some(10 * S)).unwrap();
-    a.write_all(b"POST /early?hold=20 HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\nxxxx")
-        .unwrap();
+    a.write_all(
+        b"POST /early?hold=20 HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\nxxxx",
+    )
+    .unwrap();
     let mut ra = BufReader::new(a.try_clone().unwrap());
     let first = read_response(&mut ra);
     assert_eq!(first.status, 200, "{}", first.text());
