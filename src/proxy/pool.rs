@@ -52,15 +52,23 @@ struct Idle {
 }
 
 pub struct Pool {
-    idle: Mutex<HashMap<SocketAddr, VecDeque<Idle>>>,
+    idle: Mutex<Lists>,
     idle_timeout: Duration,
     connect_timeout: Duration,
+}
+
+#[derive(Default)]
+struct Lists {
+    by_addr: HashMap<SocketAddr, VecDeque<Idle>>,
+    /// Each app process has its own port, so a restarted app leaves its
+    /// old list behind; a sweep every idle timeout drops dead lists.
+    last_sweep: Option<Instant>,
 }
 
 impl Pool {
     pub fn new(idle_timeout: Duration, connect_timeout: Duration) -> Pool {
         Pool {
-            idle: Mutex::new(HashMap::new()),
+            idle: Mutex::new(Lists::default()),
             idle_timeout,
             connect_timeout,
         }
@@ -124,7 +132,18 @@ impl Pool {
         let Ok(mut idle) = self.idle.lock() else {
             return;
         };
-        let list = idle.entry(conn.addr).or_default();
+        if idle
+            .last_sweep
+            .is_none_or(|s| now.duration_since(s) >= self.idle_timeout)
+        {
+            idle.last_sweep = Some(now);
+            let limit = self.idle_timeout;
+            idle.by_addr.retain(|_, list| {
+                list.retain(|i| !i.tx.is_closed() && now.duration_since(i.since) < limit);
+                !list.is_empty()
+            });
+        }
+        let list = idle.by_addr.entry(conn.addr).or_default();
         // Oldest first: drop what has idled too long (the app may be about
         // to close it anyway) before adding.
         while list
@@ -143,7 +162,7 @@ impl Pool {
 
     fn pop(&self, addr: SocketAddr) -> Option<SendRequest<RequestBody>> {
         let mut idle = self.idle.lock().ok()?;
-        let list = idle.get_mut(&addr)?;
+        let list = idle.by_addr.get_mut(&addr)?;
         // Most recent first: it is the least likely to have been closed.
         while let Some(i) = list.pop_back() {
             if i.since.elapsed() < self.idle_timeout && !i.tx.is_closed() {
@@ -151,8 +170,56 @@ impl Pool {
             }
         }
         if list.is_empty() {
-            idle.remove(&addr);
+            idle.by_addr.remove(&addr);
         }
         None
+    }
+
+    #[cfg(test)]
+    fn addresses(&self) -> usize {
+        self.idle.lock().map_or(0, |i| i.by_addr.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A listener that accepts and holds connections (no HTTP needed: the
+    /// pool only connects and hands back).
+    async fn holder() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = l.accept().await {
+                held.push(s);
+            }
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn reuses_then_forgets_a_process_that_went_away() {
+        let pool = Pool::new(Duration::from_millis(200), Duration::from_secs(2));
+        let (a, server_a) = holder().await;
+        let first = pool.get(a).await.unwrap();
+        assert!(!first.reused);
+        pool.put(first);
+        let again = pool.get(a).await.unwrap();
+        assert!(again.reused, "an idle connection is taken again");
+        pool.put(again);
+        assert_eq!(pool.addresses(), 1);
+
+        // The process behind `a` goes away; its connections close.
+        server_a.abort();
+        let _ = server_a.await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Any later hand-back sweeps the dead list out.
+        let (b, _server_b) = holder().await;
+        let other = pool.get(b).await.unwrap();
+        pool.put(other);
+        assert_eq!(pool.addresses(), 1, "only the live process's list is left");
     }
 }
