@@ -452,3 +452,34 @@ fn half_close_after_a_close_frame_ends_both_legs() {
     r.read_to_end(&mut rest).unwrap();
     assert!(t0.elapsed() < 5 * S);
 }
+
+#[test]
+fn websockets_count_toward_max_connections() {
+    let site = Site::new("ws-maxconn");
+    let server = repo_root().join("fixtures/websocket/echo_server.py");
+    site.web_config(
+        &format!(
+            "processPath=\"{}\" arguments=\"{}\"",
+            venv_python().display(),
+            server.display()
+        ),
+        "",
+        &[("maxConnections", "2")],
+    );
+    let g = Gateway::start(&site.dir, &[]);
+    assert!(g.wait_log("app process is ready", 15 * S), "{}", g.logs());
+    // Two WebSockets take both places: each holds two descriptors in
+    // hpgate, like any proxied connection.
+    let first = raw_connect(&g, None);
+    let second = raw_connect(&g, None);
+    let r = raw_request(g.addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 5 * S);
+    assert_eq!(r.status, 503, "a third connection is over maxConnections");
+    drop(first);
+    // The place comes back when the WebSocket ends (the echo app answers
+    // a plain GET itself, with a status of its own).
+    assert!(wait_until(5 * S, || {
+        let s = raw_request(g.addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 5 * S).status;
+        s != 503 && s != 0
+    }));
+    drop(second);
+}

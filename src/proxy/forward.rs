@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 
 use super::affinity::{self, Affinity};
 use super::body::{AccessLog, Activity, RequestBody, ResponseBody, Upstream};
+use super::client::Client;
 use super::error::{ProxyError, UnavailableDisplay};
 use super::headers::{self, Peer};
 use super::pool::{Conn, ConnectError, Pool};
@@ -44,7 +45,7 @@ impl Gateway {
 pub async fn handle(
     gw: Arc<Gateway>,
     req: Request<Incoming>,
-    peer: Arc<Peer>,
+    client: Arc<Client>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let start = Instant::now();
     let cfg = gw.sup.config();
@@ -55,7 +56,7 @@ pub async fn handle(
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
-    let (mut resp, pid) = match forward(&gw, &cfg, req, &peer).await {
+    let (mut resp, pid) = match forward(&gw, &cfg, req, &client).await {
         Ok(ok) => ok,
         Err(e) => {
             if e.status().is_server_error() {
@@ -90,13 +91,14 @@ async fn forward(
     gw: &Gateway,
     cfg: &Config,
     req: Request<Incoming>,
-    peer: &Peer,
+    client: &Client,
 ) -> Result<(Response<ResponseBody>, Option<u32>), ProxyError> {
     check_limits(cfg, &req)?;
     headers::check_framing(req.headers())?;
     if websocket::is_upgrade(&req) {
-        return websocket::handle(gw, cfg, req, peer).await;
+        return websocket::handle(gw, cfg, req, client).await;
     }
+    let peer = &client.peer;
 
     let limit = (cfg.request_timeout > 0).then(|| Duration::from_secs(cfg.request_timeout));
     let activity = Activity::new();

@@ -6,6 +6,7 @@
 
 mod affinity;
 mod body;
+mod client;
 mod error;
 mod forward;
 mod headers;

@@ -18,8 +18,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::client::Client;
 use super::forward::{handle, Gateway};
-use super::headers::Peer;
 use super::strict_io::StrictIo;
 
 /// Serves until `shutdown` is cancelled, then drains for up to `grace`.
@@ -68,7 +68,8 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let gw = gw.clone();
-        let client = Arc::new(Peer::new(peer));
+        // The client owns its place under maxConnections from here on.
+        let client = Arc::new(Client::new(peer, permit));
         let svc = service_fn(move |req| handle(gw.clone(), req, client.clone()));
         let conn = builder
             .serve_connection(TokioIo::new(StrictIo::new(stream)), svc)
@@ -87,7 +88,6 @@ pub async fn serve(
             if let Err(e) = result {
                 tracing::debug!(%peer, "connection ended: {e}");
             }
-            drop(permit);
         });
     }
     drop(listener);

@@ -25,9 +25,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::body::{Activity, RequestBody, ResponseBody};
+use super::client::Client;
 use super::error::ProxyError;
 use super::forward::{connect_error, pick, prepare_upstream_head, with_target, Gateway, Session};
-use super::headers::Peer;
 use crate::config::{Compression, Config};
 
 pub use handshake::is_upgrade;
@@ -73,8 +73,9 @@ pub async fn handle(
     gw: &Gateway,
     cfg: &Config,
     mut req: Request<Incoming>,
-    peer: &Peer,
+    client: &Client,
 ) -> Result<(Response<ResponseBody>, Option<u32>), ProxyError> {
+    let peer = &client.peer;
     if let Err(rej) = handshake::validate(&req) {
         let mut r = plain(rej.status, rej.reason);
         if rej.status == StatusCode::UPGRADE_REQUIRED {
@@ -186,10 +187,14 @@ pub async fn handle(
 
     gw.ws.count.fetch_add(1, Ordering::Relaxed);
     let slot = Slot(gw.ws.count.clone());
+    // The client connection's place under maxConnections stays taken for
+    // as long as the WebSocket lives.
+    let place = client.take_place();
     let shutdown = gw.ws.shutdown.clone();
     let pid = backend.pid;
     gw.ws.tasks.spawn(async move {
         let _slot = slot;
+        let _place = place;
         let (c, a) = match tokio::try_join!(client_upgrade, app_upgrade) {
             Ok(pair) => pair,
             Err(e) => {

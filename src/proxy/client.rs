@@ -1,0 +1,32 @@
+//! One client connection as the request handlers see it: who is on the
+//! other end, and the connection's place under `maxConnections`.
+//!
+//! The place (a semaphore permit) is freed when the connection ends, or,
+//! after a WebSocket upgrade, when the WebSocket ends: a WebSocket is a
+//! client connection too, and holds two file descriptors like any other.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::headers::Peer;
+
+pub struct Client {
+    pub peer: Peer,
+    place: Mutex<Option<OwnedSemaphorePermit>>,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr, place: OwnedSemaphorePermit) -> Client {
+        Client {
+            peer: Peer::new(addr),
+            place: Mutex::new(Some(place)),
+        }
+    }
+
+    /// Takes the connection's place along (to a WebSocket relay).
+    pub fn take_place(&self) -> Option<OwnedSemaphorePermit> {
+        self.place.lock().ok().and_then(|mut p| p.take())
+    }
+}
