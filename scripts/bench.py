@@ -34,12 +34,13 @@ def spread(values, fmt):
 
 def table(rows):
     header = ("case", "path", "throughput median (range)", "unit", "p50 ms", "p99 ms",
-              "proxy CPU us/op", "errors", "note")
+              "proxy CPU us/op", "of which kernel", "errors", "note")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         lines.append("| " + " | ".join([
             r["case"], r["path"], spread(r["value"], "{:.0f}"), r["unit"], spread(r["p50"], "{:.2f}"),
-            spread(r["p99"], "{:.2f}"), spread(r["cpu"], "{:.1f}"), str(int(r["bad"])), r.get("note", "")]) + " |")
+            spread(r["p99"], "{:.2f}"), spread(r["cpu"], "{:.1f}"),
+            spread(r.get("sys", []), "{:.1f}"), str(int(r["bad"])), r.get("note", "")]) + " |")
     return "\n".join(lines)
 
 

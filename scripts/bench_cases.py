@@ -13,7 +13,7 @@ import tempfile
 import time
 import urllib.request
 
-from bench_stack import ROOT, Hpgate, Stack, cpu_seconds, rss_kib, wait_port
+from bench_stack import ROOT, Hpgate, Stack, cpu_times, rss_kib, wait_port
 
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 SECS = int(os.environ.get("BENCH_SECS", "5"))
@@ -22,10 +22,18 @@ WRK_THREADS = 1
 
 
 def measured(pids, fn):
-    """Runs fn(); returns its result and the CPU seconds pids used meanwhile."""
-    before = cpu_seconds(pids)
+    """Runs fn(); returns its result and the (user, system) CPU seconds pids used meanwhile."""
+    u0, s0 = cpu_times(pids)
     out = fn()
-    return out, cpu_seconds(pids) - before
+    u1, s1 = cpu_times(pids)
+    return out, (u1 - u0, s1 - s0)
+
+
+def set_cpu(r, times, ops, pids=True):
+    """Proxy CPU per operation in microseconds: total, and the kernel's part."""
+    ok = pids and ops
+    r["cpu"] = sum(times) / ops * 1e6 if ok else None
+    r["sys"] = times[1] / ops * 1e6 if ok else None
 
 
 # ------------------------------------------------------------------ HTTP
@@ -105,15 +113,16 @@ def wrk_cases(stack, cases):
         results = {name: [] for name in paths}
         for _ in range(RUNS):
             for name, (port, pids) in paths.items():  # interleaved
-                r, cpu = measured(pids, lambda: wrk(port, path, conns, script))
-                r["cpu"] = cpu / r["requests"] * 1e6 if pids and r["requests"] else None
+                r, times = measured(pids, lambda: wrk(port, path, conns, script))
+                set_cpu(r, times, r["requests"], bool(pids))
                 results[name].append(r)
         for name, rs in results.items():
             # 1 MiB per request: requests/s is MiB/s.
             rows.append({"case": case, "path": name, "unit": unit,
                          "value": [r["rps"] for r in rs if r["rps"] is not None],
                          "p50": [r["p50"] for r in rs], "p99": [r["p99"] for r in rs],
-                         "cpu": [r["cpu"] for r in rs], "bad": sum(r["bad"] for r in rs)})
+                         "cpu": [r["cpu"] for r in rs], "sys": [r["sys"] for r in rs],
+                         "bad": sum(r["bad"] for r in rs)})
     return rows
 
 
@@ -153,8 +162,8 @@ def ws_cases(tool):
             results = {name: [] for name in paths}
             for _ in range(RUNS):
                 for name, (port, pids) in paths.items():
-                    r, cpu = measured(pids, lambda: ws_echo(tool, port, conns))
-                    r["cpu"] = cpu / r["round_trips"] * 1e6 if pids and r["round_trips"] else None
+                    r, times = measured(pids, lambda: ws_echo(tool, port, conns))
+                    set_cpu(r, times, r["round_trips"], bool(pids))
                     results[name].append(r)
             for name, rs in results.items():
                 rows.append(ws_row(case, name, rs))
@@ -168,8 +177,8 @@ def ws_cases(tool):
         results = {name: [] for name in variants}
         for _ in range(RUNS):
             for name, (port, pids) in variants.items():
-                r, cpu = measured(pids, lambda: ws_echo(tool, port, 8, mix="text", deflate=True))
-                r["cpu"] = cpu / r["round_trips"] * 1e6 if r["round_trips"] else None
+                r, times = measured(pids, lambda: ws_echo(tool, port, 8, mix="text", deflate=True))
+                set_cpu(r, times, r["round_trips"])
                 results[name].append(r)
         wire = {}
         for name, rs in results.items():
@@ -193,7 +202,7 @@ def ws_row(case, name, rs):
     ok = [r for r in rs if r.get("per_sec")]
     return {"case": case, "path": name, "unit": "round trips/s", "value": [r["per_sec"] for r in ok],
             "p50": [r["p50_us"] / 1000 for r in ok], "p99": [r["p99_us"] / 1000 for r in ok],
-            "cpu": [r["cpu"] for r in ok], "bad": len(rs) - len(ok),
+            "cpu": [r["cpu"] for r in ok], "sys": [r["sys"] for r in ok], "bad": len(rs) - len(ok),
             "note": "; ".join(sorted({r["error"] for r in rs if r.get("error")}))}
 
 

@@ -40,15 +40,17 @@ def stat_fields(pid):
     return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
 
 
-def cpu_seconds(pids):
-    total = 0
+def cpu_times(pids):
+    """(user, system) CPU seconds the processes have used so far."""
+    user = system = 0
     for pid in pids:
         try:
             f = stat_fields(pid)
-            total += int(f[11]) + int(f[12])
+            user += int(f[11])
+            system += int(f[12])
         except OSError:
             pass
-    return total / CLK
+    return user / CLK, system / CLK
 
 
 def children(pid):
@@ -106,7 +108,8 @@ class Stack:
     """A backend under hpgate, plus nginx and HAProxy proxying to it.
 
     `script_body` is the shell command that starts the backend on
-    $HTTP_PLATFORM_PORT. `offload` adds a second hpgate (its own backend)
+    $HTTP_PLATFORM_PORT. hpgate runs one worker thread like the other
+    proxies; "hpgate 2 threads" is the default build-out. `offload` adds a second hpgate (its own backend)
     with WebSocket compression done in the gateway.
     """
 
@@ -124,11 +127,17 @@ class Stack:
         script = os.path.join(self.dir, "backend.sh")
         open(script, "w").write(f"#!/bin/sh\n{script_body}\n")
         os.chmod(script, 0o755)
-        self.hpgate = Hpgate(self.dir, "hpgate", script)
+        # One worker thread, as nginx (worker_processes 1) and HAProxy
+        # (nbthread 1) run here; a second hpgate with the default (one
+        # thread per CPU) supervises its own copy of the backend.
+        one = ["--worker-threads", "1"]
+        self.hpgate = Hpgate(self.dir, "hpgate", script, one)
         self.procs.append(self.hpgate.proc)
+        self.hpgate_default = Hpgate(self.dir, "hpgate-default", script)
+        self.procs.append(self.hpgate_default.proc)
         self.offload = None
         if offload:
-            self.offload = Hpgate(self.dir, "hpgate-offload", script, ["--websocket-compression", "offload"])
+            self.offload = Hpgate(self.dir, "hpgate-offload", script, one + ["--websocket-compression", "offload"])
             self.procs.append(self.offload.proc)
         backend = self.hpgate.backend_port
         self.nginx_port, self.haproxy_port = free_port(), free_port()
@@ -178,6 +187,7 @@ backend b
             "nginx": (self.nginx_port, [self.nginx.pid] + self.nginx_workers),
             "haproxy": (self.haproxy_port, [self.haproxy.pid]),
             "hpgate": (self.hpgate.port, self.hpgate.pids),
+            "hpgate 2 threads": (self.hpgate_default.port, self.hpgate_default.pids),
         }
 
     def close(self):

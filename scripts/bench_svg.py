@@ -3,7 +3,7 @@ and hpgate, each relative to nginx on the same run (nginx = 1.0).
 Plain SVG text, no plotting library."""
 import statistics
 
-COLORS = {"haproxy": "#8c6bb1", "hpgate": "#2b8cbe"}
+COLORS = {"haproxy": "#8c6bb1", "hpgate": "#2b8cbe", "hpgate 2 threads": "#a6bddb"}
 
 
 def ratios(rows, key):

@@ -50,6 +50,9 @@ pub struct GatewayArgs {
     /// Log format: text or json [default: text] [env: HPGATE_LOG_FORMAT]
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// Threads that run the proxy; 0 is one per CPU [default: 0] [env: HPGATE_WORKER_THREADS]
+    #[arg(long, value_name = "N")]
+    pub worker_threads: Option<String>,
     /// The app's command and arguments, replacing processPath and arguments (%HTTP_PLATFORM_PORT% works here too)
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -98,6 +101,11 @@ impl GatewayArgs {
                 "HPGATE_WEBSOCKET_COMPRESSION",
             ),
             log_format: pick(self.log_format, "--log-format", "HPGATE_LOG_FORMAT"),
+            worker_threads: pick(
+                self.worker_threads,
+                "--worker-threads",
+                "HPGATE_WORKER_THREADS",
+            ),
             command: self.command,
             cwd,
         }

@@ -52,10 +52,13 @@ pub fn run(sources: Sources) -> ExitCode {
         return ExitCode::from(2);
     }
     crate::logging::init(cfg.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if cfg.worker_threads > 0 {
+        // Checked to be at most 256 when the configuration was read.
+        builder.worker_threads(cfg.worker_threads as usize);
+    }
+    let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

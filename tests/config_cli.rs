@@ -21,6 +21,7 @@ fn config_in(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Out 
         "HPGATE_LISTEN",
         "HPGATE_WEBSOCKET_COMPRESSION",
         "HPGATE_LOG_FORMAT",
+        "HPGATE_WORKER_THREADS",
     ] {
         cmd.env_remove(v);
     }
@@ -330,6 +331,7 @@ fn every_app_setting() {
         ("webSocketCompressionMinSize", "0", 0.into()),
         ("socketIoPath", "/sio", "/sio/".into()),
         ("socketIoAffinity", "false", false.into()),
+        ("workerThreads", "1", 1.into()),
     ];
     for (key, value, expected) in valid {
         let site = Site::new("appset");
@@ -345,6 +347,7 @@ fn every_app_setting() {
         ("listen", "nowhere"),
         ("socketIoPath", "x"),
         ("webSocketCompressionLevel", "10"),
+        ("workerThreads", "257"),
     ] {
         let site = Site::new("appbad");
         site.web_config("processPath=\"python3\"", "", &[(key, bad)]);
@@ -425,6 +428,20 @@ fn precedence_flag_env_appsettings_default() {
     let out = config_in(&site.dir, &["--websocket-compression", "zip"], &[]);
     assert!(
         out.code == 2 && out.stderr.contains("--websocket-compression"),
+        "{}",
+        out.stderr
+    );
+    // --worker-threads over HPGATE_WORKER_THREADS over the default (0).
+    assert_eq!(config_in(&site.dir, &[], &[]).json["workerThreads"], 0);
+    let threads = [("HPGATE_WORKER_THREADS", "3")];
+    assert_eq!(config_in(&site.dir, &[], &threads).json["workerThreads"], 3);
+    assert_eq!(
+        config_in(&site.dir, &["--worker-threads", "1"], &threads).json["workerThreads"],
+        1
+    );
+    let out = config_in(&site.dir, &[], &[("HPGATE_WORKER_THREADS", "many")]);
+    assert!(
+        out.code == 2 && out.stderr.contains("HPGATE_WORKER_THREADS"),
         "{}",
         out.stderr
     );
@@ -568,10 +585,12 @@ fn version_and_help() {
         "--listen",
         "--websocket-compression",
         "--log-format",
+        "--worker-threads",
         "HPGATE_CONFIG",
         "HPGATE_LISTEN",
         "HPGATE_WEBSOCKET_COMPRESSION",
         "HPGATE_LOG_FORMAT",
+        "HPGATE_WORKER_THREADS",
     ] {
         assert!(h.contains(opt), "{opt} missing from help");
     }

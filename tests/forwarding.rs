@@ -524,3 +524,21 @@ fn a_busy_pooled_connection_does_not_hold_up_the_next_request() {
     );
     drop(a);
 }
+
+/// Threads of a process, from /proc.
+fn thread_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn worker_threads_sizes_the_runtime() {
+    // hpgate runs no blocking-pool work, so at rest it has its main thread
+    // plus exactly the worker threads asked for.
+    for (threads, expected) in [("1", 2), ("3", 4)] {
+        let (_site, g) = gateway("threads", "", &[("workerThreads", threads)]);
+        assert_eq!(g.get("/echo").status, 200);
+        assert_eq!(thread_count(g.pid()), expected, "workerThreads={threads}");
+    }
+}

@@ -29,6 +29,7 @@ pub struct Sources {
     pub listen: Option<(String, Origin)>,
     pub web_socket_compression: Option<(String, Origin)>,
     pub log_format: Option<(String, Origin)>,
+    pub worker_threads: Option<(String, Origin)>,
     /// `-- COMMAND ARGS...`: replaces processPath and arguments.
     pub command: Vec<String>,
     /// The folder hpgate was started in.
@@ -107,6 +108,10 @@ pub fn load(src: &Sources, env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
     });
     flag(&src.log_format, &mut |raw| {
         cfg.log_format = LogFormat::parse(raw)?;
+        Ok(())
+    });
+    flag(&src.worker_threads, &mut |raw| {
+        cfg.worker_threads = settings::parse_worker_threads(raw)?;
         Ok(())
     });
 

@@ -76,6 +76,8 @@ pub struct Config {
     pub web_socket_compression_min_size: u64,
     pub socket_io_path: String,
     pub socket_io_affinity: bool,
+    /// Threads that run the proxy (0: one per CPU). Needs a restart.
+    pub worker_threads: u64,
 }
 
 /// The attributes `<httpPlatform>` accepts, as IIS's schema names them.
@@ -114,6 +116,7 @@ pub const APP_SETTINGS: &[&str] = &[
     "webSocketCompressionMinSize",
     "socketIoPath",
     "socketIoAffinity",
+    "workerThreads",
 ];
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8086";
@@ -159,6 +162,7 @@ impl Config {
             web_socket_compression_min_size: 64,
             socket_io_path: "/socket.io/".into(),
             socket_io_affinity: true,
+            worker_threads: 0,
         }
     }
 }
@@ -186,6 +190,11 @@ pub fn parse_listen(raw: &str) -> Result<SocketAddr, String> {
         .map_err(|e| format!("cannot resolve listen host \"{host}\": {e}"))?
         .next()
         .ok_or_else(|| format!("listen host \"{host}\" has no address"))
+}
+
+/// Parses a worker thread count: 0 (one per CPU) to 256.
+pub fn parse_worker_threads(raw: &str) -> Result<u64, String> {
+    values::number(raw, 0, 256, "a thread count (0 = one per CPU)")
 }
 
 /// Sink for problems found while reading elements: each carries a byte offset.
@@ -385,6 +394,7 @@ pub fn apply_app_setting(cfg: &mut Config, name: &str, raw: &str) -> Result<(), 
             };
         }
         "socketIoAffinity" => cfg.socket_io_affinity = values::boolean(raw)?,
+        "workerThreads" => cfg.worker_threads = parse_worker_threads(raw)?,
         _ => unreachable_key(key)?,
     }
     Ok(())

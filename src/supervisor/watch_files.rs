@@ -84,8 +84,13 @@ pub async fn run(
         last = settled;
         match reload() {
             Ok(new_cfg) => {
-                if new_cfg.listen != cfg.listen || new_cfg.log_format != cfg.log_format {
-                    tracing::warn!("listen and logFormat changes take effect when hpgate restarts");
+                if new_cfg.listen != cfg.listen
+                    || new_cfg.log_format != cfg.log_format
+                    || new_cfg.worker_threads != cfg.worker_threads
+                {
+                    tracing::warn!(
+                        "listen, logFormat and workerThreads changes take effect when hpgate restarts"
+                    );
                 }
                 tracing::info!("configuration changed: recycling the app");
                 cfg = Arc::new(new_cfg);
