@@ -52,7 +52,6 @@ pub fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
 }
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Removes Connection and every header it names, and the fixed hop-by-hop
 /// set. `keep_upgrade` keeps Upgrade/Connection for a WebSocket handshake.
@@ -63,48 +62,47 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .filter(|n| !(keep_upgrade && n == header::UPGRADE))
         .collect();
-    for name in listed {
-        if keep_upgrade && name == header::UPGRADE {
-            continue;
-        }
-        headers.remove(&name);
-    }
-    for name in [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-    ] {
-        headers.remove(name);
-    }
-    if !keep_upgrade {
-        headers.remove(header::CONNECTION);
-        headers.remove(header::UPGRADE);
-    }
-    let proxy_named: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("proxy-"))
-        .cloned()
-        .collect();
-    for name in proxy_named {
-        headers.remove(name);
-    }
+    remove_where(headers, |name| {
+        name == KEEP_ALIVE
+            || name == header::TE
+            || name == header::TRAILER
+            || name == header::TRANSFER_ENCODING
+            || name.as_str().starts_with("proxy-")
+            || (!keep_upgrade && (name == header::CONNECTION || name == header::UPGRADE))
+            || listed.contains(name)
+    });
 }
 
 /// Drops headers only IIS's own modules may set, so a client cannot
 /// impersonate them (ANCM does the same).
 pub fn strip_spoofable(headers: &mut HeaderMap) {
-    let names: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| {
-            k.as_str().starts_with("ms-aspnetcore-") || k.as_str() == "x-iis-windowsauthtoken"
-        })
-        .cloned()
-        .collect();
-    for name in names {
-        headers.remove(name);
+    remove_where(headers, |name| {
+        name.as_str().starts_with("ms-aspnetcore-") || name == "x-iis-windowsauthtoken"
+    });
+}
+
+/// Removes every header whose name matches, keeping the others in their
+/// order: `HeaderMap::remove` moves the last header into the hole, and apps
+/// (and signatures over headers) can care about order. One pass over the
+/// names when nothing matches, which is the common case.
+fn remove_where(headers: &mut HeaderMap, matches: impl Fn(&HeaderName) -> bool) {
+    if !headers.keys().any(&matches) {
+        return;
+    }
+    let old = std::mem::take(headers);
+    headers.reserve(old.keys_len());
+    // into_iter names each header once, then yields its further values
+    // with no name.
+    let mut current: Option<HeaderName> = None;
+    for (name, value) in old {
+        if let Some(name) = name {
+            current = (!matches(&name)).then_some(name);
+        }
+        if let Some(name) = &current {
+            headers.append(name.clone(), value);
+        }
     }
 }
 
@@ -156,9 +154,7 @@ pub fn add_forwarded(headers: &mut HeaderMap, peer: &Peer, trust: bool) {
             Some(h) => {
                 headers.insert(XFH.clone(), h.clone());
             }
-            None => {
-                headers.remove(&XFH);
-            }
+            None => remove_where(headers, |name| name == XFH),
         }
     }
 
@@ -215,6 +211,50 @@ mod tests {
             );
         }
         m
+    }
+
+    fn names_and_values(m: &HeaderMap) -> Vec<String> {
+        m.iter()
+            .map(|(k, v)| format!("{k}={}", v.to_str().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn stripping_keeps_the_order_of_the_rest() {
+        let mut m = map(&[
+            ("a", "1"),
+            ("connection", "x-secret, keep-alive"),
+            ("b", "2"),
+            ("x-secret", "s"),
+            ("c", "3"),
+            ("c", "4"),
+            ("ms-aspnetcore-token", "t"),
+            ("proxy-authorization", "p"),
+            ("d", "5"),
+            ("keep-alive", "timeout=5"),
+            ("e", "6"),
+        ]);
+        strip_hop_by_hop(&mut m, false);
+        strip_spoofable(&mut m);
+        assert_eq!(
+            names_and_values(&m),
+            ["a=1", "b=2", "c=3", "c=4", "d=5", "e=6"]
+        );
+        // Nothing to strip: the map is left as it was.
+        let mut m = map(&[("z", "1"), ("y", "2")]);
+        strip_hop_by_hop(&mut m, false);
+        assert_eq!(names_and_values(&m), ["z=1", "y=2"]);
+        // A WebSocket handshake keeps Connection and Upgrade.
+        let mut m = map(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("te", "x"),
+        ]);
+        strip_hop_by_hop(&mut m, true);
+        assert_eq!(
+            names_and_values(&m),
+            ["connection=Upgrade", "upgrade=websocket"]
+        );
     }
 
     #[test]
