@@ -123,7 +123,8 @@ impl Body for RequestBody {
 #[derive(Debug)]
 pub struct AccessLog {
     pub method: http::Method,
-    pub path: String,
+    /// The request target as sent (a cheap, shared copy of the request's).
+    pub path: http::uri::PathAndQuery,
     pub status: u16,
     pub pid: Option<u32>,
     pub start: Instant,
@@ -133,6 +134,10 @@ pub struct AccessLog {
 
 impl AccessLog {
     fn emit(&self) {
+        // Formatting is skipped when the access target is filtered out.
+        if !tracing::enabled!(target: "access", tracing::Level::INFO) {
+            return;
+        }
         let pid = self
             .pid
             .map(|p| p.to_string())

@@ -54,8 +54,8 @@ pub async fn handle(
     let path = req
         .uri()
         .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     let (mut resp, pid) = match forward(&gw, &cfg, req, &client).await {
         Ok(ok) => ok,
         Err(e) => {
