@@ -278,8 +278,30 @@ fn crashes_give_502_and_cut_streams() {
     let t0 = Instant::now();
     let r = g.get("/crash-mid");
     assert!(t0.elapsed() < 5 * S);
-    assert_eq!(r.status, 200);
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), g.logs());
     assert!(r.body.len() <= 100);
+}
+
+#[test]
+fn an_answer_written_after_the_exit_is_seen_still_counts() {
+    // The supervisor can see the process exit before the proxy has read
+    // what the app wrote last. Here a child sharing the socket answers
+    // 200 ms after the exit: the answer reaches the client, not a 502.
+    let (_s, g) = gateway("crashrace", "", &[]);
+    let r = g.get("/answer-after-exit");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "later"),
+        "{}",
+        g.logs()
+    );
+    // With no answer at all, the exit still ends the request (after the
+    // grace), even though the child keeps the socket open.
+    assert!(wait_until(5 * S, || g.get("/").status == 200));
+    let t0 = Instant::now();
+    let r = g.get("/answer-after-exit?delay=3");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(t0.elapsed() < 2 * S, "{:?}", t0.elapsed());
 }
 
 #[test]
@@ -470,6 +492,23 @@ fn app_closing_kept_alive_connections_loses_no_request() {
         let r = g.get(if i % 2 == 0 { "/close-after" } else { "/echo" });
         assert_eq!(r.status, 200, "request {i}: {}", r.text());
     }
+}
+
+#[test]
+fn a_request_the_app_dropped_unanswered_is_repeated_only_when_safe() {
+    let (_s, g) = gateway("replay", "", &[]);
+    // The app closes its kept-alive connection as the next request arrives.
+    // A GET (safe to repeat, no body) is sent again on a new connection.
+    for i in 0..5 {
+        assert_eq!(g.get("/close-on-next").status, 200);
+        let r = g.get("/echo");
+        assert_eq!(r.status, 200, "GET {i}: {}", r.text());
+    }
+    // A POST may have had effects: it is not repeated, the client hears 502.
+    assert_eq!(g.get("/close-on-next").status, 200);
+    let r = request(g.addr, "POST", "/echo", &[], b"once");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.text().contains("closed the connection"), "{}", r.text());
 }
 
 #[test]

@@ -108,11 +108,10 @@ async fn forward(
     let session = Session::of(gw, cfg, &parts);
     let (backend, conn) = pick_and_connect(gw, session.pid).await?;
     let lease = backend.requests.token();
-    let up = Request::from_parts(
-        with_target(parts, &backend)?,
-        RequestBody::new(body, activity.clone()),
-    );
-    let (resp, conn) = send(gw, conn, up, &backend, &activity, limit).await?;
+    let parts = with_target(parts, &backend)?;
+    let replay = replayable(&parts, &body, &conn);
+    let up = Request::from_parts(parts, RequestBody::new(body, activity.clone()));
+    let (resp, conn) = send(gw, conn, up, replay, &backend, &activity, limit).await?;
 
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, false);
@@ -252,12 +251,54 @@ pub(super) fn connect_error(e: ConnectError, backend: &Backend) -> ProxyError {
 /// Sends on `conn`; if a kept-alive connection turns out to have been
 /// closed by the app before the request went out, sends once more on a new
 /// connection (hyper hands the unsent request back).
+/// A copy of the head of a request that may be sent again when a reused
+/// app connection turns out to have been closed by the app just as the
+/// request went out (the keep-alive race: the app's FIN was still on its
+/// way). Only for requests that are safe to repeat (RFC 9110 section
+/// 9.2.2) and carry no body, as nginx does; the copy costs a header map
+/// clone, so it is made only on reused connections.
+fn replayable(parts: &http::request::Parts, body: &Incoming, conn: &Conn) -> Option<Request<()>> {
+    use http::Method;
+    let safe = matches!(
+        parts.method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    );
+    if !(conn.reused && safe && http_body::Body::is_end_stream(body)) {
+        return None;
+    }
+    let mut head = Request::new(());
+    *head.method_mut() = parts.method.clone();
+    *head.uri_mut() = parts.uri.clone();
+    *head.version_mut() = parts.version;
+    *head.headers_mut() = parts.headers.clone();
+    Some(head)
+}
+
+/// The app closed the connection under a request without answering it.
+fn closed_unanswered(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() {
+        return true;
+    }
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            );
+        }
+        src = s.source();
+    }
+    false
+}
+
 async fn send(
     gw: &Gateway,
     mut conn: Conn,
     req: Request<RequestBody>,
+    replay: Option<Request<()>>,
     backend: &Backend,
-    activity: &Activity,
+    activity: &Arc<Activity>,
     limit: Option<Duration>,
 ) -> Result<(Response<Incoming>, Conn), ProxyError> {
     let idle = async {
@@ -267,30 +308,61 @@ async fn send(
         }
     };
     let exchange = async {
-        match conn.tx.try_send_request(req).await {
-            Ok(resp) => Ok((resp, conn)),
-            Err(mut e) => match e.take_message() {
-                Some(req) if conn.reused => {
-                    let mut fresh = gw
-                        .pool
-                        .connect(backend.addr, false)
-                        .await
-                        .map_err(|e| connect_error(e, backend))?;
-                    let resp = fresh
-                        .tx
-                        .send_request(req)
-                        .await
-                        .map_err(|e| failed(&e, backend, activity))?;
-                    Ok((resp, fresh))
-                }
-                _ => Err(failed(e.error(), backend, activity)),
+        let mut e = match conn.tx.try_send_request(req).await {
+            Ok(resp) => return Ok((resp, conn)),
+            Err(e) => e,
+        };
+        // On a reused connection the app may have closed it as the request
+        // went out: send it again on a new one if hyper never sent it, or
+        // if it is safe to repeat and the app answered nothing.
+        let again = match e.take_message() {
+            Some(req) if conn.reused => req,
+            None if closed_unanswered(e.error()) => match replay {
+                Some(head) => head.map(|()| RequestBody::empty(activity.clone())),
+                None => return Err(failed(e.error(), backend, activity)),
             },
-        }
+            _ => return Err(failed(e.error(), backend, activity)),
+        };
+        let mut fresh = gw
+            .pool
+            .connect(backend.addr, false)
+            .await
+            .map_err(|e| connect_error(e, backend))?;
+        let resp = fresh
+            .tx
+            .send_request(again)
+            .await
+            .map_err(|e| failed(&e, backend, activity))?;
+        Ok((resp, fresh))
     };
     tokio::select! {
-        r = exchange => r,
+        r = unless_gone(exchange, backend) => r,
         _ = idle => Err(ProxyError::Timeout { secs: limit.map_or(0, |l| l.as_secs()) }),
-        _ = backend.gone.cancelled() => Err(ProxyError::ProcessExited { pid: backend.pid }),
+    }
+}
+
+/// How long an exchange with a process that has just exited may still end
+/// on its own. The supervisor often sees the exit before the proxy has read
+/// what the process wrote last (a response head, then a crash): that answer
+/// is the app's and must reach the client, not a 502.
+const EXIT_GRACE: Duration = Duration::from_millis(500);
+
+/// Runs an exchange with `backend`; if the process exits meanwhile, the
+/// exchange gets `EXIT_GRACE` to finish (its socket normally ends at once)
+/// before the request fails as `ProcessExited`.
+pub(super) async fn unless_gone<T>(
+    exchange: impl std::future::Future<Output = Result<T, ProxyError>>,
+    backend: &Backend,
+) -> Result<T, ProxyError> {
+    let mut exchange = std::pin::pin!(exchange);
+    tokio::select! {
+        biased;
+        r = &mut exchange => r,
+        _ = backend.gone.cancelled() => {
+            tokio::time::timeout(EXIT_GRACE, exchange)
+                .await
+                .unwrap_or(Err(ProxyError::ProcessExited { pid: backend.pid }))
+        }
     }
 }
 

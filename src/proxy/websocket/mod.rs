@@ -27,7 +27,9 @@ use tokio_util::task::TaskTracker;
 use super::body::{Activity, RequestBody, ResponseBody};
 use super::client::Client;
 use super::error::ProxyError;
-use super::forward::{connect_error, pick, prepare_upstream_head, with_target, Gateway, Session};
+use super::forward::{
+    connect_error, pick, prepare_upstream_head, unless_gone, with_target, Gateway, Session,
+};
 use crate::config::{Compression, Config};
 
 pub use handshake::is_upgrade;
@@ -119,10 +121,16 @@ pub async fn handle(
         with_target(parts, &backend)?,
         RequestBody::new(body, Activity::new()),
     );
-    let resp = tokio::select! {
-        r = conn.tx.send_request(up) => r.map_err(|e| ProxyError::Backend { pid: backend.pid, reason: e.to_string() })?,
-        _ = backend.gone.cancelled() => return Err(ProxyError::ProcessExited { pid: backend.pid }),
+    let exchange = async {
+        conn.tx
+            .send_request(up)
+            .await
+            .map_err(|e| ProxyError::Backend {
+                pid: backend.pid,
+                reason: e.to_string(),
+            })
     };
+    let resp = unless_gone(exchange, &backend).await?;
 
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         // The app said no (403, 404, Engine.IO's 400): the client hears it as is.
