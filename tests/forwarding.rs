@@ -272,7 +272,13 @@ fn request_timeout_is_an_inactivity_limit() {
 fn crashes_give_502_and_cut_streams() {
     let (_s, g) = gateway("crashfwd", "", &[]);
     let t0 = Instant::now();
-    assert_eq!(g.get("/crash").status, 502);
+    let r = g.get("/crash");
+    assert_eq!(r.status, 502);
+    assert!(
+        r.text().contains("exited while handling the request"),
+        "{}",
+        r.text()
+    );
     assert!(t0.elapsed() < 5 * S);
     assert!(wait_until(5 * S, || g.get("/").status == 200));
     let t0 = Instant::now();

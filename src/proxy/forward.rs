@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use http::{header, Request, Response, Uri, Version};
 use hyper::body::Incoming;
+use tokio::time::timeout;
 
 use super::affinity::{self, Affinity};
 use super::body::{AccessLog, Activity, RequestBody, ResponseBody, Upstream};
@@ -248,9 +249,6 @@ pub(super) fn connect_error(e: ConnectError, backend: &Backend) -> ProxyError {
     }
 }
 
-/// Sends on `conn`; if a kept-alive connection turns out to have been
-/// closed by the app before the request went out, sends once more on a new
-/// connection (hyper hands the unsent request back).
 /// A copy of the head of a request that may be sent again when a reused
 /// app connection turns out to have been closed by the app just as the
 /// request went out (the keep-alive race: the app's FIN was still on its
@@ -292,6 +290,10 @@ fn closed_unanswered(e: &hyper::Error) -> bool {
     false
 }
 
+/// Sends on `conn`. If a kept-alive connection turns out to have been
+/// closed by the app under the request, sends once more on a new connection
+/// to the same process: when hyper hands the unsent request back, or when
+/// a `replay` copy exists and the app answered nothing.
 async fn send(
     gw: &Gateway,
     mut conn: Conn,
@@ -335,11 +337,25 @@ async fn send(
             .map_err(|e| failed(&e, backend, activity))?;
         Ok((resp, fresh))
     };
-    tokio::select! {
+    let r = tokio::select! {
         r = unless_gone(exchange, backend) => r,
         _ = idle => Err(ProxyError::Timeout { secs: limit.map_or(0, |l| l.as_secs()) }),
+    };
+    match r {
+        // A closed connection is usually the process dying on this request;
+        // the supervisor hears of the exit a moment later. Say that, rather
+        // than what the socket said.
+        Err(ProxyError::Backend { .. } | ProxyError::Connect { .. })
+            if timeout(EXIT_NOTICE, backend.gone.cancelled()).await.is_ok() =>
+        {
+            Err(ProxyError::ProcessExited { pid: backend.pid })
+        }
+        r => r,
     }
 }
+
+/// How long a failed exchange waits to learn whether the process exited.
+const EXIT_NOTICE: Duration = Duration::from_millis(100);
 
 /// How long an exchange with a process that has just exited may still end
 /// on its own. The supervisor often sees the exit before the proxy has read
@@ -359,7 +375,7 @@ pub(super) async fn unless_gone<T>(
         biased;
         r = &mut exchange => r,
         _ = backend.gone.cancelled() => {
-            tokio::time::timeout(EXIT_GRACE, exchange)
+            timeout(EXIT_GRACE, exchange)
                 .await
                 .unwrap_or(Err(ProxyError::ProcessExited { pid: backend.pid }))
         }
