@@ -29,7 +29,7 @@ enum State {
     Head {
         len: usize,
         prev: u8,
-        line: Vec<u8>,
+        line: LineStart,
         cl: u32,
         te: Option<bool>,
         upgrade: bool,
@@ -65,11 +65,59 @@ pub struct StrictIo {
     rejected: bool,
 }
 
+/// The first bytes of the current head line: enough to recognise the
+/// framing headers, kept inline so scanning a head does not allocate.
+#[derive(Debug)]
+struct LineStart {
+    bytes: [u8; LINE_START],
+    len: usize,
+}
+
+const LINE_START: usize = 64;
+
+impl Default for LineStart {
+    fn default() -> Self {
+        LineStart {
+            bytes: [0; LINE_START],
+            len: 0,
+        }
+    }
+}
+
+impl LineStart {
+    fn push(&mut self, b: u8) {
+        if self.len < LINE_START {
+            self.bytes[self.len] = b;
+            self.len += 1;
+        }
+    }
+
+    fn get(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    /// The rest of the line after `name` (matched ignoring case), if it starts so.
+    fn value_of(&self, name: &[u8]) -> Option<&str> {
+        let line = self.get();
+        let head = line.get(..name.len())?;
+        if !head.eq_ignore_ascii_case(name) {
+            return None;
+        }
+        // A value cut at LINE_START bytes may end inside a UTF-8 sequence:
+        // that, like any non-UTF-8 value, reads as no value.
+        Some(
+            std::str::from_utf8(&line[name.len()..])
+                .unwrap_or("")
+                .trim(),
+        )
+    }
+}
+
 fn new_head() -> State {
     State::Head {
         len: 0,
         prev: b'\n',
-        line: Vec::new(),
+        line: LineStart::default(),
         cl: 0,
         te: None,
         upgrade: false,
@@ -224,9 +272,7 @@ impl StrictIo {
             return Ok(None);
         }
         if b != b'\n' {
-            if line.len() < 64 {
-                line.push(b);
-            }
+            line.push(b);
             return Ok(None);
         }
         if last != b'\r' {
@@ -234,7 +280,7 @@ impl StrictIo {
             // only as CRLF; anything else is a bare LF.
             return Err("bare LF in request head");
         }
-        if line.is_empty() {
+        if line.len == 0 {
             if *len <= 2 {
                 // A CRLF between requests: ignore it.
                 *len = 0;
@@ -260,25 +306,21 @@ impl StrictIo {
             };
             return Ok(Some(next));
         }
-        let text = std::mem::take(line);
-        let lower = text.to_ascii_lowercase();
-        if lower.starts_with(b"content-length:") {
+        if let Some(v) = line.value_of(b"content-length:") {
             *cl += 1;
-            let v = String::from_utf8_lossy(&lower[15..]).trim().to_string();
             *length = v.parse().ok();
-        } else if lower.starts_with(b"transfer-encoding:") {
-            // The line is cut at 64 bytes; longer values are judged by hyper
-            // and the service-level check.
-            let v = String::from_utf8_lossy(&lower[18..]);
+        } else if let Some(v) = line.value_of(b"transfer-encoding:") {
+            // The line is cut at LINE_START bytes; longer values are judged
+            // by hyper and the service-level check.
             let chunked_last = v
-                .trim()
                 .rsplit(',')
                 .next()
-                .is_some_and(|c| c.trim() == "chunked");
+                .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
             *te = Some(te.unwrap_or(true) && chunked_last);
-        } else if lower.starts_with(b"upgrade:") {
+        } else if line.value_of(b"upgrade:").is_some() {
             *upgrade = true;
         }
+        line.len = 0;
         Ok(None)
     }
 }
