@@ -406,6 +406,45 @@ fn websocket_limits_idle_timeout_and_pings() {
 }
 
 #[test]
+fn client_traffic_alone_keeps_a_websocket_past_the_idle_limit() {
+    let site = Site::new("ws-idle-up");
+    let server = repo_root().join("fixtures/websocket/echo_server.py");
+    site.web_config(
+        &format!(
+            "processPath=\"{}\" arguments=\"{}\"",
+            venv_python().display(),
+            server.display()
+        ),
+        "",
+        &[("webSocketIdleTimeout", "2")],
+    );
+    let g = Gateway::start(&site.dir, &[]);
+    let (mut r, _) = raw_connect(&g, None);
+    let _first = read_frame(&mut r);
+    let mut s = r.get_ref().try_clone().unwrap();
+    // The app stops answering; the client keeps talking for 3.5 s, longer
+    // than the 2 s limit: frames in one direction are activity.
+    send_masked(&mut s, 0x81, b"be quiet");
+    for _ in 0..7 {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        send_masked(&mut s, 0x81, b"still here");
+    }
+    r.get_ref()
+        .set_read_timeout(Some(std::time::Duration::from_millis(300)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let early = r.read(&mut byte);
+    assert!(
+        early.is_err(),
+        "closed while the client was active: {early:?}"
+    );
+    // Then silence both ways: the idle limit closes it (1001).
+    r.get_ref().set_read_timeout(Some(5 * S)).unwrap();
+    let close = read_until_opcode(&mut r, 0x8);
+    assert_eq!(u16::from_be_bytes([close[0], close[1]]), 1001);
+}
+
+#[test]
 fn disable_mode_refuses_an_app_that_compresses_anyway() {
     let site = Site::new("ws-misbehave");
     let server = repo_root().join("fixtures/websocket/bad_server.py");

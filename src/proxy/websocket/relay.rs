@@ -300,7 +300,11 @@ fn pump<'a>(
                     match read {
                         std::task::Poll::Ready(Ok(0)) => break,
                         std::task::Poll::Ready(Ok(n)) => {
-                            shared.touch();
+                            // Only the idle limit (watched from the other
+                            // direction too) reads this clock.
+                            if settings.idle_timeout.is_some() {
+                                shared.touch();
+                            }
                             if !dir.failed {
                                 process(&mut dir, &buf[..n], &mut out, shared, settings);
                             }
