@@ -26,6 +26,23 @@ fn echo_gateway(mode: &str, server_compression: &str) -> (Site, Gateway) {
     (site, g)
 }
 
+/// The echo server with these `hpgate:` settings, hpgate started in front.
+fn echo_with(name: &str, settings: &[(&str, &str)]) -> (Site, Gateway) {
+    let site = Site::new(name);
+    let server = repo_root().join("fixtures/websocket/echo_server.py");
+    site.web_config(
+        &format!(
+            "processPath=\"{}\" arguments=\"{}\"",
+            venv_python().display(),
+            server.display()
+        ),
+        "",
+        settings,
+    );
+    let g = Gateway::start(&site.dir, &[]);
+    (site, g)
+}
+
 fn run_json(mut cmd: Command) -> serde_json::Value {
     let out = cmd.output().expect("run client");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -377,22 +394,14 @@ fn offload_handles_a_ping_between_compressed_fragments() {
 
 #[test]
 fn websocket_limits_idle_timeout_and_pings() {
-    let site = Site::new("ws-limits");
-    let server = repo_root().join("fixtures/websocket/echo_server.py");
-    site.web_config(
-        &format!(
-            "processPath=\"{}\" arguments=\"{}\"",
-            venv_python().display(),
-            server.display()
-        ),
-        "",
+    let (_site, g) = echo_with(
+        "ws-limits",
         &[
             ("maxWebSockets", "1"),
             ("webSocketIdleTimeout", "2"),
             ("webSocketPingInterval", "1"),
         ],
     );
-    let g = Gateway::start(&site.dir, &[]);
     let (mut r, _) = raw_connect(&g, None);
     let _first = read_frame(&mut r);
     // A second WebSocket is over maxWebSockets.
@@ -407,18 +416,7 @@ fn websocket_limits_idle_timeout_and_pings() {
 
 #[test]
 fn client_traffic_alone_keeps_a_websocket_past_the_idle_limit() {
-    let site = Site::new("ws-idle-up");
-    let server = repo_root().join("fixtures/websocket/echo_server.py");
-    site.web_config(
-        &format!(
-            "processPath=\"{}\" arguments=\"{}\"",
-            venv_python().display(),
-            server.display()
-        ),
-        "",
-        &[("webSocketIdleTimeout", "2")],
-    );
-    let g = Gateway::start(&site.dir, &[]);
+    let (_site, g) = echo_with("ws-idle-up", &[("webSocketIdleTimeout", "2")]);
     let (mut r, _) = raw_connect(&g, None);
     let _first = read_frame(&mut r);
     let mut s = r.get_ref().try_clone().unwrap();
@@ -494,18 +492,7 @@ fn half_close_after_a_close_frame_ends_both_legs() {
 
 #[test]
 fn websockets_count_toward_max_connections() {
-    let site = Site::new("ws-maxconn");
-    let server = repo_root().join("fixtures/websocket/echo_server.py");
-    site.web_config(
-        &format!(
-            "processPath=\"{}\" arguments=\"{}\"",
-            venv_python().display(),
-            server.display()
-        ),
-        "",
-        &[("maxConnections", "2")],
-    );
-    let g = Gateway::start(&site.dir, &[]);
+    let (_site, g) = echo_with("ws-maxconn", &[("maxConnections", "2")]);
     assert!(g.wait_log("app process is ready", 15 * S), "{}", g.logs());
     // Two WebSockets take both places: each holds two descriptors in
     // hpgate, like any proxied connection.
