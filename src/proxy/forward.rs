@@ -1,9 +1,12 @@
 //! The forwarding service: one client request in, one app response out.
 //!
-//! Phases, in order: `check_limits` (431/414/400 before anything reaches
-//! the app), `pick` a ready process, `upstream_request` (headers rewritten,
-//! body streamed), send with the inactivity limit, `downstream_response`
-//! (hop-by-hop removed, body streamed). Errors become pages in `error.rs`.
+//! Phases, in order: `check_limits` and framing (431/414/400 before
+//! anything reaches the app), `prepare_upstream_head` (headers rewritten),
+//! `pick_and_connect` (a ready process and a pooled connection to it),
+//! `with_target`, `send` (inactivity limit, the retries a closed keep-alive
+//! connection allows, the exit grace), then the response: hop-by-hop
+//! removed, body streamed by `Upstream`, which hands the connection back to
+//! the pool when the body has ended. Errors become pages in `error.rs`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,7 +24,7 @@ use super::headers::{self, Peer};
 use super::pool::{Conn, ConnectError, Pool};
 use super::websocket;
 use crate::config::Config;
-use crate::supervisor::{Backend, Supervisor};
+use crate::supervisor::{exit_seen, Backend, Supervisor};
 
 /// Shared by every connection.
 pub struct Gateway {
@@ -346,16 +349,13 @@ async fn send(
         // the supervisor hears of the exit a moment later. Say that, rather
         // than what the socket said.
         Err(ProxyError::Backend { .. } | ProxyError::Connect { .. })
-            if timeout(EXIT_NOTICE, backend.gone.cancelled()).await.is_ok() =>
+            if exit_seen(&backend.gone).await =>
         {
             Err(ProxyError::ProcessExited { pid: backend.pid })
         }
         r => r,
     }
 }
-
-/// How long a failed exchange waits to learn whether the process exited.
-const EXIT_NOTICE: Duration = Duration::from_millis(100);
 
 /// How long an exchange with a process that has just exited may still end
 /// on its own. The supervisor often sees the exit before the proxy has read

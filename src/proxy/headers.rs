@@ -131,6 +131,10 @@ impl Peer {
         let ip = HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("unknown"));
         Peer { addr, ip, node }
     }
+
+    fn ip_text(&self) -> &str {
+        self.ip.to_str().unwrap_or("unknown")
+    }
 }
 
 static HTTP: HeaderValue = HeaderValue::from_static("http");
@@ -175,12 +179,6 @@ pub fn add_forwarded(headers: &mut HeaderMap, peer: &Peer, trust: bool) {
         None => element,
     };
     set(headers, &header::FORWARDED, &forwarded);
-}
-
-impl Peer {
-    fn ip_text(&self) -> &str {
-        self.ip.to_str().unwrap_or("unknown")
-    }
 }
 
 fn join_values(headers: &HeaderMap, name: &HeaderName) -> Option<String> {

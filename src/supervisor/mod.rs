@@ -27,7 +27,7 @@ use tokio_util::task::TaskTracker;
 
 pub use failure::{Cause, Failure};
 pub use os::run_watchdog;
-pub use slot::Backend;
+pub use slot::{exit_seen, Backend};
 
 use crate::config::Config;
 use rapid_fail::RapidFail;

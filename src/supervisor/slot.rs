@@ -45,6 +45,18 @@ pub struct Backend {
     pub requests: TaskTracker,
 }
 
+/// How long the supervisor may take to see a process exit after its
+/// sockets have closed: the kernel closes a dead process's sockets before
+/// the process is reaped.
+const EXIT_NOTICE: Duration = Duration::from_millis(300);
+
+/// Whether the process behind `gone` turns out to have exited, asked when
+/// a connection to it ended unexpectedly: a crash reads differently from
+/// a close.
+pub async fn exit_seen(gone: &CancellationToken) -> bool {
+    timeout(EXIT_NOTICE, gone.cancelled()).await.is_ok()
+}
+
 #[derive(Debug, Clone)]
 pub enum SlotState {
     Starting,

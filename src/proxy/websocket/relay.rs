@@ -30,13 +30,12 @@ use tokio_util::sync::CancellationToken;
 use super::both::both;
 use super::deflate::{Agreement, Codec};
 use super::frame::{self, FrameError, Header, OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_TEXT};
+use crate::supervisor::exit_seen;
 
 /// Bytes read per readiness event; allocated per burst, freed when idle.
 const BURST: usize = 16 * 1024;
 /// How long a side gets to answer a close before the TCP connection is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
-/// How long an app-side EOF waits to learn whether the process died.
-const EXIT_NOTICE: Duration = Duration::from_millis(300);
 
 pub const GOING_AWAY: u16 = 1001;
 pub const PROTOCOL_ERROR: u16 = 1002;
@@ -349,7 +348,7 @@ fn pump<'a>(
             if dir.side == Side::Downstream {
                 // The kernel closes a dead process's sockets before the
                 // supervisor reaps it: give the exit a moment to be seen.
-                let _ = tokio::time::timeout(EXIT_NOTICE, gone.cancelled()).await;
+                exit_seen(gone).await;
             }
             let code = match dir.side {
                 Side::Downstream if gone.is_cancelled() => SERVICE_RESTART,
