@@ -107,12 +107,22 @@ fn backoff(level: u32) -> Duration {
     }
 }
 
+/// The wait before the next start. A process that was serving and crashed
+/// is restarted at once the first time; crashing again soon after (each
+/// crash and failed start raises `level`) backs off like failed starts.
+fn restart_wait(level: u32, after_crash: bool) -> Duration {
+    if after_crash {
+        backoff(level.saturating_sub(1))
+    } else {
+        backoff(level)
+    }
+}
+
 /// Runs the slot until `stop` is cancelled; stops its process on the way out.
 pub async fn run(slot: Arc<Slot>, ctx: Arc<SlotCtx>, stop: CancellationToken) {
     let cfg = &ctx.cfg;
     let max_attempts = cfg.startup_retry_count.max(1);
     let mut level = 0u32; // backoff level
-    let mut crashed = false;
     let mut failed_starts = 0u64;
     let mut last: Option<Arc<Failure>> = None;
 
@@ -165,13 +175,10 @@ pub async fn run(slot: Arc<Slot>, ctx: Arc<SlotCtx>, stop: CancellationToken) {
             continue;
         }
 
-        // A process that was serving and crashed is restarted at once the
-        // first time; crashing again soon after backs off like failed starts.
-        let wait = if std::mem::take(&mut crashed) {
-            backoff(level.saturating_sub(1))
-        } else {
-            backoff(level)
-        };
+        let after_crash = last
+            .as_ref()
+            .is_some_and(|f| matches!(f.cause, Cause::Crashed { .. }));
+        let wait = restart_wait(level, after_crash);
         if !wait.is_zero() {
             tokio::select! {
                 _ = sleep(wait) => {}
@@ -216,7 +223,6 @@ pub async fn run(slot: Arc<Slot>, ctx: Arc<SlotCtx>, stop: CancellationToken) {
                         }
                         record(&ctx.rapid);
                         level += 1;
-                        crashed = true;
                         let tail = drain_tail(&mut running.started).await;
                         let failure = Failure::new(
                             Cause::Crashed { pid: running.started.pid, status: describe_status(status), uptime },
@@ -342,6 +348,16 @@ async fn stop_process(mut running: Running, grace: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_first_crash_restarts_at_once_then_backs_off() {
+        // First crash of a healthy process (level 0 -> 1): no wait.
+        assert_eq!(restart_wait(1, true), Duration::ZERO);
+        // A second crash soon after: the first backoff step.
+        assert_eq!(restart_wait(2, true), Duration::from_millis(50));
+        // A failed start is not a crash: it backs off at once.
+        assert_eq!(restart_wait(1, false), Duration::from_millis(50));
+    }
 
     #[test]
     fn backoff_grows_and_caps() {
