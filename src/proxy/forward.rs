@@ -382,7 +382,7 @@ pub(super) async fn unless_gone<T>(
     }
 }
 
-fn failed(e: &hyper::Error, backend: &Backend, activity: &Activity) -> ProxyError {
+pub(super) fn failed(e: &hyper::Error, backend: &Backend, activity: &Activity) -> ProxyError {
     if activity.client_failed() {
         return ProxyError::BadRequest("the request body is malformed or ended early");
     }

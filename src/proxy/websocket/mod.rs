@@ -28,7 +28,7 @@ use super::body::{Activity, RequestBody, ResponseBody};
 use super::client::Client;
 use super::error::ProxyError;
 use super::forward::{
-    connect_error, pick, prepare_upstream_head, unless_gone, with_target, Gateway, Session,
+    connect_error, failed, pick, prepare_upstream_head, unless_gone, with_target, Gateway, Session,
 };
 use crate::config::{Compression, Config};
 
@@ -117,18 +117,16 @@ pub async fn handle(
         .connect(backend.addr, true)
         .await
         .map_err(|e| connect_error(e, &backend))?;
+    let activity = Activity::new();
     let up = Request::from_parts(
         with_target(parts, &backend)?,
-        RequestBody::new(body, Activity::new()),
+        RequestBody::new(body, activity.clone()),
     );
     let exchange = async {
         conn.tx
             .send_request(up)
             .await
-            .map_err(|e| ProxyError::Backend {
-                pid: backend.pid,
-                reason: e.to_string(),
-            })
+            .map_err(|e| failed(&e, &backend, &activity))
     };
     let resp = unless_gone(exchange, &backend).await?;
 
