@@ -382,6 +382,8 @@ pub(super) async fn unless_gone<T>(
     }
 }
 
+/// A failed exchange with the app, as the client will hear of it: a broken
+/// client body is the client's fault (400), anything else the app's (502).
 pub(super) fn failed(e: &hyper::Error, backend: &Backend, activity: &Activity) -> ProxyError {
     if activity.client_failed() {
         return ProxyError::BadRequest("the request body is malformed or ended early");
