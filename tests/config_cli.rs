@@ -321,6 +321,7 @@ fn every_app_setting() {
         ("maxRequestHeaders", "50", 50.into()),
         ("maxRequestLineBytes", "1024", 1024.into()),
         ("headerReadTimeout", "5", 5.into()),
+        ("clientBodyTimeout", "5", 5.into()),
         ("maxConnections", "100", 100.into()),
         ("keepAliveTimeout", "0", 0.into()),
         ("webSocketPingInterval", "20", 20.into()),

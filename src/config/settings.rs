@@ -63,6 +63,8 @@ pub struct Config {
     pub max_request_line_bytes: u64,
     /// Seconds a client has to send a complete request head.
     pub header_read_timeout: u64,
+    /// Seconds a client may send nothing in the middle of a request body (0: no limit).
+    pub client_body_timeout: u64,
     pub max_connections: u64,
     /// Seconds an idle keep-alive client connection is kept open.
     pub keep_alive_timeout: u64,
@@ -106,6 +108,7 @@ pub const APP_SETTINGS: &[&str] = &[
     "maxRequestHeaders",
     "maxRequestLineBytes",
     "headerReadTimeout",
+    "clientBodyTimeout",
     "maxConnections",
     "keepAliveTimeout",
     "webSocketPingInterval",
@@ -150,6 +153,7 @@ impl Config {
             max_request_headers: 100,
             max_request_line_bytes: 8 * 1024,
             header_read_timeout: 30,
+            client_body_timeout: 60,
             // Each proxied connection holds two descriptors; this stays
             // well under a 20,000 open-files limit.
             max_connections: 8_000,
@@ -364,6 +368,7 @@ pub fn apply_app_setting(cfg: &mut Config, name: &str, raw: &str) -> Result<(), 
             cfg.max_request_line_bytes = values::number(raw, 256, MIB, "bytes")?
         }
         "headerReadTimeout" => cfg.header_read_timeout = values::number(raw, 1, 3600, "seconds")?,
+        "clientBodyTimeout" => cfg.client_body_timeout = values::number(raw, 0, 3600, "seconds")?,
         "maxConnections" => cfg.max_connections = values::number(raw, 1, 1_000_000, "a count")?,
         "keepAliveTimeout" => cfg.keep_alive_timeout = values::number(raw, 0, 3600, "seconds")?,
         "webSocketPingInterval" => {

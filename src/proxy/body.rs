@@ -6,7 +6,7 @@
 //! body ends or is dropped. Must not change a byte of any body.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -21,13 +21,19 @@ use super::pool::{Conn, Pool};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// When bytes last moved in either direction of one request.
+/// When bytes last moved in either direction of one request, and whether
+/// the exchange is waiting on the client rather than on the app.
 #[derive(Debug)]
 pub struct Activity {
     base: Instant,
     last_ms: AtomicU64,
     /// The client's request body broke (bad framing or disconnect).
-    client_failed: std::sync::atomic::AtomicBool,
+    client_failed: AtomicBool,
+    /// The client sent nothing of its body for `clientBodyTimeout`.
+    client_stalled: AtomicBool,
+    /// The request body is waiting for the client's next bytes: the app is
+    /// not the one keeping the exchange quiet.
+    client_owes: AtomicBool,
 }
 
 impl Activity {
@@ -35,12 +41,32 @@ impl Activity {
         Arc::new(Activity {
             base: Instant::now(),
             last_ms: AtomicU64::new(0),
-            client_failed: std::sync::atomic::AtomicBool::new(false),
+            client_failed: AtomicBool::new(false),
+            client_stalled: AtomicBool::new(false),
+            client_owes: AtomicBool::new(false),
         })
     }
 
     pub fn client_failed(&self) -> bool {
         self.client_failed.load(Ordering::Relaxed)
+    }
+
+    /// The client sent nothing of its body for `clientBodyTimeout`.
+    pub fn client_stalled(&self) -> bool {
+        self.client_stalled.load(Ordering::Relaxed)
+    }
+
+    /// True when the quiet since `last()` is the app's: the clock restarts
+    /// while the client owes body bytes (`clientBodyTimeout` covers that).
+    fn app_idle_past(&self, limit: Duration) -> bool {
+        if Instant::now() < self.last() + limit {
+            return false;
+        }
+        if self.client_owes.load(Ordering::Relaxed) {
+            self.touch();
+            return false;
+        }
+        true
     }
 
     pub fn touch(&self) {
@@ -52,29 +78,39 @@ impl Activity {
         self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
     }
 
-    /// Resolves once nothing has moved for `limit`.
+    /// Resolves once nothing has moved for `limit` by the app's doing.
     pub async fn idle_for(&self, limit: Duration) {
-        loop {
-            let deadline = self.last() + limit;
-            if Instant::now() >= deadline {
-                return;
-            }
-            tokio::time::sleep_until(deadline.into()).await;
+        while !self.app_idle_past(limit) {
+            tokio::time::sleep_until((self.last() + limit).into()).await;
         }
     }
 }
 
-/// The client's request body on its way to the app.
+/// The client's request body on its way to the app, with the client's own
+/// inactivity limit (`clientBodyTimeout`).
 pub struct RequestBody {
     inner: Option<Incoming>,
     activity: Arc<Activity>,
+    /// `clientBodyTimeout`, and the clock that enforces it (armed on the
+    /// first wait, so a body that is already there costs no timer).
+    limit: Option<Duration>,
+    timer: Option<Pin<Box<Sleep>>>,
+    last_frame: Instant,
 }
 
+/// The client sent nothing of its request body for `clientBodyTimeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent nothing of its request body for {0} s (clientBodyTimeout)")]
+pub struct ClientStalled(pub u64);
+
 impl RequestBody {
-    pub fn new(inner: Incoming, activity: Arc<Activity>) -> Self {
+    pub fn new(inner: Incoming, activity: Arc<Activity>, limit: Option<Duration>) -> Self {
         RequestBody {
             inner: Some(inner),
             activity,
+            limit,
+            timer: None,
+            last_frame: Instant::now(),
         }
     }
 
@@ -83,29 +119,68 @@ impl RequestBody {
         RequestBody {
             inner: None,
             activity,
+            limit: None,
+            timer: None,
+            last_frame: Instant::now(),
+        }
+    }
+
+    /// Err once the client has owed bytes for longer than the limit.
+    fn poll_stall(&mut self, cx: &mut Context<'_>) -> Result<(), ClientStalled> {
+        let Some(limit) = self.limit else {
+            return Ok(());
+        };
+        let deadline = (self.last_frame + limit).into();
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Pending => Ok(()),
+            Poll::Ready(()) => {
+                self.activity.client_stalled.store(true, Ordering::Relaxed);
+                Err(ClientStalled(limit.as_secs()))
+            }
         }
     }
 }
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
         let r = Pin::new(inner).poll_frame(cx);
-        match &r {
-            Poll::Ready(Some(Ok(_))) => this.activity.touch(),
-            Poll::Ready(Some(Err(_))) => this.activity.client_failed.store(true, Ordering::Relaxed),
-            _ => {}
+        let owes = r.is_pending();
+        this.activity.client_owes.store(owes, Ordering::Relaxed);
+        match r {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.activity.touch();
+                this.last_frame = Instant::now();
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.activity.client_failed.store(true, Ordering::Relaxed);
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match this.poll_stall(cx) {
+                Ok(()) => Poll::Pending,
+                Err(e) => {
+                    this.activity.client_owes.store(false, Ordering::Relaxed);
+                    Poll::Ready(Some(Err(e.into())))
+                }
+            },
         }
-        r
     }
 
     fn is_end_stream(&self) -> bool {
@@ -221,7 +296,7 @@ impl Upstream {
             }
             match timer.as_mut().poll(cx) {
                 Poll::Pending => return Ok(()),
-                Poll::Ready(()) if Instant::now() >= self.activity.last() + limit => {
+                Poll::Ready(()) if self.activity.app_idle_past(limit) => {
                     return Err(format!(
                         "requestTimeout: the app sent nothing for {} s",
                         limit.as_secs()

@@ -24,6 +24,10 @@ pub enum ProxyError {
         "the app process (pid {pid}) closed the connection without a complete answer: {reason}"
     )]
     Backend { pid: u32, reason: String },
+    #[error("the app process (pid {pid}) sent a malformed response: {reason}")]
+    BadResponse { pid: u32, reason: String },
+    #[error("the client sent nothing of its request body for {} (clientBodyTimeout); the request was abandoned", secs_text(*.secs))]
+    ClientTimeout { secs: u64 },
     #[error("the app sent and received nothing for {} (requestTimeout is {}); if it needs longer, raise requestTimeout in web.config's <httpPlatform>", secs_text(*.secs), format_span(*.secs))]
     Timeout { secs: u64 },
     #[error("bad request: {0}")]
@@ -61,7 +65,9 @@ impl ProxyError {
             ProxyError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. }
             | ProxyError::ProcessExited { .. }
-            | ProxyError::Backend { .. } => StatusCode::BAD_GATEWAY,
+            | ProxyError::Backend { .. }
+            | ProxyError::BadResponse { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::ClientTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,

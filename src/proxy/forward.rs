@@ -17,7 +17,8 @@ use hyper::body::Incoming;
 use tokio::time::timeout;
 
 use super::affinity::{self, Affinity};
-use super::body::{AccessLog, Activity, RequestBody, ResponseBody, Upstream};
+use super::app_io;
+use super::body::{AccessLog, Activity, ClientStalled, RequestBody, ResponseBody, Upstream};
 use super::client::Client;
 use super::error::{ProxyError, UnavailableDisplay};
 use super::headers::{self, Peer};
@@ -114,10 +115,12 @@ async fn forward(
     let lease = backend.requests.token();
     let parts = with_target(parts, &backend)?;
     let replay = replayable(&parts, &body, &conn);
-    let up = Request::from_parts(parts, RequestBody::new(body, activity.clone()));
+    let body = RequestBody::new(body, activity.clone(), client_body_limit(cfg));
+    let up = Request::from_parts(parts, body);
     let (resp, conn) = send(gw, conn, up, replay, &backend, &activity, limit).await?;
 
     let (mut parts, body) = resp.into_parts();
+    app_framing(&mut parts.headers, backend.pid);
     headers::strip_hop_by_hop(&mut parts.headers, false);
     // hpgate speaks HTTP/1.1 to the client whatever the app spoke.
     parts.version = Version::HTTP_11;
@@ -144,6 +147,26 @@ async fn forward(
         Response::from_parts(parts, ResponseBody::upstream(body)),
         Some(backend.pid),
     ))
+}
+
+/// `clientBodyTimeout`: how long the client may owe request body bytes.
+pub(super) fn client_body_limit(cfg: &Config) -> Option<Duration> {
+    (cfg.client_body_timeout > 0).then(|| Duration::from_secs(cfg.client_body_timeout))
+}
+
+/// A response that carries both Content-Length and Transfer-Encoding was
+/// read by its Transfer-Encoding (RFC 9112 section 6.3: it overrides); its
+/// Content-Length is the app's mistake and must not reach the client, who
+/// would frame the body by it.
+pub(super) fn app_framing(headers: &mut http::HeaderMap, pid: u32) {
+    if headers.contains_key(header::TRANSFER_ENCODING)
+        && headers.remove(header::CONTENT_LENGTH).is_some()
+    {
+        tracing::warn!(
+            pid,
+            "the app sent a response with both Content-Length and Transfer-Encoding (RFC 9112 section 6.3 forbids it); hpgate read it by Transfer-Encoding and dropped Content-Length. Fix the app or its server."
+        );
+    }
 }
 
 /// What a request says about its Socket.IO session.
@@ -382,11 +405,22 @@ pub(super) async fn unless_gone<T>(
     }
 }
 
-/// A failed exchange with the app, as the client will hear of it: a broken
-/// client body is the client's fault (400), anything else the app's (502).
+/// A failed exchange with the app, as the client will hear of it: a client
+/// that stalled mid-body (408) or broke its body (400) is at fault itself;
+/// otherwise the app is (502), naming a malformed answer as such.
 pub(super) fn failed(e: &hyper::Error, backend: &Backend, activity: &Activity) -> ProxyError {
+    if activity.client_stalled() {
+        let secs = in_chain::<ClientStalled>(e).map_or(0, |c| c.0);
+        return ProxyError::ClientTimeout { secs };
+    }
     if activity.client_failed() {
         return ProxyError::BadRequest("the request body is malformed or ended early");
+    }
+    if let Some(m) = app_io::malformed_in(e) {
+        return ProxyError::BadResponse {
+            pid: backend.pid,
+            reason: m.to_string(),
+        };
     }
     let mut reason = e.to_string();
     let mut src = std::error::Error::source(e);
@@ -398,6 +432,18 @@ pub(super) fn failed(e: &hyper::Error, backend: &Backend, activity: &Activity) -
         pid: backend.pid,
         reason,
     }
+}
+
+/// The first error of type `T` in `e`'s source chain.
+fn in_chain<T: std::error::Error + 'static>(e: &hyper::Error) -> Option<&T> {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if let Some(t) = s.downcast_ref::<T>() {
+            return Some(t);
+        }
+        src = s.source();
+    }
+    None
 }
 
 /// Limits hyper does not enforce with the statuses RFC 9110 names.

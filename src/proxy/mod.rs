@@ -5,6 +5,7 @@
 //! request and must not start, stop or inspect processes itself.
 
 mod affinity;
+mod app_io;
 mod body;
 mod client;
 mod error;

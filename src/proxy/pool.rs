@@ -21,6 +21,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::app_io::{AppIo, HeadMark};
 use super::body::RequestBody;
 
 /// Idle connections kept per app process; more are closed when released.
@@ -44,10 +45,13 @@ pub struct Conn {
     pub addr: SocketAddr,
     /// Taken from the idle list (it may have been closed by the app since).
     pub reused: bool,
+    /// Tells the connection's head check that a new response comes next.
+    mark: HeadMark,
 }
 
 struct Idle {
     tx: SendRequest<RequestBody>,
+    mark: HeadMark,
     since: Instant,
 }
 
@@ -76,7 +80,7 @@ impl Pool {
 
     /// An idle connection to `addr` if one is alive, else a new one.
     pub async fn get(&self, addr: SocketAddr) -> Result<Conn, ConnectError> {
-        while let Some(mut tx) = self.pop(addr) {
+        while let Some((mut tx, mark)) = self.pop(addr) {
             // Ready at once, or within the moment hyper takes to finish the
             // previous exchange; an error means the app closed it. One that
             // stays busy (the app answered before reading a long upload,
@@ -87,10 +91,13 @@ impl Pool {
                     Ok(Ok(()))
                 )
             {
+                // The last response was read to the end: a head comes next.
+                mark.set();
                 return Ok(Conn {
                     tx,
                     addr,
                     reused: true,
+                    mark,
                 });
             }
         }
@@ -104,9 +111,9 @@ impl Pool {
             .await
             .map_err(|_| ConnectError::Timeout(self.connect_timeout))??;
         stream.set_nodelay(true)?;
-        let (tx, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await?;
+        let mark = HeadMark::default();
+        let io = AppIo::new(stream, mark.clone());
+        let (tx, conn) = http1::Builder::new().handshake(TokioIo::new(io)).await?;
         if upgrades {
             tokio::spawn(async move {
                 let _ = conn.with_upgrades().await;
@@ -120,6 +127,7 @@ impl Pool {
             tx,
             addr,
             reused: false,
+            mark,
         })
     }
 
@@ -155,18 +163,19 @@ impl Pool {
         if list.len() < MAX_IDLE_PER_PROCESS {
             list.push_back(Idle {
                 tx: conn.tx,
+                mark: conn.mark,
                 since: now,
             });
         }
     }
 
-    fn pop(&self, addr: SocketAddr) -> Option<SendRequest<RequestBody>> {
+    fn pop(&self, addr: SocketAddr) -> Option<(SendRequest<RequestBody>, HeadMark)> {
         let mut idle = self.idle.lock().ok()?;
         let list = idle.by_addr.get_mut(&addr)?;
         // Most recent first: it is the least likely to have been closed.
         while let Some(i) = list.pop_back() {
             if i.since.elapsed() < self.idle_timeout && !i.tx.is_closed() {
-                return Some(i.tx);
+                return Some((i.tx, i.mark));
             }
         }
         if list.is_empty() {

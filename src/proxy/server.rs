@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -44,24 +44,16 @@ pub async fn serve(
         .max_buf_size(
             (cfg.max_request_header_bytes + cfg.max_request_line_bytes + 1024).max(8192) as usize,
         )
-        .half_close(false);
+        // A client may shut its sending side once its request is out (`nc
+        // -N`, load balancers' health checks): it still gets its answer. An
+        // incomplete request is abandoned all the same (hyper sees the EOF
+        // while it still needs bytes).
+        .half_close(true);
     let permits = Arc::new(Semaphore::new(cfg.max_connections as usize));
     let connections = TaskTracker::new();
+    let mut accept_errors = AcceptErrors::default();
 
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.cancelled() => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                // Out of file descriptors and similar: back off instead of spinning.
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    while let Some((stream, peer)) = accept(&listener, &shutdown, &mut accept_errors).await {
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             tokio::spawn(reject_busy(stream, cfg.max_connections));
             continue;
@@ -97,6 +89,93 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("requests still running after shutdownTimeLimit; closing them");
+    }
+}
+
+/// The next client connection; None once `shutdown` is cancelled. Out of
+/// file descriptors (and the like) every retry fails until one frees up:
+/// it backs off instead of spinning, and the log gets a count per interval
+/// rather than a line per retry.
+async fn accept(
+    listener: &TcpListener,
+    shutdown: &CancellationToken,
+    errors: &mut AcceptErrors,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        let report_at = errors.report_at();
+        let report = async {
+            match report_at {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.cancelled() => return None,
+            _ = report => {
+                errors.report(Instant::now());
+                continue;
+            }
+        };
+        match accepted {
+            Ok(x) => return Some(x),
+            Err(e) => {
+                errors.failed(&e, Instant::now());
+                tokio::time::sleep(ACCEPT_RETRY).await;
+            }
+        }
+    }
+}
+
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+/// How often repeated accept failures are summed up in the log.
+const ACCEPT_REPORT_EVERY: Duration = Duration::from_secs(5);
+
+/// Accept failures in bursts: the first is logged at once, later ones as
+/// one line with their count at the end of each `ACCEPT_REPORT_EVERY`; a
+/// quiet interval ends the burst.
+#[derive(Default)]
+struct AcceptErrors {
+    /// When the current interval began (None: no burst).
+    since: Option<Instant>,
+    /// Failures in the current interval not logged yet.
+    count: u64,
+    last_error: String,
+}
+
+impl AcceptErrors {
+    fn failed(&mut self, e: &std::io::Error, now: Instant) {
+        if self.since.is_none() {
+            tracing::warn!(
+                "accept failed: {e}; retrying every {} ms (repeats are counted and logged every {} s)",
+                ACCEPT_RETRY.as_millis(),
+                ACCEPT_REPORT_EVERY.as_secs()
+            );
+            self.since = Some(now);
+        } else {
+            self.count += 1;
+            self.last_error = e.to_string();
+        }
+    }
+
+    fn report_at(&self) -> Option<Instant> {
+        self.since.map(|s| s + ACCEPT_REPORT_EVERY)
+    }
+
+    /// Ends an interval: logs its count, or ends the burst if it had none.
+    fn report(&mut self, now: Instant) {
+        if self.count == 0 {
+            self.since = None;
+            return;
+        }
+        tracing::warn!(
+            "accept failed {} more times in the last {} s: {}",
+            self.count,
+            ACCEPT_REPORT_EVERY.as_secs(),
+            self.last_error
+        );
+        self.count = 0;
+        self.since = Some(now);
     }
 }
 

@@ -20,6 +20,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::app_io::AppIo;
 use super::strict_io::StrictIo;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,7 +29,8 @@ use super::body::{Activity, RequestBody, ResponseBody};
 use super::client::Client;
 use super::error::ProxyError;
 use super::forward::{
-    connect_error, failed, pick, prepare_upstream_head, unless_gone, with_target, Gateway, Session,
+    app_framing, client_body_limit, connect_error, failed, pick, prepare_upstream_head,
+    unless_gone, with_target, Gateway, Session,
 };
 use crate::config::{Compression, Config};
 
@@ -50,9 +52,22 @@ impl Registry {
     pub fn active(&self) -> usize {
         self.count.load(Ordering::Relaxed)
     }
+
+    /// Takes one of `max` places, checked and counted in one atomic step:
+    /// handshakes in flight together cannot all pass the check before any
+    /// is counted. The place is freed when the slot drops (a handshake
+    /// that fails, or the relay when the WebSocket ends).
+    fn reserve(&self, max: u64) -> Option<Slot> {
+        self.count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                ((n as u64) < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(self.count.clone()))
+    }
 }
 
-/// Decrements the live count when a relay ends.
+/// One place under maxWebSockets; freed on drop.
 struct Slot(Arc<AtomicUsize>);
 
 impl Drop for Slot {
@@ -86,7 +101,7 @@ pub async fn handle(
         }
         return Ok((r, None));
     }
-    if gw.ws.active() as u64 >= cfg.max_web_sockets {
+    let Some(slot) = gw.ws.reserve(cfg.max_web_sockets) else {
         return Ok((
             plain(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -94,7 +109,7 @@ pub async fn handle(
             ),
             None,
         ));
-    }
+    };
 
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (mut parts, body) = req.into_parts();
@@ -120,7 +135,7 @@ pub async fn handle(
     let activity = Activity::new();
     let up = Request::from_parts(
         with_target(parts, &backend)?,
-        RequestBody::new(body, activity.clone()),
+        RequestBody::new(body, activity.clone(), client_body_limit(cfg)),
     );
     let exchange = async {
         conn.tx
@@ -133,6 +148,7 @@ pub async fn handle(
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         // The app said no (403, 404, Engine.IO's 400): the client hears it as is.
         let (mut parts, body) = resp.into_parts();
+        app_framing(&mut parts.headers, backend.pid);
         super::headers::strip_hop_by_hop(&mut parts.headers, false);
         let lease = backend.requests.token();
         let body = ResponseBody::upstream(super::body::Upstream::new(
@@ -191,8 +207,6 @@ pub async fn handle(
     };
     let app_upgrade = hyper::upgrade::on(resp);
 
-    gw.ws.count.fetch_add(1, Ordering::Relaxed);
-    let slot = Slot(gw.ws.count.clone());
     // The client connection's place under maxConnections stays taken for
     // as long as the WebSocket lives.
     let place = client.take_place();
@@ -231,11 +245,27 @@ fn into_streams(
     app: hyper::upgrade::Upgraded,
 ) -> Option<(TcpStream, Bytes, TcpStream, Bytes)> {
     let c = client.downcast::<TokioIo<StrictIo>>().ok()?;
-    let a = app.downcast::<TokioIo<TcpStream>>().ok()?;
+    let a = app.downcast::<TokioIo<AppIo>>().ok()?;
     Some((
         c.io.into_inner().into_inner(),
         c.read_buf,
-        a.io.into_inner(),
+        a.io.into_inner().into_inner(),
         a.read_buf,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn places_are_reserved_up_to_the_limit_and_freed_on_drop() {
+        let reg = Registry::default();
+        let held: Vec<Slot> = (0..5).filter_map(|_| reg.reserve(5)).collect();
+        assert_eq!(held.len(), 5);
+        assert!(reg.reserve(5).is_none());
+        drop(held);
+        assert_eq!(reg.active(), 0);
+        assert!(reg.reserve(5).is_some());
+    }
 }
