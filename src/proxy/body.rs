@@ -160,7 +160,9 @@ impl Body for RequestBody {
             return Poll::Ready(None);
         };
         let r = Pin::new(inner).poll_frame(cx);
-        let owes = r.is_pending();
+        // Without a client limit requestTimeout keeps covering a stall too,
+        // so something still ends it.
+        let owes = r.is_pending() && this.limit.is_some();
         this.activity.client_owes.store(owes, Ordering::Relaxed);
         match r {
             Poll::Ready(Some(Ok(frame))) => {

@@ -47,7 +47,9 @@ pub async fn serve(
         // A client may shut its sending side once its request is out (`nc
         // -N`, load balancers' health checks): it still gets its answer. An
         // incomplete request is abandoned all the same (hyper sees the EOF
-        // while it still needs bytes).
+        // while it still needs bytes). The price, as in HAProxy without
+        // abortonclose: a client that closes completely while the app works
+        // is noticed when the answer is written, not before.
         .half_close(true);
     let permits = Arc::new(Semaphore::new(cfg.max_connections as usize));
     let connections = TaskTracker::new();
