@@ -107,6 +107,9 @@ fn bare_lf_or_cr_in_an_app_header_is_refused() {
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: a\rSet-Cookie: evil=2\r\n\r\nok",
         b"HTTP/1.1 200 OK\nContent-Length: 2\nSet-Cookie: evil=2\n\nok",
     ] {
+        // The answer before leaves a kept-alive connection that the bad
+        // answer then comes on: the check starts again at each response.
+        assert_eq!(g.get("/").status, 200);
         let r = g.get(&raw_path(raw));
         assert_eq!(r.status, 502, "{:?}: {:?}", String::from_utf8_lossy(raw), r);
         assert!(r.header("set-cookie").is_none());
@@ -214,6 +217,25 @@ fn status_of(s: &TcpStream) -> String {
     }
     let text = String::from_utf8_lossy(&line).into_owned();
     text.split_whitespace().nth(1).unwrap_or("").to_string()
+}
+
+#[test]
+fn request_timeout_does_not_run_while_the_client_owes_its_body() {
+    let (_s, g) = gateway(
+        "client-owes",
+        "requestTimeout=\"00:00:01\"",
+        &[("clientBodyTimeout", "3")],
+    );
+    let mut s = TcpStream::connect(g.addr).unwrap();
+    s.set_read_timeout(Some(20 * S)).unwrap();
+    let t0 = Instant::now();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01234")
+        .unwrap();
+    let r = read_response(&mut BufReader::new(s));
+    // The app waited on the client, not the other way round: no 504 after
+    // 1 s, but the client's own limit.
+    assert_eq!(r.status, 408, "{}", r.text());
+    assert!(t0.elapsed() >= 5 * S / 2, "{:?}", t0.elapsed());
 }
 
 #[test]
