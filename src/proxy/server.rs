@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use super::client::Client;
 use super::forward::{handle, Gateway};
-use super::strict_io::StrictIo;
+use super::guard::{GuardedIo, UpgradeGate};
 
 /// Serves until `shutdown` is cancelled, then drains for up to `grace`.
 pub async fn serve(
@@ -69,10 +69,11 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let gw = gw.clone();
         // The client owns its place under maxConnections from here on.
-        let client = Arc::new(Client::new(peer, permit));
+        let gate = Arc::new(UpgradeGate::default());
+        let client = Arc::new(Client::new(peer, permit, gate.clone()));
         let svc = service_fn(move |req| handle(gw.clone(), req, client.clone()));
         let conn = builder
-            .serve_connection(TokioIo::new(StrictIo::new(stream)), svc)
+            .serve_connection(TokioIo::new(GuardedIo::new(stream, gate)), svc)
             .with_upgrades();
         let stop = shutdown.clone();
         connections.spawn(async move {
