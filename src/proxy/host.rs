@@ -15,9 +15,9 @@ use super::error::ProxyError;
 pub fn check(version: Version, headers: &HeaderMap) -> Result<(), ProxyError> {
     let mut hosts = headers.get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
-        (None, _) if version == Version::HTTP_11 => {
-            Err(ProxyError::BadRequest("an HTTP/1.1 request needs a Host header"))
-        }
+        (None, _) if version == Version::HTTP_11 => Err(ProxyError::BadRequest(
+            "an HTTP/1.1 request needs a Host header",
+        )),
         (None, _) => Ok(()),
         (Some(_), Some(_)) => Err(ProxyError::BadRequest("more than one Host header")),
         (Some(v), None) if !is_authority(v.as_bytes()) => Err(ProxyError::BadRequest(

@@ -44,7 +44,10 @@ pub async fn serve(
         .max_buf_size(
             (cfg.max_request_header_bytes + cfg.max_request_line_bytes + 1024).max(8192) as usize,
         )
-        .half_close(false);
+        // A client that half-closes after a complete request still gets
+        // its answer, and the guard's refusal of a later pipelined head
+        // waits for the answers before it (the guard ends the stream there).
+        .half_close(true);
     let permits = Arc::new(Semaphore::new(cfg.max_connections as usize));
     let connections = TaskTracker::new();
 

@@ -8,6 +8,12 @@
 //! client sends passes `scanner.rs` before hyper sees it, and the first
 //! ambiguity ends the connection with the refusal `error.rs` renders.
 //!
+//! A refused head was never dispatched, so hyper cannot answer it: the
+//! guard lets the requests before it finish (hyper sees the end of the
+//! stream where the refused head began) and writes the refusal itself when
+//! hyper closes the connection. A refusal inside a body fails that body
+//! (the service answers 400) and ends the connection.
+//!
 //! After an upgrade request the guard holds what follows until the service
 //! says (through `gate.rs`) whether the app switched protocols: only a 101
 //! turns the guard off. Owns the connection's read side; must not look at
@@ -32,7 +38,9 @@ use scanner::{Scanner, Step};
 use super::error::ProxyError;
 
 pub struct GuardedIo {
-    inner: TcpStream,
+    /// Always present; taken only by `into_parts`, which consumes self
+    /// (a `Drop` type cannot give a field away otherwise).
+    inner: Option<TcpStream>,
     scanner: Scanner,
     gate: Arc<UpgradeGate>,
     /// Bytes read after an upgrade request, not yet given to hyper.
@@ -40,27 +48,47 @@ pub struct GuardedIo {
     held_at: usize,
     /// Waiting for the gate's answer before releasing anything more.
     paused: bool,
-    rejected: bool,
+    state: Refused,
+}
+
+/// Where the connection is after a refusal.
+enum Refused {
+    No,
+    /// In a head: hyper sees the end of the stream; these bytes (the
+    /// refusal) go out when it closes, from `written` on.
+    Head {
+        wire: Vec<u8>,
+        written: usize,
+    },
+    /// In a body: reads fail.
+    Body,
 }
 
 impl GuardedIo {
     pub fn new(inner: TcpStream, gate: Arc<UpgradeGate>) -> GuardedIo {
         GuardedIo {
-            inner,
+            inner: Some(inner),
             scanner: Scanner::default(),
             gate,
             held: Vec::new(),
             held_at: 0,
             paused: false,
-            rejected: false,
+            state: Refused::No,
         }
     }
 
     /// The socket and any bytes read but not yet given to hyper (after a
     /// 101 they belong to the new protocol).
-    pub fn into_parts(self) -> (TcpStream, Bytes) {
+    pub fn into_parts(mut self) -> Option<(TcpStream, Bytes)> {
         let rest = Bytes::copy_from_slice(&self.held[self.held_at..]);
-        (self.inner, rest)
+        Some((self.inner.take()?, rest))
+    }
+
+    fn sock(&mut self) -> io::Result<Pin<&mut TcpStream>> {
+        match self.inner.as_mut() {
+            Some(s) => Ok(Pin::new(s)),
+            None => Err(io::ErrorKind::NotConnected.into()),
+        }
     }
 
     /// Scans what the socket gave (already in `buf` after `before`); holds
@@ -69,8 +97,9 @@ impl GuardedIo {
         let fresh = &buf.filled()[before..];
         match self.scanner.feed(fresh) {
             Err(e) => {
-                buf.set_filled(before);
-                Err(self.reject(e))
+                let keep = self.reject(e)?;
+                buf.set_filled(before + keep);
+                Ok(())
             }
             Ok(Step::All) => Ok(()),
             Ok(Step::Pause(n)) => {
@@ -89,7 +118,13 @@ impl GuardedIo {
         let avail = &self.held[self.held_at..];
         let k = avail.len().min(buf.remaining());
         let n = match self.scanner.feed(&avail[..k]) {
-            Err(e) => return Err(self.reject(e)),
+            Err(e) => {
+                let held = std::mem::take(&mut self.held);
+                let keep = self.reject(e)?;
+                buf.put_slice(&held[self.held_at..self.held_at + keep]);
+                self.held_at = 0;
+                return Ok(keep);
+            }
             Ok(Step::All) => k,
             Ok(Step::Pause(n)) => {
                 self.paused = true;
@@ -106,15 +141,39 @@ impl GuardedIo {
         Ok(n)
     }
 
-    /// Ends the connection. A refused head was never dispatched, so nobody
-    /// else will answer it: write the refusal here (best effort, it is small).
-    fn reject(&mut self, e: ProxyError) -> io::Error {
-        self.rejected = true;
+    /// Ends the connection after the bytes that may still go to hyper
+    /// (returned: the complete requests before a refused head).
+    fn reject(&mut self, e: ProxyError) -> io::Result<usize> {
         tracing::info!("refused a request: {e}");
-        if self.scanner.in_head() {
-            let _ = self.inner.try_write(&e.to_wire());
+        let Some(keep) = self.scanner.undispatched() else {
+            self.state = Refused::Body;
+            return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
+        };
+        self.state = Refused::Head {
+            wire: e.to_wire(),
+            written: 0,
+        };
+        Ok(keep)
+    }
+
+    /// Writes what is left of a refusal; Ready once it is all out.
+    fn poll_refusal(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Refused::Head { wire, written } = &mut self.state {
+            if *written == wire.len() {
+                break;
+            }
+            let n = ready!(self
+                .inner
+                .as_mut()
+                .map_or(Poll::Ready(Err(io::ErrorKind::NotConnected.into())), |s| {
+                    Pin::new(s).poll_write(cx, &wire[*written..])
+                }))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            *written += n;
         }
-        io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -126,11 +185,16 @@ impl AsyncRead for GuardedIo {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
-            if this.rejected {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "request refused",
-                )));
+            match this.state {
+                Refused::No => {}
+                // hyper finishes what it has, then closes.
+                Refused::Head { .. } => return Poll::Ready(Ok(())),
+                Refused::Body => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "request refused",
+                    )))
+                }
             }
             if this.paused {
                 let switched = ready!(this.gate.poll_decision(cx));
@@ -141,7 +205,7 @@ impl AsyncRead for GuardedIo {
                 this.release_held(buf)?
             } else {
                 let before = buf.filled().len();
-                ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+                ready!(this.sock()?.poll_read(cx, buf))?;
                 let got = buf.filled().len() - before;
                 this.scan_fresh(buf, before)?;
                 if got == 0 {
@@ -166,7 +230,7 @@ impl AsyncWrite for GuardedIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        self.get_mut().sock()?.poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -174,18 +238,33 @@ impl AsyncWrite for GuardedIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        self.get_mut().sock()?.poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.inner.as_ref().is_some_and(|s| s.is_write_vectored())
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        self.get_mut().sock()?.poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        ready!(this.poll_refusal(cx))?;
+        this.sock()?.poll_shutdown(cx)
+    }
+}
+
+impl Drop for GuardedIo {
+    fn drop(&mut self) {
+        // hyper may drop the connection without shutting it down (after an
+        // error): the refusal still goes out, best effort.
+        if let Refused::Head { wire, written } = &self.state {
+            let rest = wire.get(*written..).unwrap_or_default();
+            if let (Some(sock), false) = (&self.inner, rest.is_empty()) {
+                let _ = sock.try_write(rest);
+            }
+        }
     }
 }

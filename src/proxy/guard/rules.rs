@@ -149,7 +149,14 @@ mod tests {
         assert_eq!(cl(&["5"]), Ok(Body::Fixed(5)));
         assert_eq!(cl(&[&format!("{}31", " ".repeat(70))]), Ok(Body::Fixed(31)));
         assert_eq!(cl(&["0"]), Ok(Body::None));
-        for bad in [&["+5"][..], &["5, 5"], &["abc"], &[""], &["5", "5"], &["99999999999999999999"]] {
+        for bad in [
+            &["+5"][..],
+            &["5, 5"],
+            &["abc"],
+            &[""],
+            &["5", "5"],
+            &["99999999999999999999"],
+        ] {
             assert_eq!(cl(bad), Err(400), "{bad:?}");
         }
     }

@@ -41,10 +41,21 @@ enum State {
 
 #[derive(Debug)]
 enum Chunk {
-    Size { digits: u8, value: u64, ext: bool, cr: bool },
+    Size {
+        digits: u8,
+        value: u64,
+        ext: bool,
+        cr: bool,
+    },
     Data(u64),
-    DataEnd { cr: bool },
-    Trailer { section: usize, line: usize, cr: bool },
+    DataEnd {
+        cr: bool,
+    },
+    Trailer {
+        section: usize,
+        line: usize,
+        cr: bool,
+    },
 }
 
 const CHUNK_START: Chunk = Chunk::Size {
@@ -116,6 +127,9 @@ pub struct Scanner {
     upgrade_body: bool,
     /// An upgrade request head has just ended: the gate must expect an answer.
     expect: bool,
+    /// Where the current request began in the last `feed`'s data (None
+    /// when it began in an earlier one: hyper has seen part of it).
+    request_start: Option<usize>,
 }
 
 impl Default for Scanner {
@@ -127,6 +141,7 @@ impl Default for Scanner {
             head,
             upgrade_body: false,
             expect: false,
+            request_start: None,
         }
     }
 }
@@ -135,8 +150,12 @@ impl Scanner {
     /// Follows `data`; Err at the first byte that makes framing ambiguous.
     pub fn feed(&mut self, data: &[u8]) -> Result<Step, ProxyError> {
         let mut i = 0;
+        self.request_start = None;
         while i < data.len() {
             let rest = &data[i..];
+            if matches!(self.state, State::Head) && self.head.len == 0 {
+                self.request_start = Some(i);
+            }
             i += match &mut self.state {
                 State::Opaque => return Ok(Step::All),
                 State::AwaitUpgrade => return Ok(Step::Pause(i)),
@@ -185,10 +204,16 @@ impl Scanner {
         std::mem::take(&mut self.expect)
     }
 
-    /// Whether a refusal happened in a head (no request of it was
-    /// dispatched, so the guard answers it itself).
-    pub fn in_head(&self) -> bool {
-        matches!(self.state, State::Head)
+    /// After a refusal: if the refused request cannot have been
+    /// dispatched (the refusal is in its head, or all of it is in the last
+    /// `feed`), how many bytes of that feed came before it. None when hyper
+    /// already has its head: the body fails and the service answers.
+    pub fn undispatched(&self) -> Option<usize> {
+        match (&self.state, self.request_start) {
+            (State::Head, start) => Some(start.unwrap_or(0)),
+            (_, Some(start)) => Some(start),
+            (_, None) => None,
+        }
     }
 
     fn body_done(&mut self) {
@@ -279,10 +304,19 @@ impl Scanner {
             return Ok(());
         };
         match c {
-            Chunk::Size { digits, value, ext, cr } => match (b, *cr) {
+            Chunk::Size {
+                digits,
+                value,
+                ext,
+                cr,
+            } => match (b, *cr) {
                 (b'\n', true) if *digits == 0 => return Err(bad("invalid chunk size")),
                 (b'\n', true) if *value == 0 => {
-                    *c = Chunk::Trailer { section: 0, line: 0, cr: false }
+                    *c = Chunk::Trailer {
+                        section: 0,
+                        line: 0,
+                        cr: false,
+                    }
                 }
                 (b'\n', true) => *c = Chunk::Data(*value),
                 (_, true) => return Err(bad("bare CR in a chunk size line")),
@@ -354,7 +388,10 @@ fn header_byte(h: &mut Head, b: u8) -> Result<(), ProxyError> {
     if b == b':' {
         h.in_value = true;
         h.value_start = h.values.len();
-        h.kind = Some(classify(&h.name[..(h.line_len - 1).min(NAME_KEEP)], h.line_len - 1));
+        h.kind = Some(classify(
+            &h.name[..(h.line_len - 1).min(NAME_KEEP)],
+            h.line_len - 1,
+        ));
         return Ok(());
     }
     if !is_tchar(b) {
@@ -436,16 +473,43 @@ mod tests {
             (&b"GET / HTTP/1.1\nHost: x\r\n\r\n"[..], 400),
             (b"GET /lf HTTP/1.1\nHost: x\n\n", 400),
             (b"GET / HTTP/1.1\r\nA: 1\rB: 2\r\n\r\n", 400),
-            (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
-            (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n", 400),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                400,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+                400,
+            ),
             (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
-            (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", 400),
-            (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
-            (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
-            (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
-            (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloX\r\n", 400),
-            (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n", 400),
-            (b"GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n folded\r\n\r\n", 400),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+                400,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                501,
+            ),
+            (
+                b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+                400,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                400,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloX\r\n",
+                400,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n",
+                400,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n folded\r\n\r\n",
+                400,
+            ),
             (b"GET / HTTP/1.1\r\nHost : x\r\n\r\n", 400),
             (b"GET / HTTP/1.1\r\nContent-Length : 5\r\n\r\n", 400),
             (b"GET / HTTP/1.1\r\nNoColon\r\n\r\n", 400),
@@ -483,7 +547,10 @@ mod tests {
         );
         assert_eq!(status(feed_all(&[te.as_bytes()])), 501);
         // A long header name that merely starts like a framing one.
-        let name = format!("GET / HTTP/1.1\r\nContent-Length-{}: 1\r\n\r\n", "x".repeat(100));
+        let name = format!(
+            "GET / HTTP/1.1\r\nContent-Length-{}: 1\r\n\r\n",
+            "x".repeat(100)
+        );
         assert_eq!(feed_all(&[name.as_bytes()]), Ok(Step::All));
     }
 
@@ -537,5 +604,26 @@ mod tests {
     fn empty_lines_between_requests_are_tolerated() {
         let req = b"\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n";
         assert_eq!(feed_all(&[req]), Ok(Step::All));
+    }
+
+    #[test]
+    fn a_refusal_says_whether_its_request_was_dispatched() {
+        let get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let bad = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
+        // All in one read: nothing of the bad request reached hyper.
+        let mut s = Scanner::default();
+        assert!(s.feed(&[&get[..], &bad[..]].concat()).is_err());
+        assert_eq!(s.undispatched(), Some(get.len()));
+        // Head in an earlier read: hyper has it, the body fails.
+        let (head, body) = bad.split_at(bad.len() - 4);
+        let mut s = Scanner::default();
+        assert_eq!(s.feed_code(head), Ok(Step::All));
+        assert!(s.feed(body).is_err());
+        assert_eq!(s.undispatched(), None);
+        // A head refused after part of it went on: nothing more goes.
+        let mut s = Scanner::default();
+        assert_eq!(s.feed_code(b"GET / HTTP/1.1\r\nA: 1"), Ok(Step::All));
+        assert!(s.feed(b"\nB: 2\r\n\r\n").is_err());
+        assert_eq!(s.undispatched(), Some(0));
     }
 }

@@ -232,7 +232,7 @@ fn into_streams(
 ) -> Option<(TcpStream, Bytes, TcpStream, Bytes)> {
     let c = client.downcast::<TokioIo<GuardedIo>>().ok()?;
     let a = app.downcast::<TokioIo<TcpStream>>().ok()?;
-    let (client, held) = c.io.into_inner().into_parts();
+    let (client, held) = c.io.into_inner().into_parts()?;
     // What hyper had read past the head comes first, then what the guard
     // still held back.
     let client_pre = match (c.read_buf.is_empty(), held.is_empty()) {
