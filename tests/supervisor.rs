@@ -129,6 +129,7 @@ fn wrong_port_and_ipv6_only_are_named() {
 #[test]
 fn slow_start_is_waited_for() {
     let site = Site::new("slowstart");
+    // The app's 1 s before listening is the scenario, not a synchronization.
     site.web_config(
         &format!("processPath=\"python3\" arguments=\"{} --mode sleep --delay 1\" startupTimeLimit=\"5\"", testapp().display()),
         "",
@@ -256,8 +257,9 @@ fn sigterm_stops_cleanly_after_inflight_requests() {
     let mut g = Gateway::start(&site.dir, &[]);
     let pid = app_pid(&g).unwrap();
     let addr = g.addr;
-    let slow = std::thread::spawn(move || request(addr, "GET", "/slow?delay=1", &[], b""));
-    std::thread::sleep(Duration::from_millis(200));
+    let slow =
+        std::thread::spawn(move || request(addr, "GET", "/slow?delay=1&mark=inflight", &[], b""));
+    assert!(g.wait_log("testapp saw inflight", 10 * S), "{}", g.logs());
     assert_eq!(g.stop(10 * S), Some(0));
     assert_eq!(
         slow.join().unwrap().status,
@@ -288,7 +290,8 @@ fn a_second_signal_exits_at_once_and_still_kills_the_app() {
     let pid = app_pid(&g).unwrap();
     let t0 = Instant::now();
     g.signal("TERM");
-    std::thread::sleep(Duration::from_millis(300));
+    // The second signal must find the shutdown under way.
+    assert!(g.wait_log("received: shutting down", 5 * S), "{}", g.logs());
     g.signal("TERM");
     assert!(g.wait_exit(5 * S).is_some());
     assert!(t0.elapsed() < 5 * S);
@@ -356,15 +359,18 @@ fn editing_web_config_recycles_without_a_failed_request() {
     let old = app_pid(&g).unwrap();
     let addr = g.addr;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = stop.clone();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (flag, counter) = (stop.clone(), sent.clone());
     let load = std::thread::spawn(move || {
         let mut statuses = Vec::new();
         while !flag.load(std::sync::atomic::Ordering::Relaxed) {
             statuses.push(request(addr, "GET", "/", &[], b"").status);
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         statuses
     });
-    std::thread::sleep(Duration::from_millis(300));
+    let sent_so_far = || sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(wait_until(10 * S, || sent_so_far() >= 5), "load never ran");
     write("two");
     let env_of = |g: &Gateway| -> Option<String> {
         let r = g.get("/env");
@@ -376,7 +382,11 @@ fn editing_web_config_recycles_without_a_failed_request() {
         "{}",
         g.logs()
     );
-    std::thread::sleep(Duration::from_millis(500));
+    // Keep the load going until the old process is gone and a few more
+    // requests went through: retiring it must not fail any either.
+    assert!(wait_until(10 * S, || !pid_alive(old)), "{}", g.logs());
+    let after_retire = sent_so_far();
+    assert!(wait_until(10 * S, || sent_so_far() >= after_retire + 5));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let statuses = load.join().unwrap();
     assert!(statuses.len() > 10);
@@ -386,7 +396,6 @@ fn editing_web_config_recycles_without_a_failed_request() {
         statuses.iter().filter(|s| **s != 200).collect::<Vec<_>>()
     );
     assert_ne!(app_pid(&g), Some(old));
-    assert!(wait_until(5 * S, || !pid_alive(old)));
 
     // A broken edit keeps the running app.
     site.write("web.config", "<configuration><system.webServer>");
