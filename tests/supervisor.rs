@@ -2,6 +2,8 @@
 //! by the real hpgate binary.
 mod support;
 
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -420,4 +422,117 @@ fn detailed_errors_off_hides_the_output_tail() {
     );
     // The log still has it, for the operator.
     assert!(g.wait_log("failing on purpose", 2 * S));
+}
+
+/// Reads a response head (status line and headers) and returns the status.
+fn read_head(r: &mut impl BufRead) -> u16 {
+    let mut status = 0;
+    let mut line = String::new();
+    while r.read_line(&mut line).unwrap_or(0) > 0 && line.trim_end() != "" {
+        if status == 0 {
+            status = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+        }
+        line.clear();
+    }
+    status
+}
+
+#[test]
+fn shutdown_takes_at_most_shutdown_time_limit_plus_a_margin() {
+    // One deadline for the whole stop: a request that outlasts it, a
+    // WebSocket the app never closes and an app deaf to SIGTERM still let
+    // hpgate exit soon after shutdownTimeLimit (2 s), with the app gone.
+    let site = Site::new("boundedstop");
+    site.testapp_config("ignore-term", "", &[("shutdownTimeLimit", "2")]);
+    let mut g = Gateway::start(&site.dir, &[]);
+    let pid = app_pid(&g).unwrap();
+    let addr = g.addr;
+    let slow =
+        std::thread::spawn(move || request(addr, "GET", "/slow?delay=30&mark=long", &[], b""));
+    let ws = TcpStream::connect(addr).unwrap();
+    (&ws).write_all(b"GET /ws?mark=ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
+    ws.set_read_timeout(Some(10 * S)).unwrap();
+    assert_eq!(read_head(&mut BufReader::new(&ws)), 101, "{}", g.logs());
+    assert!(g.wait_log("testapp saw long", 10 * S), "{}", g.logs());
+
+    let t0 = Instant::now();
+    g.signal("TERM");
+    let code = g.wait_exit(10 * S);
+    let took = t0.elapsed();
+    assert_eq!(code, Some(0), "{}", g.logs());
+    assert!(took < 3 * S, "took {took:?}; log:\n{}", g.logs());
+    assert!(wait_until(S, || !pid_alive(pid)), "the app outlived hpgate");
+    drop(ws);
+    let _ = slow.join();
+}
+
+/// The GENERATION variable the app serving `/env` was started with.
+fn generation(g: &Gateway) -> Option<String> {
+    let r = g.get("/env");
+    let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+    v["env"]["GENERATION"].as_str().map(str::to_string)
+}
+
+/// Live test-app processes started by `g` (its direct children running testapp.py).
+fn app_processes(g: &Gateway) -> usize {
+    children_of(g.pid())
+        .into_iter()
+        .filter(|p| {
+            pid_alive(*p)
+                && std::fs::read(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("testapp.py"))
+        })
+        .count()
+}
+
+/// Opens a kept-alive connection that has had one answer (so it holds a
+/// place under maxConnections).
+fn held_connection(g: &Gateway) -> BufReader<TcpStream> {
+    let s = TcpStream::connect(g.addr).unwrap();
+    s.set_read_timeout(Some(10 * S)).unwrap();
+    (&s).write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut r = BufReader::new(s);
+    assert_eq!(read_response(&mut r).status, 200);
+    r
+}
+
+#[test]
+fn a_lowered_max_connections_applies_to_new_connections() {
+    let site = Site::new("maxconnlive");
+    site.testapp_config("serve", "", &[("maxConnections", "10")]);
+    let g = Gateway::start(&site.dir, &[]);
+    let held = [held_connection(&g), held_connection(&g)];
+    site.testapp_config("serve", "", &[("maxConnections", "2")]);
+    assert!(
+        g.wait_log("recycled: traffic now goes", 15 * S),
+        "{}",
+        g.logs()
+    );
+    let r = g.get("/");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("maxConnections (2)"), "{}", r.text());
+    // A place freed is a place again: nothing more was taken away.
+    drop(held);
+    assert!(wait_until(5 * S, || g.get("/").status == 200));
+}
+
+#[test]
+fn a_setting_that_needs_a_restart_says_so_by_name() {
+    let site = Site::new("restartonly");
+    site.testapp_config("serve", "", &[("workerThreads", "2")]);
+    let g = Gateway::start(&site.dir, &[]);
+    site.testapp_config("serve", "", &[("workerThreads", "3")]);
+    assert!(g.wait_log("workerThreads changed", 10 * S), "{}", g.logs());
+    let line = g
+        .logs()
+        .lines()
+        .find(|l| l.contains("workerThreads changed"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(line.contains("WARN") && line.contains("restart"), "{line}");
 }

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::watch;
+use tokio::time::Instant as Deadline;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -99,6 +100,8 @@ struct Shared {
     round_robin: AtomicUsize,
     /// Stops of retired generations still under way.
     retiring: TaskTracker,
+    /// The shutdown deadline, once hpgate is stopping (see `SlotCtx`).
+    stop_by: watch::Sender<Option<Deadline>>,
 }
 
 /// Handle to the supervisor; cheap to clone.
@@ -113,7 +116,8 @@ impl Supervisor {
         let epoch = Arc::new(watch::Sender::new(0u64));
         let rapid = Arc::new(Mutex::new(RapidFail::new(cfg.rapid_fails_per_minute)));
         let watchdog = Arc::new(os::Watchdog::start());
-        let first = spawn_generation(1, cfg, &epoch, &rapid, &watchdog);
+        let stop_by = watch::Sender::new(None);
+        let first = spawn_generation(1, cfg, &epoch, &rapid, &watchdog, &stop_by);
         Supervisor {
             shared: Arc::new(Shared {
                 current: RwLock::new(first),
@@ -125,6 +129,7 @@ impl Supervisor {
                 next_generation: AtomicU64::new(2),
                 round_robin: AtomicUsize::new(0),
                 retiring: TaskTracker::new(),
+                stop_by,
             }),
         }
     }
@@ -209,6 +214,7 @@ impl Supervisor {
             &self.shared.epoch,
             &self.shared.rapid,
             &self.shared.watchdog,
+            &self.shared.stop_by,
         )
     }
 
@@ -284,8 +290,10 @@ impl Supervisor {
     }
 
     /// Stops every process: in-flight requests first, then the stop signal,
-    /// then a kill after shutdownTimeLimit.
-    pub async fn shutdown(&self) {
+    /// then a kill; all by `deadline` (a process still gets a moment
+    /// between the stop signal and the kill).
+    pub async fn shutdown(&self, deadline: Deadline) {
+        self.shared.stop_by.send_replace(Some(deadline));
         self.shared.shutting_down.store(true, Ordering::Release);
         self.bump();
         self.current().stop().await;
@@ -300,11 +308,13 @@ fn spawn_generation(
     epoch: &Arc<watch::Sender<u64>>,
     rapid: &Arc<Mutex<RapidFail>>,
     watchdog: &Arc<os::Watchdog>,
+    stop_by: &watch::Sender<Option<Deadline>>,
 ) -> Arc<Generation> {
     let ctx = Arc::new(SlotCtx {
         cfg: cfg.clone(),
         rapid: rapid.clone(),
         watchdog: watchdog.clone(),
+        stop_by: stop_by.subscribe(),
     });
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();

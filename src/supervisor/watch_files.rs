@@ -53,6 +53,8 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let mut cfg = sup.config();
+    // What start-up used, for the settings only a restart changes.
+    let initial = cfg.clone();
     let mut files = watched(&cfg);
     let mut last = stamp(&files);
     let mut offline: Option<Bytes> = None;
@@ -84,14 +86,7 @@ pub async fn run(
         last = settled;
         match reload() {
             Ok(new_cfg) => {
-                if new_cfg.listen != cfg.listen
-                    || new_cfg.log_format != cfg.log_format
-                    || new_cfg.worker_threads != cfg.worker_threads
-                {
-                    tracing::warn!(
-                        "listen, logFormat and workerThreads changes take effect when hpgate restarts"
-                    );
-                }
+                warn_restart_only(&initial, &new_cfg);
                 tracing::info!("configuration changed: recycling the app");
                 cfg = Arc::new(new_cfg);
                 files = watched(&cfg);
@@ -108,6 +103,38 @@ pub async fn run(
                     "configuration changed but has errors; still running the old one:\n{errors}"
                 );
             }
+        }
+    }
+}
+
+/// Names each setting that differs from what hpgate started with and is read
+/// only at start-up. Everything else
+/// applies with the new processes (and, for connection settings, to the
+/// connections accepted after the switch).
+fn warn_restart_only(old: &Config, new: &Config) {
+    let changes = [
+        ("listen", old.listen.to_string(), new.listen.to_string()),
+        (
+            "logFormat",
+            format!("{:?}", old.log_format).to_lowercase(),
+            format!("{:?}", new.log_format).to_lowercase(),
+        ),
+        (
+            "workerThreads",
+            old.worker_threads.to_string(),
+            new.worker_threads.to_string(),
+        ),
+        (
+            "rapidFailsPerMinute",
+            old.rapid_fails_per_minute.to_string(),
+            new.rapid_fails_per_minute.to_string(),
+        ),
+    ];
+    for (name, was, now) in changes {
+        if was != now {
+            tracing::warn!(
+                "{name} changed ({was} -> {now}) but takes effect only when hpgate restarts; still using {was}"
+            );
         }
     }
 }
