@@ -489,6 +489,40 @@ fn app_processes(g: &Gateway) -> usize {
         .count()
 }
 
+#[test]
+fn quick_successive_edits_end_with_the_last_one_serving() {
+    // Each edit starts a generation; the first two start slowly (3 s), the
+    // last quickly. The last edit must win, and only its generation stays.
+    let site = Site::new("lastwins");
+    let write = |value: &str, delay: &str| {
+        site.web_config(
+            &format!("processPath=\"python3\" arguments=\"{} --mode sleep --delay {delay}\" startupTimeLimit=\"20\"", testapp().display()),
+            &format!("<environmentVariables><environmentVariable name=\"GENERATION\" value=\"{value}\"/></environmentVariables>"),
+            &[("shutdownTimeLimit", "2")],
+        )
+    };
+    write("zero", "0");
+    let g = Gateway::start(&site.dir, &[]);
+    assert!(wait_until(10 * S, || generation(&g).as_deref() == Some("zero")));
+    let edits = |g: &Gateway| g.logs().matches("configuration changed: recycling").count();
+    for (n, (value, delay)) in [("one", "3"), ("two", "3"), ("three", "0.1")]
+        .iter()
+        .enumerate()
+    {
+        write(value, delay);
+        // The next edit only once this one was seen on its own.
+        assert!(wait_until(5 * S, || edits(&g) == n + 1), "{}", g.logs());
+    }
+    assert!(
+        wait_until(15 * S, || generation(&g).as_deref() == Some("three")
+            && app_processes(&g) == 1),
+        "serving {:?} with {} app processes; log:\n{}",
+        generation(&g),
+        app_processes(&g),
+        g.logs()
+    );
+}
+
 /// Opens a kept-alive connection that has had one answer (so it holds a
 /// place under maxConnections).
 fn held_connection(g: &Gateway) -> BufReader<TcpStream> {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::Supervisor;
@@ -52,6 +53,36 @@ pub async fn run(
     reload: impl Fn() -> Result<Config, ConfigErrors>,
     stop: CancellationToken,
 ) {
+    let (latest, wanted) = watch::channel(None);
+    let recycler = tokio::spawn(recycle_latest(sup.clone(), wanted));
+    watch(sup, reload, stop, &latest).await;
+    // Closing the channel abandons a recycle still waiting for its processes.
+    drop(latest);
+    let _ = recycler.await;
+}
+
+/// Recycles to each configuration sent, one at a time. A newer one abandons
+/// a recycle whose processes are still starting, so however edits overlap,
+/// the last one ends up serving.
+async fn recycle_latest(sup: Supervisor, mut wanted: watch::Receiver<Option<Arc<Config>>>) {
+    while wanted.changed().await.is_ok() {
+        let Some(cfg) = wanted.borrow_and_update().clone() else {
+            continue;
+        };
+        let mut newer = wanted.clone();
+        sup.recycle(cfg, async move {
+            let _ = newer.changed().await;
+        })
+        .await;
+    }
+}
+
+async fn watch(
+    sup: Supervisor,
+    reload: impl Fn() -> Result<Config, ConfigErrors>,
+    stop: CancellationToken,
+    recycle: &watch::Sender<Option<Arc<Config>>>,
+) {
     let mut cfg = sup.config();
     // What start-up used, for the settings only a restart changes.
     let initial = cfg.clone();
@@ -92,10 +123,8 @@ pub async fn run(
                 files = watched(&cfg);
                 last = stamp(&files);
                 if offline.is_none() {
-                    let sup = sup.clone();
-                    let next = cfg.clone();
-                    // Recycling waits for the new processes; keep watching meanwhile.
-                    tokio::spawn(async move { sup.recycle(next).await });
+                    // The recycler works meanwhile; keep watching.
+                    recycle.send_replace(Some(cfg.clone()));
                 }
             }
             Err(errors) => {
