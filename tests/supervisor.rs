@@ -463,6 +463,7 @@ fn shutdown_takes_at_most_shutdown_time_limit_plus_a_margin() {
     g.signal("TERM");
     let code = g.wait_exit(10 * S);
     let took = t0.elapsed();
+    eprintln!("hpgate stopped in {took:?}");
     assert_eq!(code, Some(0), "{}", g.logs());
     assert!(took < 3 * S, "took {took:?}; log:\n{}", g.logs());
     assert!(wait_until(S, || !pid_alive(pid)), "the app outlived hpgate");

@@ -1,8 +1,9 @@
 //! The listener: accepts client connections and serves HTTP/1 on each.
 //!
 //! Owns connection-level limits (max concurrent connections, header read
-//! timeout, head size) and the drain on shutdown: stop accepting, let
-//! in-flight requests finish within the grace period, then return. It must
+//! timeout, head size), taken from the serving configuration for each new
+//! connection, and the drain on shutdown: stop accepting, let in-flight
+//! requests finish within shutdownTimeLimit, then return. It must
 //! not look inside requests; `forward.rs` does.
 
 use std::net::SocketAddr;

@@ -5,6 +5,7 @@
 //! from one configuration. Recycling (web.config edit) starts a new
 //! generation, switches traffic once it is ready, then stops the old one;
 //! `app_offline.htm` stops the current generation until the file goes.
+//! On shutdown every stop under way shares hpgate's one deadline.
 //! This module must not speak HTTP: the proxy renders [`Unavailable`].
 
 mod failure;

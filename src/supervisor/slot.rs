@@ -318,9 +318,10 @@ async fn drain_tail(started: &mut Started) -> String {
     started.tail.last_lines(TAIL_LINES)
 }
 
-/// Lets in-flight requests finish, asks the group to stop, and kills it if
-/// it has not stopped within `grace`. hpgate's shutdown deadline, once set,
-/// cuts both waits short (the process still gets TERM_MIN to exit).
+/// Lets in-flight requests finish (up to `grace`), asks the group to stop,
+/// and kills it if it has not stopped within `grace`. hpgate's shutdown
+/// deadline, once set, cuts both waits short (the process still gets
+/// TERM_MIN to exit).
 async fn stop_process(
     mut running: Running,
     grace: Duration,
@@ -341,7 +342,8 @@ async fn stop_process(
         );
     }
     started.guard.terminate();
-    let floor = Deadline::now() + TERM_MIN;
+    // Outside shutdown the process gets the whole limit again to stop.
+    let (own, floor) = (Deadline::now() + grace, Deadline::now() + TERM_MIN);
     match within(started.child.wait(), own, floor, &mut stop_by).await {
         Some(status) => {
             tracing::info!(

@@ -4,7 +4,8 @@
 //! immune to editors that replace files instead of writing them.
 //!
 //! Owns change detection and the reload decision. It must not start or stop
-//! processes itself; it asks the [`Supervisor`].
+//! processes itself; it asks the [`Supervisor`], through one recycler task
+//! so that recycles never overlap and the last edit wins.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
