@@ -233,11 +233,13 @@ mod tests {
         loop {
             let other = pool.get(b).await.unwrap();
             pool.put(other);
-            let lists = pool.idle.lock().unwrap();
-            if lists.by_addr.len() == 1 && lists.by_addr.contains_key(&b) {
+            let only_b = {
+                let lists = pool.idle.lock().unwrap();
+                lists.by_addr.len() == 1 && lists.by_addr.contains_key(&b)
+            };
+            if only_b {
                 break;
             }
-            drop(lists);
             assert!(Instant::now() < deadline, "the dead list was never swept");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
