@@ -561,6 +561,8 @@ fn a_setting_that_needs_a_restart_says_so_by_name() {
     let site = Site::new("restartonly");
     site.testapp_config("serve", "", &[("workerThreads", "2")]);
     let g = Gateway::start(&site.dir, &[]);
+    // Serving, so the watcher has taken its first look at web.config.
+    assert!(app_pid(&g).is_some(), "{}", g.logs());
     site.testapp_config("serve", "", &[("workerThreads", "3")]);
     assert!(g.wait_log("workerThreads changed", 10 * S), "{}", g.logs());
     let line = g
