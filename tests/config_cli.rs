@@ -595,3 +595,21 @@ fn version_and_help() {
         assert!(h.contains(opt), "{opt} missing from help");
     }
 }
+
+#[test]
+fn an_oversized_web_config_is_refused_before_reading() {
+    let site = Site::new("huge");
+    // Sparse: 11 MiB on paper, nothing on disk.
+    let f = std::fs::File::create(site.path("web.config")).unwrap();
+    f.set_len(11 * 1024 * 1024).unwrap();
+    let out = config_in(&site.dir, &[], &[]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let file = site.path("web.config").display().to_string();
+    for needle in [file.as_str(), "11534336 bytes", "10485760 bytes (10 MiB)"] {
+        assert!(
+            out.stderr.contains(needle),
+            "{needle:?} missing in {}",
+            out.stderr
+        );
+    }
+}

@@ -156,17 +156,46 @@ fn read_web_config(
     env: &dyn Fn(&str) -> Option<String>,
     errors: &mut Vec<ConfigError>,
 ) -> bool {
-    let bytes = match std::fs::read(path) {
+    let bytes = match read_capped(path) {
         Ok(b) => b,
-        Err(e) => {
+        Err(message) => {
             errors.push(ConfigError::new(
                 Origin::WholeFile(path.to_path_buf()),
-                format!("cannot read the file: {e}"),
+                message,
             ));
             return false;
         }
     };
     read_web_config_bytes(cfg, path, &bytes, have_command, env, errors)
+}
+
+/// The largest web.config hpgate reads. Real ones are a few KiB; parsing
+/// keeps several copies of the text, so a huge file would cost many times
+/// its size in memory.
+pub const MAX_WEB_CONFIG_BYTES: u64 = 10 * 1024 * 1024;
+
+/// Reads the file, refusing one over [`MAX_WEB_CONFIG_BYTES`] before
+/// loading it (and, should it grow meanwhile, without reading past the cap).
+fn read_capped(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let too_big = |size: u64| {
+        format!(
+            "the file is {size} bytes; hpgate reads web.config files of at most {MAX_WEB_CONFIG_BYTES} bytes (10 MiB)"
+        )
+    };
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read the file: {e}"))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if size > MAX_WEB_CONFIG_BYTES {
+        return Err(too_big(size));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(MAX_WEB_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read the file: {e}"))?;
+    if bytes.len() as u64 > MAX_WEB_CONFIG_BYTES {
+        return Err(too_big(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 /// Parses web.config content as if read from `path` (used directly by the
