@@ -613,3 +613,21 @@ fn an_oversized_web_config_is_refused_before_reading() {
         );
     }
 }
+
+#[test]
+fn arguments_split_by_windows_rules_and_unclosed_quotes_are_errors() {
+    // 2n backslashes before a quote: n backslashes, the quote groups.
+    let (_site, out) = with_attrs(r#"arguments="e\\\\&quot;f g&quot; %HTTP_PLATFORM_PORT%""#);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.json["argv"],
+        serde_json::json!([r"e\\f g", "%HTTP_PLATFORM_PORT%"])
+    );
+
+    let (site, out) = with_attrs(r#"arguments="app.py --name &quot;a b""#);
+    assert_error(
+        &out,
+        &site,
+        &["attribute arguments", "unbalanced quote", "character 15"],
+    );
+}

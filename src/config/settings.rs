@@ -251,7 +251,7 @@ fn apply_attribute(
         "processPath" => cfg.process_path = paths::expand_env(v, env),
         "arguments" => {
             cfg.arguments = paths::expand_env(v, env);
-            cfg.argv = values::split_arguments(&cfg.arguments);
+            cfg.argv = values::split_arguments(&cfg.arguments).map_err(|e| e.to_string())?;
         }
         "startupTimeLimit" => cfg.startup_time_limit = values::number(v, 0, 3600, "seconds")?,
         "startupRetryCount" => cfg.startup_retry_count = values::number(v, 0, 100, "a count")?,
