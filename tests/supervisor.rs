@@ -74,12 +74,17 @@ fn exit_at_start_gives_502_with_cause_and_output() {
 
 #[test]
 fn missing_and_unexecutable_programs_are_explained() {
+    // A missing or unexecutable processPath is refused by `hpgate config`
+    // and at start (tests/config_cli.rs); what only exec can tell is a
+    // script's `#!` interpreter being missing or not executable.
+    use std::os::unix::fs::PermissionsExt;
+    let exe = |site: &Site, rel: &str, text: &str| {
+        site.write(rel, text);
+        std::fs::set_permissions(site.path(rel), std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
     let site = Site::new("spawn");
-    site.web_config(
-        "processPath=\"./no-such-python\" startupRetryCount=\"1\"",
-        "",
-        &[],
-    );
+    exe(&site, "app.sh", "#!/no-such-interpreter\n");
+    site.web_config("processPath=\"./app.sh\" startupRetryCount=\"1\"", "", &[]);
     let g = Gateway::start(&site.dir, &[]);
     let t = g.get("/").text();
     assert!(
@@ -89,7 +94,12 @@ fn missing_and_unexecutable_programs_are_explained() {
     drop(g);
 
     let site = Site::new("perm");
-    site.write("app.sh", "#!/bin/sh\necho hi\n");
+    site.write("interp", "#!/bin/sh\n");
+    exe(
+        &site,
+        "app.sh",
+        &format!("#!{}\necho hi\n", site.path("interp").display()),
+    );
     site.web_config("processPath=\".\\app.sh\" startupRetryCount=\"1\"", "", &[]);
     let g = Gateway::start(&site.dir, &[]);
     let t = g.get("/").text();
