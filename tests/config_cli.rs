@@ -341,6 +341,8 @@ fn every_app_setting() {
         ("socketIoPath", "/sio", "/sio/".into()),
         ("socketIoAffinity", "false", false.into()),
         ("workerThreads", "1", 1.into()),
+        ("stdoutLogMaxBytes", "65536", 65536.into()),
+        ("stdoutLogMaxFiles", "3", 3.into()),
     ];
     for (key, value, expected) in valid {
         let site = Site::new("appset");
@@ -357,6 +359,8 @@ fn every_app_setting() {
         ("socketIoPath", "x"),
         ("webSocketCompressionLevel", "10"),
         ("workerThreads", "257"),
+        ("stdoutLogMaxBytes", "1000"),
+        ("stdoutLogMaxFiles", "0"),
     ] {
         let site = Site::new("appbad");
         site.web_config("processPath=\"python3\"", "", &[(key, bad)]);

@@ -422,3 +422,64 @@ fn detailed_errors_off_hides_the_output_tail() {
     // The log still has it, for the operator.
     assert!(g.wait_log("failing on purpose", 2 * S));
 }
+
+/// Names of the stdout log files in `dir`, with each one's size.
+fn log_files(dir: &std::path::Path) -> Vec<(String, u64)> {
+    let mut files: Vec<(String, u64)> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    let size = e.metadata().ok()?.len();
+                    Some((e.file_name().to_string_lossy().into_owned(), size))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+#[test]
+fn stdout_log_rotates_and_debug_copies_cannot_flood() {
+    let site = Site::new("rotate");
+    let chatty = repo_root().join("fixtures/backends/chatty.py");
+    site.web_config(
+        &format!(
+            "processPath=\"python3\" arguments=\"{} --mode serve\" stdoutLogEnabled=\"true\" stdoutLogFile=\".\\logs\\py\"",
+            chatty.display()
+        ),
+        "",
+        &[("stdoutLogMaxBytes", "65536"), ("stdoutLogMaxFiles", "3")],
+    );
+    let g = Gateway::start(&site.dir, &[]);
+    assert!(
+        wait_until(30 * S, || site.path("chatty-done").exists()),
+        "{}",
+        g.logs()
+    );
+    let pid = app_pid(&g).unwrap();
+    // 2 MiB in 64 KiB files: the 33rd file (sequence 32) holds the end.
+    let last = format!("_{pid}.32.log");
+    assert!(
+        wait_until(10 * S, || log_files(&site.path("logs"))
+            .iter()
+            .any(|(n, _)| n.ends_with(&last))),
+        "{:?}",
+        log_files(&site.path("logs"))
+    );
+    let files = log_files(&site.path("logs"));
+    assert_eq!(files.len(), 3, "{files:?}");
+    for (name, size) in &files {
+        assert!(
+            name.starts_with("py_") && name.contains(&format!("_{pid}.")),
+            "{name}"
+        );
+        assert!(*size <= 65536, "{name} is {size} bytes");
+    }
+    // The debug copy is bounded: lines cut, the excess counted, not shown.
+    let logs = g.logs();
+    assert!(logs.contains("more bytes)"), "no cut line");
+    assert!(g.wait_log("app output lines not shown in the debug log", 5 * S));
+    let copied = logs.lines().filter(|l| l.contains("app: chatty ")).count();
+    assert!(copied < 2000, "{copied} lines copied into the debug log");
+}
