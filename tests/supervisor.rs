@@ -483,3 +483,85 @@ fn stdout_log_rotates_and_debug_copies_cannot_flood() {
     let copied = logs.lines().filter(|l| l.contains("app: chatty ")).count();
     assert!(copied < 2000, "{copied} lines copied into the debug log");
 }
+
+/// Daemon pids the daemonizing fixture wrote so far.
+fn daemon_pids(site: &Site) -> Vec<u32> {
+    std::fs::read_to_string(site.path("daemon.pids"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+fn daemonizing_site(name: &str) -> Site {
+    let site = Site::new(name);
+    let app = repo_root().join("fixtures/backends/daemonizing.py");
+    site.web_config(
+        &format!(
+            "processPath=\"python3\" arguments=\"{} --mode serve\"",
+            app.display()
+        ),
+        "",
+        &[],
+    );
+    site
+}
+
+/// Waits for the `n`th daemon and for hpgate to have adopted it.
+fn adopted_daemon(g: &Gateway, site: &Site, n: usize) -> u32 {
+    assert!(
+        wait_until(20 * S, || daemon_pids(site).len() >= n),
+        "{}",
+        g.logs()
+    );
+    let pid = daemon_pids(site)[n - 1];
+    let line = format!("pid={pid}");
+    assert!(
+        wait_until(10 * S, || g
+            .logs()
+            .lines()
+            .any(|l| l.contains("adopted orphan process") && l.contains(&line))),
+        "daemon {pid} not adopted: {}",
+        g.logs()
+    );
+    pid
+}
+
+#[test]
+fn daemons_stop_with_their_app_and_with_hpgate() {
+    let site = daemonizing_site("daemons");
+    let mut g = Gateway::start(&site.dir, &[]);
+    let mut last = adopted_daemon(&g, &site, 1);
+    for n in 2..=4 {
+        let _ = g.get("/crash");
+        let next = adopted_daemon(&g, &site, n);
+        assert!(
+            wait_until(10 * S, || !pid_alive(last)),
+            "daemon {last} outlived its app's crash"
+        );
+        last = next;
+    }
+    let alive: Vec<u32> = daemon_pids(&site)
+        .into_iter()
+        .filter(|p| pid_alive(*p))
+        .collect();
+    assert_eq!(alive, [last], "daemons accumulate");
+    assert_eq!(g.stop(20 * S), Some(0));
+    assert!(
+        wait_until(5 * S, || !pid_alive(last)),
+        "daemon {last} outlived hpgate"
+    );
+}
+
+#[test]
+fn daemons_die_when_hpgate_is_killed() {
+    let site = daemonizing_site("daemonkill");
+    let mut g = Gateway::start(&site.dir, &[]);
+    let daemon = adopted_daemon(&g, &site, 1);
+    g.signal("KILL");
+    let _ = g.wait_exit(10 * S);
+    assert!(
+        wait_until(10 * S, || !pid_alive(daemon)),
+        "daemon {daemon} outlived a SIGKILLed hpgate"
+    );
+}

@@ -5,8 +5,6 @@
 //! of `hpgate run` report them with a position instead of a failed start
 //! later. It must not resolve paths (`paths.rs`) nor start anything.
 
-use std::path::Path;
-
 /// Linux's limit for one argument (MAX_ARG_STRLEN, 32 pages), NUL included.
 #[cfg(not(windows))]
 const MAX_ARG_BYTES: usize = 128 * 1024;
@@ -37,7 +35,7 @@ pub fn check_program(program: &str) -> Result<(), String> {
         if meta.permissions().mode() & 0o111 == 0 {
             return Err(format!(
                 "{program} is not executable (no execute permission); run `chmod +x` on it, or start it through its interpreter (processPath=\"python3\" arguments=\"{}\")",
-                Path::new(program)
+                std::path::Path::new(program)
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default()

@@ -57,12 +57,11 @@ pub fn spawn(cfg: &Config, port: u16, watchdog: &Arc<Watchdog>) -> Result<Starte
         .kill_on_drop(true);
     os::prepare(&mut cmd);
 
-    let mut child = cmd.spawn().map_err(|e| Cause::Spawn {
-        program: cfg.process_path.clone(),
-        reason: spawn_reason(&e),
-    })?;
-    let pid = child.id().unwrap_or(0);
-    let guard = Guard::new(&child, pid, watchdog.clone());
+    let (mut child, pid, guard) =
+        os::spawn(&mut cmd, port, watchdog).map_err(|e| Cause::Spawn {
+            program: cfg.process_path.clone(),
+            reason: spawn_reason(&e),
+        })?;
     let started_at = Instant::now();
 
     let file = if cfg.stdout_log_enabled {
