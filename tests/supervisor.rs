@@ -76,12 +76,17 @@ fn exit_at_start_gives_502_with_cause_and_output() {
 
 #[test]
 fn missing_and_unexecutable_programs_are_explained() {
+    // A missing or unexecutable processPath is refused by `hpgate config`
+    // and at start (tests/config_cli.rs); what only exec can tell is a
+    // script's `#!` interpreter being missing or not executable.
+    use std::os::unix::fs::PermissionsExt;
+    let exe = |site: &Site, rel: &str, text: &str| {
+        site.write(rel, text);
+        std::fs::set_permissions(site.path(rel), std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
     let site = Site::new("spawn");
-    site.web_config(
-        "processPath=\"./no-such-python\" startupRetryCount=\"1\"",
-        "",
-        &[],
-    );
+    exe(&site, "app.sh", "#!/no-such-interpreter\n");
+    site.web_config("processPath=\"./app.sh\" startupRetryCount=\"1\"", "", &[]);
     let g = Gateway::start(&site.dir, &[]);
     let t = g.get("/").text();
     assert!(
@@ -91,7 +96,12 @@ fn missing_and_unexecutable_programs_are_explained() {
     drop(g);
 
     let site = Site::new("perm");
-    site.write("app.sh", "#!/bin/sh\necho hi\n");
+    site.write("interp", "#!/bin/sh\n");
+    exe(
+        &site,
+        "app.sh",
+        &format!("#!{}\necho hi\n", site.path("interp").display()),
+    );
     site.web_config("processPath=\".\\app.sh\" startupRetryCount=\"1\"", "", &[]);
     let g = Gateway::start(&site.dir, &[]);
     let t = g.get("/").text();
@@ -572,4 +582,146 @@ fn a_setting_that_needs_a_restart_says_so_by_name() {
         .unwrap_or_default()
         .to_string();
     assert!(line.contains("WARN") && line.contains("restart"), "{line}");
+
+/// Names of the stdout log files in `dir`, with each one's size.
+fn log_files(dir: &std::path::Path) -> Vec<(String, u64)> {
+    let mut files: Vec<(String, u64)> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    let size = e.metadata().ok()?.len();
+                    Some((e.file_name().to_string_lossy().into_owned(), size))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+#[test]
+fn stdout_log_rotates_and_debug_copies_cannot_flood() {
+    let site = Site::new("rotate");
+    let chatty = repo_root().join("fixtures/backends/chatty.py");
+    site.web_config(
+        &format!(
+            "processPath=\"python3\" arguments=\"{} --mode serve\" stdoutLogEnabled=\"true\" stdoutLogFile=\".\\logs\\py\"",
+            chatty.display()
+        ),
+        "",
+        &[("stdoutLogMaxBytes", "65536"), ("stdoutLogMaxFiles", "3")],
+    );
+    let g = Gateway::start(&site.dir, &[]);
+    assert!(
+        wait_until(30 * S, || site.path("chatty-done").exists()),
+        "{}",
+        g.logs()
+    );
+    let pid = app_pid(&g).unwrap();
+    // 2 MiB in 64 KiB files: the 33rd file (sequence 32) holds the end.
+    let last = format!("_{pid}.32.log");
+    assert!(
+        wait_until(10 * S, || log_files(&site.path("logs"))
+            .iter()
+            .any(|(n, _)| n.ends_with(&last))),
+        "{:?}",
+        log_files(&site.path("logs"))
+    );
+    let files = log_files(&site.path("logs"));
+    assert_eq!(files.len(), 3, "{files:?}");
+    for (name, size) in &files {
+        assert!(
+            name.starts_with("py_") && name.contains(&format!("_{pid}.")),
+            "{name}"
+        );
+        assert!(*size <= 65536, "{name} is {size} bytes");
+    }
+    // The debug copy is bounded: lines cut, the excess counted, not shown.
+    let logs = g.logs();
+    assert!(logs.contains("more bytes)"), "no cut line");
+    assert!(g.wait_log("app output lines not shown in the debug log", 5 * S));
+    let copied = logs.lines().filter(|l| l.contains("app: chatty ")).count();
+    assert!(copied < 2000, "{copied} lines copied into the debug log");
+}
+
+/// Daemon pids the daemonizing fixture wrote so far.
+fn daemon_pids(site: &Site) -> Vec<u32> {
+    std::fs::read_to_string(site.path("daemon.pids"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+fn daemonizing_site(name: &str) -> Site {
+    let site = Site::new(name);
+    let app = repo_root().join("fixtures/backends/daemonizing.py");
+    site.web_config(
+        &format!(
+            "processPath=\"python3\" arguments=\"{} --mode serve\"",
+            app.display()
+        ),
+        "",
+        &[],
+    );
+    site
+}
+
+/// Waits for the `n`th daemon and for hpgate to have adopted it.
+fn adopted_daemon(g: &Gateway, site: &Site, n: usize) -> u32 {
+    assert!(
+        wait_until(20 * S, || daemon_pids(site).len() >= n),
+        "{}",
+        g.logs()
+    );
+    let pid = daemon_pids(site)[n - 1];
+    let line = format!("pid={pid}");
+    assert!(
+        wait_until(10 * S, || g
+            .logs()
+            .lines()
+            .any(|l| l.contains("adopted orphan process") && l.contains(&line))),
+        "daemon {pid} not adopted: {}",
+        g.logs()
+    );
+    pid
+}
+
+#[test]
+fn daemons_stop_with_their_app_and_with_hpgate() {
+    let site = daemonizing_site("daemons");
+    let mut g = Gateway::start(&site.dir, &[]);
+    let mut last = adopted_daemon(&g, &site, 1);
+    for n in 2..=4 {
+        let _ = g.get("/crash");
+        let next = adopted_daemon(&g, &site, n);
+        assert!(
+            wait_until(10 * S, || !pid_alive(last)),
+            "daemon {last} outlived its app's crash"
+        );
+        last = next;
+    }
+    let alive: Vec<u32> = daemon_pids(&site)
+        .into_iter()
+        .filter(|p| pid_alive(*p))
+        .collect();
+    assert_eq!(alive, [last], "daemons accumulate");
+    assert_eq!(g.stop(20 * S), Some(0));
+    assert!(
+        wait_until(5 * S, || !pid_alive(last)),
+        "daemon {last} outlived hpgate"
+    );
+}
+
+#[test]
+fn daemons_die_when_hpgate_is_killed() {
+    let site = daemonizing_site("daemonkill");
+    let mut g = Gateway::start(&site.dir, &[]);
+    let daemon = adopted_daemon(&g, &site, 1);
+    g.signal("KILL");
+    let _ = g.wait_exit(10 * S);
+    assert!(
+        wait_until(10 * S, || !pid_alive(daemon)),
+        "daemon {daemon} outlived a SIGKILLed hpgate"
+    );
 }

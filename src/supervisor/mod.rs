@@ -337,6 +337,7 @@ impl Supervisor {
         self.current().stop().await;
         self.shared.retiring.close();
         self.shared.retiring.wait().await;
+        self.shared.watchdog.stop_orphans();
     }
 }
 
