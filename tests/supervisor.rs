@@ -582,6 +582,7 @@ fn a_setting_that_needs_a_restart_says_so_by_name() {
         .unwrap_or_default()
         .to_string();
     assert!(line.contains("WARN") && line.contains("restart"), "{line}");
+}
 
 /// Names of the stdout log files in `dir`, with each one's size.
 fn log_files(dir: &std::path::Path) -> Vec<(String, u64)> {
