@@ -1,10 +1,12 @@
 //! hpgate's life: load the configuration, bind, start the supervisor and
 //! the server, wait for a stop signal, shut down in order.
 //!
-//! Shutdown order: stop accepting, let in-flight requests finish (up to
-//! shutdownTimeLimit), close WebSockets with 1001, stop the app processes
-//! (stop signal, then kill after shutdownTimeLimit). A second signal exits
-//! at once; the OS guards still take the app processes down with hpgate.
+//! Shutdown order: stop accepting, let in-flight requests finish, close
+//! WebSockets with 1001, stop the app processes (stop signal, then kill).
+//! All of it shares one deadline, shutdownTimeLimit after the signal; past
+//! it the app still gets a moment between the stop signal and the kill.
+//! A second signal exits at once; the OS guards still take the app
+//! processes down with hpgate.
 //! The stop signal is a cancellation token passed down, not global state.
 
 use std::process::ExitCode;
@@ -79,7 +81,6 @@ async fn serve(cfg: Config, sources: Sources) -> ExitCode {
         }
     };
     let addr = listener.local_addr().unwrap_or(cfg.listen);
-    let grace = Duration::from_secs(cfg.shutdown_time_limit);
     let cfg = Arc::new(cfg);
 
     let sup = Supervisor::start(cfg.clone());
@@ -88,7 +89,7 @@ async fn serve(cfg: Config, sources: Sources) -> ExitCode {
     let stop = CancellationToken::new();
     tracing::info!("listening on http://{addr}");
 
-    let server = tokio::spawn(proxy::serve(listener, gateway, stop.clone(), grace));
+    let server = tokio::spawn(proxy::serve(listener, gateway, stop.clone()));
     let reload = move || config::load(&sources, &config::expand_lookup);
     let watcher = tokio::spawn(watch_files::run(sup.clone(), reload, stop.clone()));
 
@@ -100,13 +101,17 @@ async fn serve(cfg: Config, sources: Sources) -> ExitCode {
         std::process::exit(1);
     });
 
+    // One deadline for every wait below (the server computes the same one
+    // from the same configuration): they overlap instead of adding up.
+    let grace = Duration::from_secs(sup.config().shutdown_time_limit);
+    let deadline = tokio::time::Instant::now() + grace;
     stop.cancel();
     ws.shutdown.cancel();
-    let _ = watcher.await;
     let _ = server.await;
     ws.tasks.close();
-    let _ = tokio::time::timeout(grace, ws.tasks.wait()).await;
-    sup.shutdown().await;
+    let _ = tokio::time::timeout_at(deadline, ws.tasks.wait()).await;
+    sup.shutdown(deadline).await;
+    let _ = watcher.await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }

@@ -44,6 +44,13 @@ fn with_attrs(attrs: &str) -> (Site, Out) {
     (site, out)
 }
 
+/// Writes an executable script at `rel` in the site.
+fn executable(site: &Site, rel: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    site.write(rel, "#!/bin/sh\n");
+    std::fs::set_permissions(site.path(rel), std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 /// Asserts a single error at line 6 (where the generated httpPlatform is) naming `needles`.
 fn assert_error(out: &Out, site: &Site, needles: &[&str]) {
     assert_eq!(out.code, 2, "expected exit 2; stderr: {}", out.stderr);
@@ -270,6 +277,8 @@ fn missing_pieces() {
 #[test]
 fn environment_variables_and_expansion() {
     let site = Site::new("envvars");
+    executable(&site, "tools/python3");
+    let tools = site.path("tools").display().to_string();
     site.web_config(
         "processPath=\"%TOOLS%/python3\" arguments=\"--home %HOME_DIR% --port %HTTP_PLATFORM_PORT% %UNKNOWN_VAR%\"",
         "<environmentVariables>\n<environmentVariable name=\"DROPPED\" value=\"1\"/>\n<clear/>\n<environmentVariable name=\"A\" value=\"%HOME_DIR%/x\"/>\n<environmentVariable name=\"P\" value=\"port=%HTTP_PLATFORM_PORT%\"/>\n</environmentVariables>\n<recycleOnFileChange><file path=\".\\app.py\"/></recycleOnFileChange>",
@@ -278,11 +287,11 @@ fn environment_variables_and_expansion() {
     let out = config_in(
         &site.dir,
         &[],
-        &[("HOME_DIR", "/srv/home"), ("TOOLS", "/opt/tools")],
+        &[("HOME_DIR", "/srv/home"), ("TOOLS", &tools)],
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
     let j = &out.json;
-    assert_eq!(j["processPath"], "/opt/tools/python3");
+    assert_eq!(j["processPath"], format!("{tools}/python3"));
     assert_eq!(
         j["arguments"],
         "--home /srv/home --port %HTTP_PLATFORM_PORT% %UNKNOWN_VAR%"
@@ -333,6 +342,8 @@ fn every_app_setting() {
         ("socketIoPath", "/sio", "/sio/".into()),
         ("socketIoAffinity", "false", false.into()),
         ("workerThreads", "1", 1.into()),
+        ("stdoutLogMaxBytes", "65536", 65536.into()),
+        ("stdoutLogMaxFiles", "3", 3.into()),
     ];
     for (key, value, expected) in valid {
         let site = Site::new("appset");
@@ -349,6 +360,8 @@ fn every_app_setting() {
         ("socketIoPath", "x"),
         ("webSocketCompressionLevel", "10"),
         ("workerThreads", "257"),
+        ("stdoutLogMaxBytes", "1000"),
+        ("stdoutLogMaxFiles", "0"),
     ] {
         let site = Site::new("appbad");
         site.web_config("processPath=\"python3\"", "", &[(key, bad)]);
@@ -480,6 +493,7 @@ fn command_after_double_dash() {
     // Overrides a web.config's command but keeps its other settings.
     let site = Site::new("dash2");
     site.web_config("processPath=\"python3\" startupTimeLimit=\"7\"", "", &[]);
+    executable(&site, "run.sh");
     let out = config_in(&site.dir, &["--", "./run.sh"], &[]);
     assert_eq!(
         out.json["processPath"],
@@ -491,13 +505,14 @@ fn command_after_double_dash() {
 #[test]
 fn program_lookup_prefers_the_site_root() {
     let site = Site::new("lookup");
-    site.write("python3", "#!/bin/sh\n");
+    executable(&site, "python3");
     site.web_config("processPath=\"python3\"", "", &[]);
     assert_eq!(
         config_in(&site.dir, &[], &[]).json["processPath"],
         site.path("python3").display().to_string()
     );
     site.web_config("processPath=\".\\.venv\\bin\\python\"", "", &[]);
+    executable(&site, ".venv/bin/python");
     assert_eq!(
         config_in(&site.dir, &[], &[]).json["processPath"],
         site.path(".venv/bin/python").display().to_string()
@@ -511,7 +526,18 @@ fn fixtures_and_the_seed_load() {
         let p = entry.path();
         if p.extension().is_some_and(|e| e == "config") {
             let out = config_in(&dir, &["--config", p.to_str().unwrap()], &[]);
-            assert_eq!(out.code, 0, "{}: {}", p.display(), out.stderr);
+            // IIS files name Windows programs; only their absence may fail.
+            let only_program_missing = out.code == 2
+                && out
+                    .stderr
+                    .lines()
+                    .all(|l| l.contains("processPath:") && l.contains("no such file"));
+            assert!(
+                out.code == 0 || only_program_missing,
+                "{}: {}",
+                p.display(),
+                out.stderr
+            );
         }
     }
     let out = config_in(&dir, &["--config", "seed.web.config"], &[]);
@@ -595,4 +621,83 @@ fn version_and_help() {
     ] {
         assert!(h.contains(opt), "{opt} missing from help");
     }
+}
+
+#[test]
+fn an_oversized_web_config_is_refused_before_reading() {
+    let site = Site::new("huge");
+    // Sparse: 11 MiB on paper, nothing on disk.
+    let f = std::fs::File::create(site.path("web.config")).unwrap();
+    f.set_len(11 * 1024 * 1024).unwrap();
+    let out = config_in(&site.dir, &[], &[]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let file = site.path("web.config").display().to_string();
+    for needle in [file.as_str(), "11534336 bytes", "10485760 bytes (10 MiB)"] {
+        assert!(
+            out.stderr.contains(needle),
+            "{needle:?} missing in {}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn arguments_split_by_windows_rules_and_unclosed_quotes_are_errors() {
+    // 2n backslashes before a quote: n backslashes, the quote groups.
+    let (_site, out) = with_attrs(r#"arguments="e\\\\&quot;f g&quot; %HTTP_PLATFORM_PORT%""#);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.json["argv"],
+        serde_json::json!([r"e\\f g", "%HTTP_PLATFORM_PORT%"])
+    );
+
+    let (site, out) = with_attrs(r#"arguments="app.py --name &quot;a b""#);
+    assert_error(
+        &out,
+        &site,
+        &["attribute arguments", "unbalanced quote", "character 15"],
+    );
+}
+
+#[test]
+fn unrunnable_programs_and_oversized_arguments_are_positioned_errors() {
+    let site = Site::new("prog");
+    std::fs::create_dir_all(site.path("venv")).unwrap();
+    site.write("app.sh", "#!/bin/sh\n");
+    let file = site.path("web.config").display().to_string();
+    for (program, words) in [
+        ("./venv", "is a directory"),
+        ("./app.sh", "is not executable"),
+        ("./no-such-python", "no such file"),
+        ("no-such-python9", "not found in the site root or on PATH"),
+    ] {
+        site.web_config(&format!("processPath=\"{program}\""), "", &[]);
+        let out = config_in(&site.dir, &[], &[]);
+        assert_error(&out, &site, &["processPath:", words]);
+        assert!(
+            out.stderr.contains(&format!("{file}:6:19:")),
+            "{}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("permission denied"), "{}", out.stderr);
+    }
+    // `hpgate run` refuses it at start, before listening.
+    let o = Command::new(hpgate_bin())
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .current_dir(&site.dir)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not found in the site root or on PATH"));
+
+    let big = "a".repeat(200 * 1024);
+    let (site, out) = with_attrs(&format!("arguments=\"app.py {big}\""));
+    assert_error(
+        &out,
+        &site,
+        &["arguments:", "argument 2 is 204800 bytes", "131071"],
+    );
+    let many = vec!["a".repeat(100 * 1024); 25].join(" ");
+    let (site, out) = with_attrs(&format!("arguments=\"{many}\""));
+    assert_error(&out, &site, &["arguments:", "2 MiB"]);
 }

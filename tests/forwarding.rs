@@ -314,11 +314,19 @@ fn an_answer_written_after_the_exit_is_seen_still_counts() {
 #[test]
 fn client_abort_leaves_the_gateway_working() {
     let (_s, g) = gateway("abort", "", &[]);
-    for path in ["/slow?delay=2", "/download?size=1073741824"] {
+    for (mark, path) in [
+        ("slow", "/slow?delay=2"),
+        ("download", "/download?size=1073741824"),
+    ] {
         let mut s = TcpStream::connect(g.addr).unwrap();
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        s.write_all(format!("GET {path}&mark={mark} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
             .unwrap();
-        std::thread::sleep(Duration::from_millis(150));
+        // Abort only once the app has the request: mid-exchange, not before.
+        assert!(
+            g.wait_log(&format!("testapp saw {mark}"), 10 * S),
+            "{}",
+            g.logs()
+        );
         drop(s);
     }
     assert_eq!(g.get("/").status, 200);

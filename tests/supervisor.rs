@@ -2,6 +2,8 @@
 //! by the real hpgate binary.
 mod support;
 
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -74,12 +76,17 @@ fn exit_at_start_gives_502_with_cause_and_output() {
 
 #[test]
 fn missing_and_unexecutable_programs_are_explained() {
+    // A missing or unexecutable processPath is refused by `hpgate config`
+    // and at start (tests/config_cli.rs); what only exec can tell is a
+    // script's `#!` interpreter being missing or not executable.
+    use std::os::unix::fs::PermissionsExt;
+    let exe = |site: &Site, rel: &str, text: &str| {
+        site.write(rel, text);
+        std::fs::set_permissions(site.path(rel), std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
     let site = Site::new("spawn");
-    site.web_config(
-        "processPath=\"./no-such-python\" startupRetryCount=\"1\"",
-        "",
-        &[],
-    );
+    exe(&site, "app.sh", "#!/no-such-interpreter\n");
+    site.web_config("processPath=\"./app.sh\" startupRetryCount=\"1\"", "", &[]);
     let g = Gateway::start(&site.dir, &[]);
     let t = g.get("/").text();
     assert!(
@@ -89,7 +96,12 @@ fn missing_and_unexecutable_programs_are_explained() {
     drop(g);
 
     let site = Site::new("perm");
-    site.write("app.sh", "#!/bin/sh\necho hi\n");
+    site.write("interp", "#!/bin/sh\n");
+    exe(
+        &site,
+        "app.sh",
+        &format!("#!{}\necho hi\n", site.path("interp").display()),
+    );
     site.web_config("processPath=\".\\app.sh\" startupRetryCount=\"1\"", "", &[]);
     let g = Gateway::start(&site.dir, &[]);
     let t = g.get("/").text();
@@ -129,6 +141,7 @@ fn wrong_port_and_ipv6_only_are_named() {
 #[test]
 fn slow_start_is_waited_for() {
     let site = Site::new("slowstart");
+    // The app's 1 s before listening is the scenario, not a synchronization.
     site.web_config(
         &format!("processPath=\"python3\" arguments=\"{} --mode sleep --delay 1\" startupTimeLimit=\"5\"", testapp().display()),
         "",
@@ -256,8 +269,9 @@ fn sigterm_stops_cleanly_after_inflight_requests() {
     let mut g = Gateway::start(&site.dir, &[]);
     let pid = app_pid(&g).unwrap();
     let addr = g.addr;
-    let slow = std::thread::spawn(move || request(addr, "GET", "/slow?delay=1", &[], b""));
-    std::thread::sleep(Duration::from_millis(200));
+    let slow =
+        std::thread::spawn(move || request(addr, "GET", "/slow?delay=1&mark=inflight", &[], b""));
+    assert!(g.wait_log("testapp saw inflight", 10 * S), "{}", g.logs());
     assert_eq!(g.stop(10 * S), Some(0));
     assert_eq!(
         slow.join().unwrap().status,
@@ -288,7 +302,8 @@ fn a_second_signal_exits_at_once_and_still_kills_the_app() {
     let pid = app_pid(&g).unwrap();
     let t0 = Instant::now();
     g.signal("TERM");
-    std::thread::sleep(Duration::from_millis(300));
+    // The second signal must find the shutdown under way.
+    assert!(g.wait_log("received: shutting down", 5 * S), "{}", g.logs());
     g.signal("TERM");
     assert!(g.wait_exit(5 * S).is_some());
     assert!(t0.elapsed() < 5 * S);
@@ -356,15 +371,18 @@ fn editing_web_config_recycles_without_a_failed_request() {
     let old = app_pid(&g).unwrap();
     let addr = g.addr;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = stop.clone();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (flag, counter) = (stop.clone(), sent.clone());
     let load = std::thread::spawn(move || {
         let mut statuses = Vec::new();
         while !flag.load(std::sync::atomic::Ordering::Relaxed) {
             statuses.push(request(addr, "GET", "/", &[], b"").status);
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         statuses
     });
-    std::thread::sleep(Duration::from_millis(300));
+    let sent_so_far = || sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(wait_until(10 * S, || sent_so_far() >= 5), "load never ran");
     write("two");
     let env_of = |g: &Gateway| -> Option<String> {
         let r = g.get("/env");
@@ -376,7 +394,11 @@ fn editing_web_config_recycles_without_a_failed_request() {
         "{}",
         g.logs()
     );
-    std::thread::sleep(Duration::from_millis(500));
+    // Keep the load going until the old process is gone and a few more
+    // requests went through: retiring it must not fail any either.
+    assert!(wait_until(10 * S, || !pid_alive(old)), "{}", g.logs());
+    let after_retire = sent_so_far();
+    assert!(wait_until(10 * S, || sent_so_far() >= after_retire + 5));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let statuses = load.join().unwrap();
     assert!(statuses.len() > 10);
@@ -386,7 +408,6 @@ fn editing_web_config_recycles_without_a_failed_request() {
         statuses.iter().filter(|s| **s != 200).collect::<Vec<_>>()
     );
     assert_ne!(app_pid(&g), Some(old));
-    assert!(wait_until(5 * S, || !pid_alive(old)));
 
     // A broken edit keeps the running app.
     site.write("web.config", "<configuration><system.webServer>");
@@ -411,4 +432,297 @@ fn detailed_errors_off_hides_the_output_tail() {
     );
     // The log still has it, for the operator.
     assert!(g.wait_log("failing on purpose", 2 * S));
+}
+
+/// Reads a response head (status line and headers) and returns the status.
+fn read_head(r: &mut impl BufRead) -> u16 {
+    let mut status = 0;
+    let mut line = String::new();
+    while r.read_line(&mut line).unwrap_or(0) > 0 && line.trim_end() != "" {
+        if status == 0 {
+            status = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+        }
+        line.clear();
+    }
+    status
+}
+
+#[test]
+fn shutdown_takes_at_most_shutdown_time_limit_plus_a_margin() {
+    // One deadline for the whole stop: a request that outlasts it, a
+    // WebSocket the app never closes and an app deaf to SIGTERM still let
+    // hpgate exit soon after shutdownTimeLimit (2 s), with the app gone.
+    let site = Site::new("boundedstop");
+    site.testapp_config("ignore-term", "", &[("shutdownTimeLimit", "2")]);
+    let mut g = Gateway::start(&site.dir, &[]);
+    let pid = app_pid(&g).unwrap();
+    let addr = g.addr;
+    let slow =
+        std::thread::spawn(move || request(addr, "GET", "/slow?delay=30&mark=long", &[], b""));
+    let ws = TcpStream::connect(addr).unwrap();
+    (&ws).write_all(b"GET /ws?mark=ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
+    ws.set_read_timeout(Some(10 * S)).unwrap();
+    assert_eq!(read_head(&mut BufReader::new(&ws)), 101, "{}", g.logs());
+    assert!(g.wait_log("testapp saw long", 10 * S), "{}", g.logs());
+
+    let t0 = Instant::now();
+    g.signal("TERM");
+    let code = g.wait_exit(10 * S);
+    let took = t0.elapsed();
+    eprintln!("hpgate stopped in {took:?}");
+    assert_eq!(code, Some(0), "{}", g.logs());
+    assert!(took < 3 * S, "took {took:?}; log:\n{}", g.logs());
+    assert!(wait_until(S, || !pid_alive(pid)), "the app outlived hpgate");
+    drop(ws);
+    let _ = slow.join();
+}
+
+/// The GENERATION variable the app serving `/env` was started with.
+fn generation(g: &Gateway) -> Option<String> {
+    let r = g.get("/env");
+    let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+    v["env"]["GENERATION"].as_str().map(str::to_string)
+}
+
+/// Live test-app processes started by `g` (its direct children running testapp.py).
+fn app_processes(g: &Gateway) -> usize {
+    children_of(g.pid())
+        .into_iter()
+        .filter(|p| {
+            pid_alive(*p)
+                && std::fs::read(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("testapp.py"))
+        })
+        .count()
+}
+
+#[test]
+fn quick_successive_edits_end_with_the_last_one_serving() {
+    // Each edit starts a generation; the first two start slowly (3 s), the
+    // last quickly. The last edit must win, and only its generation stays.
+    let site = Site::new("lastwins");
+    let write = |value: &str, delay: &str| {
+        site.web_config(
+            &format!("processPath=\"python3\" arguments=\"{} --mode sleep --delay {delay}\" startupTimeLimit=\"20\"", testapp().display()),
+            &format!("<environmentVariables><environmentVariable name=\"GENERATION\" value=\"{value}\"/></environmentVariables>"),
+            &[("shutdownTimeLimit", "2")],
+        )
+    };
+    write("zero", "0");
+    let g = Gateway::start(&site.dir, &[]);
+    assert!(wait_until(10 * S, || generation(&g).as_deref() == Some("zero")));
+    let edits = |g: &Gateway| g.logs().matches("configuration changed: recycling").count();
+    for (n, (value, delay)) in [("one", "3"), ("two", "3"), ("three", "0.1")]
+        .iter()
+        .enumerate()
+    {
+        write(value, delay);
+        // The next edit only once this one was seen on its own.
+        assert!(wait_until(5 * S, || edits(&g) == n + 1), "{}", g.logs());
+    }
+    assert!(
+        wait_until(15 * S, || generation(&g).as_deref() == Some("three")
+            && app_processes(&g) == 1),
+        "serving {:?} with {} app processes; log:\n{}",
+        generation(&g),
+        app_processes(&g),
+        g.logs()
+    );
+}
+
+/// Opens a kept-alive connection that has had one answer (so it holds a
+/// place under maxConnections).
+fn held_connection(g: &Gateway) -> BufReader<TcpStream> {
+    let s = TcpStream::connect(g.addr).unwrap();
+    s.set_read_timeout(Some(10 * S)).unwrap();
+    (&s).write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut r = BufReader::new(s);
+    assert_eq!(read_response(&mut r).status, 200);
+    r
+}
+
+#[test]
+fn a_lowered_max_connections_applies_to_new_connections() {
+    let site = Site::new("maxconnlive");
+    site.testapp_config("serve", "", &[("maxConnections", "10")]);
+    let g = Gateway::start(&site.dir, &[]);
+    let held = [held_connection(&g), held_connection(&g)];
+    site.testapp_config("serve", "", &[("maxConnections", "2")]);
+    assert!(
+        g.wait_log("recycled: traffic now goes", 15 * S),
+        "{}",
+        g.logs()
+    );
+    let r = g.get("/");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("maxConnections (2)"), "{}", r.text());
+    // A place freed is a place again: nothing more was taken away.
+    drop(held);
+    assert!(wait_until(5 * S, || g.get("/").status == 200));
+}
+
+#[test]
+fn a_setting_that_needs_a_restart_says_so_by_name() {
+    let site = Site::new("restartonly");
+    site.testapp_config("serve", "", &[("workerThreads", "2")]);
+    let g = Gateway::start(&site.dir, &[]);
+    // Serving, so the watcher has taken its first look at web.config.
+    assert!(app_pid(&g).is_some(), "{}", g.logs());
+    site.testapp_config("serve", "", &[("workerThreads", "3")]);
+    assert!(g.wait_log("workerThreads changed", 10 * S), "{}", g.logs());
+    let line = g
+        .logs()
+        .lines()
+        .find(|l| l.contains("workerThreads changed"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(line.contains("WARN") && line.contains("restart"), "{line}");
+}
+
+/// Names of the stdout log files in `dir`, with each one's size.
+fn log_files(dir: &std::path::Path) -> Vec<(String, u64)> {
+    let mut files: Vec<(String, u64)> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    let size = e.metadata().ok()?.len();
+                    Some((e.file_name().to_string_lossy().into_owned(), size))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+#[test]
+fn stdout_log_rotates_and_debug_copies_cannot_flood() {
+    let site = Site::new("rotate");
+    let chatty = repo_root().join("fixtures/backends/chatty.py");
+    site.web_config(
+        &format!(
+            "processPath=\"python3\" arguments=\"{} --mode serve\" stdoutLogEnabled=\"true\" stdoutLogFile=\".\\logs\\py\"",
+            chatty.display()
+        ),
+        "",
+        &[("stdoutLogMaxBytes", "65536"), ("stdoutLogMaxFiles", "3")],
+    );
+    let g = Gateway::start(&site.dir, &[]);
+    assert!(
+        wait_until(30 * S, || site.path("chatty-done").exists()),
+        "{}",
+        g.logs()
+    );
+    let pid = app_pid(&g).unwrap();
+    // 2 MiB in 64 KiB files: the 33rd file (sequence 32) holds the end.
+    let last = format!("_{pid}.32.log");
+    assert!(
+        wait_until(10 * S, || log_files(&site.path("logs"))
+            .iter()
+            .any(|(n, _)| n.ends_with(&last))),
+        "{:?}",
+        log_files(&site.path("logs"))
+    );
+    let files = log_files(&site.path("logs"));
+    assert_eq!(files.len(), 3, "{files:?}");
+    for (name, size) in &files {
+        assert!(
+            name.starts_with("py_") && name.contains(&format!("_{pid}.")),
+            "{name}"
+        );
+        assert!(*size <= 65536, "{name} is {size} bytes");
+    }
+    // The debug copy is bounded: lines cut, the excess counted, not shown.
+    let logs = g.logs();
+    assert!(logs.contains("more bytes)"), "no cut line");
+    assert!(g.wait_log("app output lines not shown in the debug log", 5 * S));
+    let copied = logs.lines().filter(|l| l.contains("app: chatty ")).count();
+    assert!(copied < 2000, "{copied} lines copied into the debug log");
+}
+
+/// Daemon pids the daemonizing fixture wrote so far.
+fn daemon_pids(site: &Site) -> Vec<u32> {
+    std::fs::read_to_string(site.path("daemon.pids"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+fn daemonizing_site(name: &str) -> Site {
+    let site = Site::new(name);
+    let app = repo_root().join("fixtures/backends/daemonizing.py");
+    site.web_config(
+        &format!(
+            "processPath=\"python3\" arguments=\"{} --mode serve\"",
+            app.display()
+        ),
+        "",
+        &[],
+    );
+    site
+}
+
+/// Waits for the `n`th daemon and for hpgate to have adopted it.
+fn adopted_daemon(g: &Gateway, site: &Site, n: usize) -> u32 {
+    assert!(
+        wait_until(20 * S, || daemon_pids(site).len() >= n),
+        "{}",
+        g.logs()
+    );
+    let pid = daemon_pids(site)[n - 1];
+    let line = format!("pid={pid}");
+    assert!(
+        wait_until(10 * S, || g
+            .logs()
+            .lines()
+            .any(|l| l.contains("adopted orphan process") && l.contains(&line))),
+        "daemon {pid} not adopted: {}",
+        g.logs()
+    );
+    pid
+}
+
+#[test]
+fn daemons_stop_with_their_app_and_with_hpgate() {
+    let site = daemonizing_site("daemons");
+    let mut g = Gateway::start(&site.dir, &[]);
+    let mut last = adopted_daemon(&g, &site, 1);
+    for n in 2..=4 {
+        let _ = g.get("/crash");
+        let next = adopted_daemon(&g, &site, n);
+        assert!(
+            wait_until(10 * S, || !pid_alive(last)),
+            "daemon {last} outlived its app's crash"
+        );
+        last = next;
+    }
+    let alive: Vec<u32> = daemon_pids(&site)
+        .into_iter()
+        .filter(|p| pid_alive(*p))
+        .collect();
+    assert_eq!(alive, [last], "daemons accumulate");
+    assert_eq!(g.stop(20 * S), Some(0));
+    assert!(
+        wait_until(5 * S, || !pid_alive(last)),
+        "daemon {last} outlived hpgate"
+    );
+}
+
+#[test]
+fn daemons_die_when_hpgate_is_killed() {
+    let site = daemonizing_site("daemonkill");
+    let mut g = Gateway::start(&site.dir, &[]);
+    let daemon = adopted_daemon(&g, &site, 1);
+    g.signal("KILL");
+    let _ = g.wait_exit(10 * S);
+    assert!(
+        wait_until(10 * S, || !pid_alive(daemon)),
+        "daemon {daemon} outlived a SIGKILLed hpgate"
+    );
 }

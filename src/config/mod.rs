@@ -5,6 +5,7 @@
 //! turning every problem into a positioned [`ConfigError`]. It must not
 //! start anything: loading is pure apart from reading files and PATH.
 
+mod command;
 mod error;
 mod paths;
 mod settings;
@@ -75,9 +76,16 @@ pub fn load(src: &Sources, env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
     let mut errors = Vec::new();
 
     let mut detailed_errors_set = false;
+    let mut at = Positions::default();
     if let Some(path) = &file {
-        detailed_errors_set =
-            read_web_config(&mut cfg, path, !src.command.is_empty(), env, &mut errors);
+        detailed_errors_set = read_web_config(
+            &mut cfg,
+            path,
+            !src.command.is_empty(),
+            env,
+            &mut errors,
+            &mut at,
+        );
         cfg.config_file = Some(path.clone());
     }
 
@@ -88,6 +96,13 @@ pub fn load(src: &Sources, env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
     }
     if !cfg.process_path.is_empty() {
         cfg.process_path = settings::resolve_process_path(&cfg.site_root, &cfg.process_path);
+        if !src.command.is_empty() {
+            at = Positions {
+                process_path: Some(Origin::Flag("--")),
+                arguments: Some(Origin::Flag("--")),
+            };
+        }
+        check_command(&cfg, at, &mut errors);
     }
 
     let mut flag = |value: &Option<(String, Origin)>,
@@ -127,6 +142,36 @@ pub fn load(src: &Sources, env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
     }
 }
 
+/// Where processPath and arguments were set, for errors found after reading.
+#[derive(Debug, Default)]
+struct Positions {
+    process_path: Option<Origin>,
+    arguments: Option<Origin>,
+}
+
+/// Refuses a program that cannot run and arguments over the OS limits, at
+/// the place they were set. A Windows path on Unix is left to
+/// [`Config::check_runnable`], so IIS files still load in `hpgate config`.
+fn check_command(cfg: &Config, at: Positions, errors: &mut Vec<ConfigError>) {
+    let fallback = || {
+        cfg.config_file
+            .clone()
+            .map(Origin::WholeFile)
+            .unwrap_or(Origin::Flag("--"))
+    };
+    let windows_path_here = cfg!(unix) && is_windows_absolute(&cfg.process_path);
+    if !windows_path_here {
+        if let Err(msg) = command::check_program(&cfg.process_path) {
+            let origin = at.process_path.unwrap_or_else(fallback);
+            errors.push(ConfigError::new(origin, format!("processPath: {msg}")));
+        }
+    }
+    if let Err(msg) = command::check_size(&cfg.process_path, &cfg.argv) {
+        let origin = at.arguments.unwrap_or_else(fallback);
+        errors.push(ConfigError::new(origin, format!("arguments: {msg}")));
+    }
+}
+
 /// Collects problems with their file positions.
 struct FileProblems<'a> {
     path: &'a Path,
@@ -134,17 +179,21 @@ struct FileProblems<'a> {
     errors: &'a mut Vec<ConfigError>,
 }
 
+impl FileProblems<'_> {
+    fn origin(&self, offset: usize) -> Origin {
+        let (line, column) = line_column(self.text, offset);
+        Origin::File {
+            path: self.path.to_path_buf(),
+            line,
+            column,
+        }
+    }
+}
+
 impl Problems for FileProblems<'_> {
     fn at(&mut self, offset: usize, message: String) {
-        let (line, column) = line_column(self.text, offset);
-        self.errors.push(ConfigError::new(
-            Origin::File {
-                path: self.path.to_path_buf(),
-                line,
-                column,
-            },
-            message,
-        ));
+        let origin = self.origin(offset);
+        self.errors.push(ConfigError::new(origin, message));
     }
 }
 
@@ -155,18 +204,48 @@ fn read_web_config(
     have_command: bool,
     env: &dyn Fn(&str) -> Option<String>,
     errors: &mut Vec<ConfigError>,
+    at: &mut Positions,
 ) -> bool {
-    let bytes = match std::fs::read(path) {
+    let bytes = match read_capped(path) {
         Ok(b) => b,
-        Err(e) => {
+        Err(message) => {
             errors.push(ConfigError::new(
                 Origin::WholeFile(path.to_path_buf()),
-                format!("cannot read the file: {e}"),
+                message,
             ));
             return false;
         }
     };
-    read_web_config_bytes(cfg, path, &bytes, have_command, env, errors)
+    read_web_config_bytes(cfg, path, &bytes, have_command, env, errors, at)
+}
+
+/// The largest web.config hpgate reads. Real ones are a few KiB; parsing
+/// keeps several copies of the text, so a huge file would cost many times
+/// its size in memory.
+pub const MAX_WEB_CONFIG_BYTES: u64 = 10 * 1024 * 1024;
+
+/// Reads the file, refusing one over [`MAX_WEB_CONFIG_BYTES`] before
+/// loading it (and, should it grow meanwhile, without reading past the cap).
+fn read_capped(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let too_big = |size: u64| {
+        format!(
+            "the file is {size} bytes; hpgate reads web.config files of at most {MAX_WEB_CONFIG_BYTES} bytes (10 MiB)"
+        )
+    };
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read the file: {e}"))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if size > MAX_WEB_CONFIG_BYTES {
+        return Err(too_big(size));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(MAX_WEB_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read the file: {e}"))?;
+    if bytes.len() as u64 > MAX_WEB_CONFIG_BYTES {
+        return Err(too_big(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 /// Parses web.config content as if read from `path` (used directly by the
@@ -175,7 +254,16 @@ pub fn load_bytes(path: &Path, bytes: &[u8]) -> Result<Config, ConfigErrors> {
     let site_root = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut cfg = Config::defaults(site_root);
     let mut errors = Vec::new();
-    read_web_config_bytes(&mut cfg, path, bytes, false, &|_| None, &mut errors);
+    let mut at = Positions::default();
+    read_web_config_bytes(
+        &mut cfg,
+        path,
+        bytes,
+        false,
+        &|_| None,
+        &mut errors,
+        &mut at,
+    );
     if errors.is_empty() {
         Ok(cfg)
     } else {
@@ -190,6 +278,7 @@ fn read_web_config_bytes(
     have_command: bool,
     env: &dyn Fn(&str) -> Option<String>,
     errors: &mut Vec<ConfigError>,
+    at: &mut Positions,
 ) -> bool {
     let text = match xml::decode(bytes) {
         Ok(t) => t,
@@ -238,6 +327,8 @@ fn read_web_config_bytes(
     match platforms.first() {
         Some(el) => {
             settings::apply_http_platform(cfg, el, env, &mut problems);
+            at.process_path = el.attr("processPath").map(|a| problems.origin(a.offset));
+            at.arguments = el.attr("arguments").map(|a| problems.origin(a.offset));
             let missing = el
                 .attr("processPath")
                 .is_none_or(|a| a.value.trim().is_empty());

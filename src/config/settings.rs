@@ -80,6 +80,10 @@ pub struct Config {
     pub socket_io_affinity: bool,
     /// Threads that run the proxy (0: one per CPU). Needs a restart.
     pub worker_threads: u64,
+    /// Size at which the stdout log continues in a new file.
+    pub stdout_log_max_bytes: u64,
+    /// Files kept per process start (the current one included).
+    pub stdout_log_max_files: u64,
 }
 
 /// The attributes `<httpPlatform>` accepts, as IIS's schema names them.
@@ -120,6 +124,8 @@ pub const APP_SETTINGS: &[&str] = &[
     "socketIoPath",
     "socketIoAffinity",
     "workerThreads",
+    "stdoutLogMaxBytes",
+    "stdoutLogMaxFiles",
 ];
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8086";
@@ -167,6 +173,8 @@ impl Config {
             socket_io_path: "/socket.io/".into(),
             socket_io_affinity: true,
             worker_threads: 0,
+            stdout_log_max_bytes: 64 * 1024 * 1024,
+            stdout_log_max_files: 5,
         }
     }
 }
@@ -255,7 +263,7 @@ fn apply_attribute(
         "processPath" => cfg.process_path = paths::expand_env(v, env),
         "arguments" => {
             cfg.arguments = paths::expand_env(v, env);
-            cfg.argv = values::split_arguments(&cfg.arguments);
+            cfg.argv = values::split_arguments(&cfg.arguments).map_err(|e| e.to_string())?;
         }
         "startupTimeLimit" => cfg.startup_time_limit = values::number(v, 0, 3600, "seconds")?,
         "startupRetryCount" => cfg.startup_retry_count = values::number(v, 0, 100, "a count")?,
@@ -400,6 +408,10 @@ pub fn apply_app_setting(cfg: &mut Config, name: &str, raw: &str) -> Result<(), 
         }
         "socketIoAffinity" => cfg.socket_io_affinity = values::boolean(raw)?,
         "workerThreads" => cfg.worker_threads = parse_worker_threads(raw)?,
+        "stdoutLogMaxBytes" => {
+            cfg.stdout_log_max_bytes = values::number(raw, 64 * 1024, 1024 * 1024 * MIB, "bytes")?
+        }
+        "stdoutLogMaxFiles" => cfg.stdout_log_max_files = values::number(raw, 1, 1000, "a count")?,
         _ => unreachable_key(key)?,
     }
     Ok(())

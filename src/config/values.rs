@@ -145,53 +145,120 @@ impl LogFormat {
     }
 }
 
-/// Splits an `arguments` string into argv the way a Windows command line is
-/// split (web.config files are written for Windows): white space separates,
-/// double quotes group, `\"` is a literal quote, other backslashes are kept.
-pub fn split_arguments(s: &str) -> Vec<String> {
+/// An `arguments` value whose last quote is never closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnclosedQuote {
+    /// 1-based character position of the opening quote.
+    pub at: usize,
+}
+
+impl std::fmt::Display for UnclosedQuote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "unbalanced quote: the \" at character {} opens a quoted part that is never closed; close it, or write \\\" for a literal quote",
+            self.at
+        )
+    }
+}
+
+/// Splits an `arguments` string into argv, refusing an unclosed quote.
+/// See [`split_windows`] for the rules.
+pub fn split_arguments(s: &str) -> Result<Vec<String>, UnclosedQuote> {
+    match split_windows(s) {
+        (args, None) => Ok(args),
+        (_, Some(at)) => Err(UnclosedQuote { at }),
+    }
+}
+
+/// Splits a command line the way Windows' `CommandLineToArgvW` and the
+/// Microsoft C runtime since 2008 do (web.config files are written for
+/// Windows): spaces and tabs (and line breaks) separate arguments outside
+/// quotes; 2n backslashes before a `"` give n backslashes and the quote
+/// starts or ends a quoted part; 2n+1 backslashes before a `"` give n
+/// backslashes and a literal `"`; backslashes elsewhere are literal; `""`
+/// inside a quoted part is a literal `"` and the part goes on. Also returns
+/// the 1-based character position of a quote left open at the end.
+pub fn split_windows(s: &str) -> (Vec<String>, Option<usize>) {
+    let chars: Vec<char> = s.chars().collect();
     let mut args = Vec::new();
     let mut cur = String::new();
     let mut in_arg = false;
-    let mut quoted = false;
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
+    let mut open: Option<usize> = None;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\\' {
+            let run = chars[i..].iter().take_while(|&&b| b == '\\').count();
+            i += run;
+            in_arg = true;
+            if chars.get(i) == Some(&'"') {
+                cur.extend(std::iter::repeat_n('\\', run / 2));
+                if run % 2 == 1 {
+                    cur.push('"');
+                    i += 1;
+                }
+            } else {
+                cur.extend(std::iter::repeat_n('\\', run));
+            }
+            continue;
+        }
         match c {
-            '\\' if chars.peek() == Some(&'"') => {
-                chars.next();
+            '"' if open.is_some() && chars.get(i + 1) == Some(&'"') => {
                 cur.push('"');
-                in_arg = true;
+                i += 1;
             }
-            '"' => {
-                quoted = !quoted;
-                in_arg = true;
-            }
-            c if c.is_whitespace() && !quoted => {
+            '"' => open = if open.is_some() { None } else { Some(i + 1) },
+            ' ' | '\t' | '\n' | '\r' if open.is_none() => {
                 if in_arg {
                     args.push(std::mem::take(&mut cur));
-                    in_arg = false;
                 }
+                in_arg = false;
+                i += 1;
+                continue;
             }
-            c => {
-                cur.push(c);
-                in_arg = true;
-            }
+            c => cur.push(c),
         }
+        in_arg = true;
+        i += 1;
     }
     if in_arg {
         args.push(cur);
     }
-    args
+    (args, open)
 }
 
-/// Joins argv back into one `arguments` string (for display only).
+/// Joins argv back into one `arguments` string (for display only) that
+/// [`split_arguments`] turns back into the same argv.
 pub fn join_arguments(args: &[String]) -> String {
     args.iter()
         .map(|a| {
-            if a.is_empty() || a.contains(char::is_whitespace) || a.contains('"') {
-                format!("\"{}\"", a.replace('"', "\\\""))
-            } else {
-                a.clone()
+            if !a.is_empty() && !a.contains([' ', '\t', '\n', '\r', '"']) {
+                return a.clone();
             }
+            let mut out = String::from("\"");
+            let mut backslashes = 0;
+            for c in a.chars() {
+                match c {
+                    '\\' => backslashes += 1,
+                    '"' => {
+                        // Double the run before a quote and escape the quote.
+                        out.extend(std::iter::repeat_n('\\', backslashes * 2 + 1));
+                        backslashes = 0;
+                    }
+                    _ => {
+                        out.extend(std::iter::repeat_n('\\', backslashes));
+                        backslashes = 0;
+                    }
+                }
+                if c != '\\' {
+                    out.push(c);
+                }
+            }
+            // A run before the closing quote must be doubled too.
+            out.extend(std::iter::repeat_n('\\', backslashes * 2));
+            out.push('"');
+            out
         })
         .collect::<Vec<_>>()
         .join(" ")
@@ -252,10 +319,14 @@ mod tests {
         assert!(LogFormat::parse("xml").is_err());
     }
 
+    fn split(s: &str) -> Vec<String> {
+        split_arguments(s).unwrap()
+    }
+
     #[test]
     fn argument_splitting() {
         assert_eq!(
-            split_arguments("-m waitress --port %HTTP_PLATFORM_PORT% wsgi:application"),
+            split("-m waitress --port %HTTP_PLATFORM_PORT% wsgi:application"),
             [
                 "-m",
                 "waitress",
@@ -265,11 +336,58 @@ mod tests {
             ]
         );
         assert_eq!(
-            split_arguments(r#""C:\Program Files\app.py" --name "a \"b\"" """#),
+            split(r#""C:\Program Files\app.py" --name "a \"b\"" """#),
             [r"C:\Program Files\app.py", "--name", "a \"b\"", ""]
         );
-        assert!(split_arguments("   ").is_empty());
-        let args = vec!["a b".to_string(), "c".to_string(), String::new()];
-        assert_eq!(split_arguments(&join_arguments(&args)), args);
+        assert!(split("   ").is_empty());
+        // The port must not land inside another argument.
+        assert_eq!(
+            split(r#"e\\\\"f g" %HTTP_PLATFORM_PORT%"#),
+            [r"e\\f g", "%HTTP_PLATFORM_PORT%"]
+        );
+    }
+
+    /// Microsoft's "Parsing C command-line arguments" table.
+    #[test]
+    fn microsoft_examples() {
+        let table: [(&str, &[&str]); 5] = [
+            (r#""a b c" d e"#, &["a b c", "d", "e"]),
+            (r#""ab\"c" "\\" d"#, &["ab\"c", "\\", "d"]),
+            (r#"a\\\d"e f"g h"#, &[r"a\\\de fg", "h"]),
+            (r#"a\\\"b c d"#, &[r#"a\"b"#, "c", "d"]),
+            (r#"a\\\\"b c" d e"#, &[r"a\\b c", "d", "e"]),
+        ];
+        for (line, want) in table {
+            assert_eq!(
+                split_windows(line),
+                (want.iter().map(|s| s.to_string()).collect(), None),
+                "{line}"
+            );
+        }
+        // `""` inside quotes is a literal quote and the quoted part goes on
+        // (the post-2008 rule), so this one ends inside quotes.
+        assert_eq!(
+            split_windows(r#"a"b"" c d"#),
+            (vec![r#"ab" c d"#.to_string()], Some(2))
+        );
+    }
+
+    #[test]
+    fn an_unclosed_quote_is_an_error() {
+        assert_eq!(
+            split_arguments(r#"a"b"" c d"#),
+            Err(UnclosedQuote { at: 2 })
+        );
+        assert_eq!(split_arguments(r#"x "y"#), Err(UnclosedQuote { at: 3 }));
+        assert!(split_arguments(r#"x \"y"#).is_ok());
+    }
+
+    #[test]
+    fn joined_arguments_split_back() {
+        let args: Vec<String> = ["a b", "c", "", r"d\", r#"e\"f"#, r"g\\h", "\"", r"x y\"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(split(&join_arguments(&args)), args);
     }
 }

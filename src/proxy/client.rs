@@ -6,22 +6,26 @@
 //! client connection too, and holds two file descriptors like any other.
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::guard::UpgradeGate;
 use super::headers::Peer;
 
 pub struct Client {
     pub peer: Peer,
     place: Mutex<Option<OwnedSemaphorePermit>>,
+    /// Tells the smuggling guard whether an upgrade request switched.
+    pub gate: Arc<UpgradeGate>,
 }
 
 impl Client {
-    pub fn new(addr: SocketAddr, place: OwnedSemaphorePermit) -> Client {
+    pub fn new(addr: SocketAddr, place: OwnedSemaphorePermit, gate: Arc<UpgradeGate>) -> Client {
         Client {
             peer: Peer::new(addr),
             place: Mutex::new(Some(place)),
+            gate,
         }
     }
 

@@ -36,6 +36,10 @@ pub enum ProxyError {
     HeadersTooLarge(String),
     #[error("request line too long: {0}")]
     UriTooLong(String),
+    #[error("not implemented: transfer coding \"{0}\" (hpgate accepts only chunked)")]
+    CodingNotImplemented(String),
+    #[error("not implemented: method {0} (hpgate is a gateway to one app, not a forward proxy)")]
+    MethodNotImplemented(&'static str),
 }
 
 fn secs_text(s: u64) -> String {
@@ -72,13 +76,53 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            ProxyError::CodingNotImplemented(_) | ProxyError::MethodNotImplemented(_) => {
+                StatusCode::NOT_IMPLEMENTED
+            }
         }
     }
 
     /// Client errors close the connection: after a malformed request the
-    /// stream position cannot be trusted (request smuggling).
+    /// stream position cannot be trusted (request smuggling). So does a
+    /// refused transfer coding: its body was not read.
     pub fn closes_connection(&self) -> bool {
-        self.status().is_client_error()
+        self.status().is_client_error() || self.status() == StatusCode::NOT_IMPLEMENTED
+    }
+
+    /// The plain-text page as raw HTTP/1.1 bytes with `Connection: close`,
+    /// for the smuggling guard, which answers below hyper.
+    pub fn to_wire(&self) -> Vec<u8> {
+        let status = self.status();
+        let body = self.text_body(String::new());
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("Error"),
+            body.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(body.as_bytes());
+        out
+    }
+
+    fn title(&self) -> &'static str {
+        let status = self.status();
+        match status {
+            StatusCode::BAD_GATEWAY => "502 Bad Gateway: the app could not answer",
+            StatusCode::SERVICE_UNAVAILABLE => "503 Service Unavailable",
+            StatusCode::GATEWAY_TIMEOUT => "504 Gateway Timeout: the app took too long",
+            _ => status.canonical_reason().unwrap_or("error"),
+        }
+    }
+
+    fn text_body(&self, tail: String) -> String {
+        let mut s = format!("{}\n{self}\n", self.title());
+        if !tail.is_empty() {
+            s.push_str("\nLast output of the app:\n");
+            s.push_str(&tail);
+            s.push('\n');
+        }
+        s
     }
 
     /// Renders the error page. `html` when the client accepts it.
@@ -95,13 +139,8 @@ impl ProxyError {
             }
             _ => String::new(),
         };
-        let title = match status {
-            StatusCode::BAD_GATEWAY => "502 Bad Gateway: the app could not answer",
-            StatusCode::SERVICE_UNAVAILABLE => "503 Service Unavailable",
-            StatusCode::GATEWAY_TIMEOUT => "504 Gateway Timeout: the app took too long",
-            _ => status.canonical_reason().unwrap_or("error"),
-        };
         let body = if html {
+            let title = self.title();
             let mut s = format!(
                 "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head><body><h1>{t}</h1><p>{m}</p>",
                 t = escape(title),
@@ -115,13 +154,7 @@ impl ProxyError {
             s.push_str("<hr><p>hpgate</p></body></html>\n");
             s
         } else {
-            let mut s = format!("{title}\n{message}\n");
-            if !tail.is_empty() {
-                s.push_str("\nLast output of the app:\n");
-                s.push_str(&tail);
-                s.push('\n');
-            }
-            s
+            self.text_body(tail)
         };
         let ctype = if html {
             "text/html; charset=utf-8"

@@ -21,7 +21,9 @@ use super::app_io;
 use super::body::{AccessLog, Activity, ClientStalled, RequestBody, ResponseBody, Upstream};
 use super::client::Client;
 use super::error::{ProxyError, UnavailableDisplay};
+use super::guard::Decision;
 use super::headers::{self, Peer};
+use super::host;
 use super::pool::{Conn, ConnectError, Pool};
 use super::websocket;
 use crate::config::Config;
@@ -53,6 +55,12 @@ pub async fn handle(
     client: Arc<Client>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let start = Instant::now();
+    // The guard holds what follows an upgrade request until it knows
+    // whether the protocol switched; dropped without a 101 it stays HTTP.
+    let upgrade = req
+        .headers()
+        .contains_key(header::UPGRADE)
+        .then(|| Decision::new(&client.gate));
     let cfg = gw.sup.config();
     let html = accepts_html(&req);
     let method = req.method().clone();
@@ -73,6 +81,9 @@ pub async fn handle(
         }
     };
     let status = resp.status().as_u16();
+    if let Some(d) = upgrade.filter(|_| status == 101) {
+        d.switched();
+    }
     resp.body_mut().set_log(AccessLog {
         method,
         path,
@@ -99,7 +110,7 @@ async fn forward(
     client: &Client,
 ) -> Result<(Response<ResponseBody>, Option<u32>), ProxyError> {
     check_limits(cfg, &req)?;
-    headers::check_framing(req.headers())?;
+    host::check(req.version(), req.headers())?;
     if websocket::is_upgrade(&req) {
         return websocket::handle(gw, cfg, req, client).await;
     }
@@ -108,7 +119,7 @@ async fn forward(
     let limit = (cfg.request_timeout > 0).then(|| Duration::from_secs(cfg.request_timeout));
     let activity = Activity::new();
     let (mut parts, body) = req.into_parts();
-    prepare_upstream_head(cfg, &mut parts, peer, false);
+    prepare_upstream_head(cfg, &mut parts, peer, false)?;
 
     let session = Session::of(gw, cfg, &parts);
     let (backend, conn) = pick_and_connect(gw, session.pid).await?;
@@ -214,11 +225,13 @@ pub(super) fn prepare_upstream_head(
     parts: &mut http::request::Parts,
     peer: &Peer,
     keep_upgrade: bool,
-) {
+) -> Result<(), ProxyError> {
+    host::from_target(&parts.uri, &mut parts.headers)?;
     headers::strip_hop_by_hop(&mut parts.headers, keep_upgrade);
     headers::strip_spoofable(&mut parts.headers);
     headers::add_forwarded(&mut parts.headers, peer, cfg.trust_forwarded_headers);
     parts.version = Version::HTTP_11;
+    Ok(())
 }
 
 /// Puts the request in origin form for the app (the path and query stay

@@ -1,55 +1,13 @@
 //! Header rules of the forwarding path (RFC 9110 section 7.6.1 and the
 //! de-facto X-Forwarded-* set).
 //!
-//! Owns: request framing checks that hyper leaves to the application
-//! (smuggling vectors), hop-by-hop removal in both directions, the
+//! Owns: hop-by-hop removal in both directions, the
 //! forwarding headers, and the anti-spoofing strip. Pure functions over
 //! header maps; no I/O.
 
 use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-
-use super::error::ProxyError;
-
-/// Rejects framing that two parsers could read differently. hyper's own
-/// parser already refuses obs-fold, whitespace before the colon, bad
-/// chunk sizes and conflicting Content-Length values; these are the cases
-/// it tolerates.
-pub fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
-    let cl: Vec<&HeaderValue> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
-    let te: Vec<&HeaderValue> = headers.get_all(header::TRANSFER_ENCODING).iter().collect();
-    if !cl.is_empty() && !te.is_empty() {
-        return Err(ProxyError::BadRequest(
-            "both Content-Length and Transfer-Encoding are present",
-        ));
-    }
-    if cl.len() > 1 || cl.iter().any(|v| v.as_bytes().contains(&b',')) {
-        return Err(ProxyError::BadRequest("Content-Length is repeated"));
-    }
-    if let Some(v) = cl.first() {
-        let ok = !v.is_empty() && v.as_bytes().iter().all(u8::is_ascii_digit);
-        if !ok {
-            return Err(ProxyError::BadRequest("Content-Length is not a number"));
-        }
-    }
-    if !te.is_empty() {
-        let codings: Vec<String> = te
-            .iter()
-            .flat_map(|v| v.to_str().unwrap_or("\u{0}").split(','))
-            .map(|c| c.trim().to_ascii_lowercase())
-            .collect();
-        let chunked_last_only = codings.last().map(String::as_str) == Some("chunked")
-            && codings.iter().filter(|c| *c == "chunked").count() == 1
-            && codings.iter().all(|c| !c.is_empty());
-        if !chunked_last_only {
-            return Err(ProxyError::BadRequest(
-                "Transfer-Encoding must end with a single chunked",
-            ));
-        }
-    }
-    Ok(())
-}
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
@@ -253,24 +211,6 @@ mod tests {
             names_and_values(&m),
             ["connection=Upgrade", "upgrade=websocket"]
         );
-    }
-
-    #[test]
-    fn framing_vectors() {
-        assert!(check_framing(&map(&[("content-length", "5")])).is_ok());
-        assert!(check_framing(&map(&[("transfer-encoding", "chunked")])).is_ok());
-        assert!(check_framing(&map(&[("transfer-encoding", "gzip, chunked")])).is_ok());
-        for bad in [
-            &[("content-length", "5"), ("transfer-encoding", "chunked")][..],
-            &[("content-length", "5"), ("content-length", "5")],
-            &[("content-length", "5, 5")],
-            &[("content-length", "+5")],
-            &[("transfer-encoding", "chunked, gzip")],
-            &[("transfer-encoding", "chunked, chunked")],
-            &[("transfer-encoding", "identity")],
-        ] {
-            assert!(check_framing(&map(bad)).is_err(), "{bad:?}");
-        }
     }
 
     #[test]

@@ -10,10 +10,11 @@ mod body;
 mod client;
 mod error;
 mod forward;
+mod guard;
 mod headers;
+mod host;
 mod pool;
 mod server;
-mod strict_io;
 pub mod websocket;
 
 pub use forward::Gateway;

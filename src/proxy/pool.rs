@@ -224,11 +224,33 @@ mod tests {
         // The process behind `a` goes away; its connections close.
         server_a.abort();
         let _ = server_a.await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        // Any later hand-back sweeps the dead list out.
+        let closed = || {
+            let idle = pool.idle.lock().unwrap();
+            idle.by_addr[&a].iter().all(|i| i.tx.is_closed())
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !closed() {
+            assert!(
+                Instant::now() < deadline,
+                "the closed connection was never noticed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // A later hand-back sweeps the dead list out; sweeps run once per
+        // idle timeout (200 ms here), so the first hand-backs may come early.
         let (b, _server_b) = holder().await;
-        let other = pool.get(b).await.unwrap();
-        pool.put(other);
-        assert_eq!(pool.addresses(), 1, "only the live process's list is left");
+        loop {
+            let other = pool.get(b).await.unwrap();
+            pool.put(other);
+            let only_b = {
+                let lists = pool.idle.lock().unwrap();
+                lists.by_addr.len() == 1 && lists.by_addr.contains_key(&b)
+            };
+            if only_b {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the dead list was never swept");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }

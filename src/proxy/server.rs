@@ -1,8 +1,9 @@
 //! The listener: accepts client connections and serves HTTP/1 on each.
 //!
 //! Owns connection-level limits (max concurrent connections, header read
-//! timeout, head size) and the drain on shutdown: stop accepting, let
-//! in-flight requests finish within the grace period, then return. It must
+//! timeout, head size), taken from the serving configuration for each new
+//! connection, and the drain on shutdown: stop accepting, let in-flight
+//! requests finish within shutdownTimeLimit, then return. It must
 //! not look inside requests; `forward.rs` does.
 
 use std::net::SocketAddr;
@@ -14,59 +15,38 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::client::Client;
 use super::forward::{handle, Gateway};
-use super::strict_io::StrictIo;
+use super::guard::{GuardedIo, UpgradeGate};
+use crate::config::Config;
 
-/// Serves until `shutdown` is cancelled, then drains for up to `grace`.
-pub async fn serve(
-    listener: TcpListener,
-    gw: Arc<Gateway>,
-    shutdown: CancellationToken,
-    grace: Duration,
-) {
-    let cfg = gw.sup.config();
-    let mut builder = http1::Builder::new();
-    // hyper uses one timer for a request head and for the wait for the next
-    // request on a kept-alive connection; the shorter of the two limits wins.
-    let head_timeout = cfg.header_read_timeout.min(cfg.keep_alive_timeout.max(1));
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(head_timeout))
-        .keep_alive(cfg.keep_alive_timeout > 0)
-        .max_headers(cfg.max_request_headers as usize + 1)
-        // Room for the line and headers; exact limits (414/431) are
-        // checked per request so each gets its own status.
-        .max_buf_size(
-            (cfg.max_request_header_bytes + cfg.max_request_line_bytes + 1024).max(8192) as usize,
-        )
-        // A client may shut its sending side once its request is out (`nc
-        // -N`, load balancers' health checks): it still gets its answer. An
-        // incomplete request is abandoned all the same (hyper sees the EOF
-        // while it still needs bytes). The price, as in HAProxy without
-        // abortonclose: a client that closes completely while the app works
-        // is noticed when the answer is written, not before.
-        .half_close(true);
-    let permits = Arc::new(Semaphore::new(cfg.max_connections as usize));
+/// Serves until `shutdown` is cancelled, then drains for up to
+/// shutdownTimeLimit.
+pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, shutdown: CancellationToken) {
+    let mut settings = AcceptSettings::new(gw.sup.config());
     let connections = TaskTracker::new();
     let mut accept_errors = AcceptErrors::default();
 
     while let Some((stream, peer)) = accept(&listener, &shutdown, &mut accept_errors).await {
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tokio::spawn(reject_busy(stream, cfg.max_connections));
+        // A recycle may have brought new limits: new connections get them.
+        settings.follow(gw.sup.config());
+        let Some(permit) = settings.place() else {
+            tokio::spawn(reject_busy(stream, settings.cfg.max_connections));
             continue;
         };
         let _ = stream.set_nodelay(true);
         let gw = gw.clone();
         // The client owns its place under maxConnections from here on.
-        let client = Arc::new(Client::new(peer, permit));
+        let gate = Arc::new(UpgradeGate::default());
+        let client = Arc::new(Client::new(peer, permit, gate.clone()));
         let svc = service_fn(move |req| handle(gw.clone(), req, client.clone()));
-        let conn = builder
-            .serve_connection(TokioIo::new(StrictIo::new(stream)), svc)
+        let conn = settings
+            .builder
+            .serve_connection(TokioIo::new(GuardedIo::new(stream, gate)), svc)
             .with_upgrades();
         let stop = shutdown.clone();
         connections.spawn(async move {
@@ -86,6 +66,8 @@ pub async fn serve(
     }
     drop(listener);
     connections.close();
+    // The same deadline lifecycle.rs gives the WebSockets and the processes.
+    let grace = Duration::from_secs(gw.sup.config().shutdown_time_limit);
     if tokio::time::timeout(grace, connections.wait())
         .await
         .is_err()
@@ -179,6 +161,85 @@ impl AcceptErrors {
         self.count = 0;
         self.since = Some(now);
     }
+}
+
+/// What accepting a connection takes from the configuration, kept in step
+/// with the configuration serving (it changes when a recycle completes).
+struct AcceptSettings {
+    cfg: Arc<Config>,
+    builder: http1::Builder,
+    places: Arc<Semaphore>,
+    /// Places still to take away: maxConnections was lowered below the
+    /// number of connections open, so they go as those connections end.
+    owed: usize,
+}
+
+impl AcceptSettings {
+    fn new(cfg: Arc<Config>) -> AcceptSettings {
+        AcceptSettings {
+            builder: http1_builder(&cfg),
+            places: Arc::new(Semaphore::new(cfg.max_connections as usize)),
+            owed: 0,
+            cfg,
+        }
+    }
+
+    /// Takes up `cfg` unless it is the one in use.
+    fn follow(&mut self, cfg: Arc<Config>) {
+        if Arc::ptr_eq(&cfg, &self.cfg) {
+            return;
+        }
+        let (old, new) = (
+            self.cfg.max_connections as usize,
+            cfg.max_connections as usize,
+        );
+        if new >= old {
+            let repaid = (new - old).min(self.owed);
+            self.owed -= repaid;
+            self.places.add_permits(new - old - repaid);
+        } else {
+            self.owed += old - new;
+        }
+        self.builder = http1_builder(&cfg);
+        self.cfg = cfg;
+    }
+
+    /// A place under maxConnections, if one is free.
+    fn place(&mut self) -> Option<OwnedSemaphorePermit> {
+        if self.owed > 0 {
+            self.owed -= self.places.forget_permits(self.owed);
+            // A place freed right now still goes to the debt first.
+            if self.owed > 0 {
+                return None;
+            }
+        }
+        self.places.clone().try_acquire_owned().ok()
+    }
+}
+
+fn http1_builder(cfg: &Config) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    // hyper uses one timer for a request head and for the wait for the next
+    // request on a kept-alive connection; the shorter of the two limits wins.
+    let head_timeout = cfg.header_read_timeout.min(cfg.keep_alive_timeout.max(1));
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(head_timeout))
+        .keep_alive(cfg.keep_alive_timeout > 0)
+        .max_headers(cfg.max_request_headers as usize + 1)
+        // Room for the line and headers; exact limits (414/431) are
+        // checked per request so each gets its own status.
+        .max_buf_size(
+            (cfg.max_request_header_bytes + cfg.max_request_line_bytes + 1024).max(8192) as usize,
+        )
+        // A client that half-closes after a complete request (`nc -N`, load
+        // balancers' health checks) still gets its answer, and the guard's
+        // refusal of a later pipelined head waits for the answers before it
+        // (the guard ends the stream there). The price, as in HAProxy
+        // without abortonclose: a client that closes completely while the
+        // app works is noticed when the answer is written, not before.
+        .half_close(true);
+    builder
 }
 
 /// Over maxConnections: a short 503 and close, without parsing anything.

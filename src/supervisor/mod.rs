@@ -5,6 +5,7 @@
 //! from one configuration. Recycling (web.config edit) starts a new
 //! generation, switches traffic once it is ready, then stops the old one;
 //! `app_offline.htm` stops the current generation until the file goes.
+//! On shutdown every stop under way shares hpgate's one deadline.
 //! This module must not speak HTTP: the proxy renders [`Unavailable`].
 
 mod failure;
@@ -16,12 +17,14 @@ mod slot;
 mod spawn;
 pub mod watch_files;
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::watch;
+use tokio::time::Instant as Deadline;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -99,6 +102,8 @@ struct Shared {
     round_robin: AtomicUsize,
     /// Stops of retired generations still under way.
     retiring: TaskTracker,
+    /// The shutdown deadline, once hpgate is stopping (see `SlotCtx`).
+    stop_by: watch::Sender<Option<Deadline>>,
 }
 
 /// Handle to the supervisor; cheap to clone.
@@ -113,7 +118,8 @@ impl Supervisor {
         let epoch = Arc::new(watch::Sender::new(0u64));
         let rapid = Arc::new(Mutex::new(RapidFail::new(cfg.rapid_fails_per_minute)));
         let watchdog = Arc::new(os::Watchdog::start());
-        let first = spawn_generation(1, cfg, &epoch, &rapid, &watchdog);
+        let stop_by = watch::Sender::new(None);
+        let first = spawn_generation(1, cfg, &epoch, &rapid, &watchdog, &stop_by);
         Supervisor {
             shared: Arc::new(Shared {
                 current: RwLock::new(first),
@@ -125,6 +131,7 @@ impl Supervisor {
                 next_generation: AtomicU64::new(2),
                 round_robin: AtomicUsize::new(0),
                 retiring: TaskTracker::new(),
+                stop_by,
             }),
         }
     }
@@ -209,45 +216,82 @@ impl Supervisor {
             &self.shared.epoch,
             &self.shared.rapid,
             &self.shared.watchdog,
+            &self.shared.stop_by,
         )
     }
 
     /// Starts a generation from `cfg`, switches traffic to it once ready and
-    /// retires the old one. Returns false (old one kept) if it never got ready.
-    pub async fn recycle(&self, cfg: Arc<Config>) -> bool {
+    /// retires the old one. Returns false (old one kept) if it never got
+    /// ready, the site went offline meanwhile, or `abandon` completed first
+    /// (a newer configuration is waiting: the last edit wins).
+    pub async fn recycle(&self, cfg: Arc<Config>, abandon: impl Future<Output = ()>) -> bool {
         let next = self.new_generation(cfg);
-        let mut changes = self.shared.epoch.subscribe();
-        loop {
-            let all_ready = next.ready().len() == next.slots.len();
-            if all_ready || !next.pending() || self.shared.shutting_down.load(Ordering::Acquire) {
-                break;
-            }
-            if changes.changed().await.is_err() {
-                break;
-            }
-        }
-        if next.ready().is_empty() || self.shared.shutting_down.load(Ordering::Acquire) {
+        let abandoned = tokio::select! {
+            _ = self.settled(&next) => false,
+            _ = abandon => true,
+        };
+        if abandoned {
+            tracing::info!("a newer configuration came before this one was ready; starting that");
+        } else if next.ready().is_empty() || self.shared.shutting_down.load(Ordering::Acquire) {
             if let Some(f) = next.first_failure() {
                 tracing::error!(
                     "the new configuration did not start ({}); still serving with the old processes",
                     f.cause
                 );
             }
-            next.stop().await;
+        } else if self.swap_in(next.clone(), true) {
+            tracing::info!("recycled: traffic now goes to the new processes");
+            return true;
+        } else {
             return false;
         }
-        self.swap_in(next);
-        tracing::info!("recycled: traffic now goes to the new processes");
-        true
+        self.retire(next);
+        false
     }
 
-    fn swap_in(&self, next: Arc<Generation>) {
-        let old = match self.shared.current.write() {
-            Ok(mut cur) => std::mem::replace(&mut *cur, next),
-            Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), next),
+    /// Returns once every slot of `next` is ready, none is still starting,
+    /// or hpgate is stopping.
+    async fn settled(&self, next: &Generation) {
+        let mut changes = self.shared.epoch.subscribe();
+        loop {
+            let all_ready = next.ready().len() == next.slots.len();
+            if all_ready || !next.pending() || self.shared.shutting_down.load(Ordering::Acquire) {
+                return;
+            }
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Makes `next` current and retires the old generation. With
+    /// `unless_offline`, refuses (and retires `next`) while app_offline.htm
+    /// is up; checked under the lock `set_offline` reads through, so a
+    /// generation swapped in just before is still stopped by it.
+    fn swap_in(&self, next: Arc<Generation>, unless_offline: bool) -> bool {
+        let mut current = self
+            .shared
+            .current
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let refused = unless_offline && self.offline_page().is_some();
+        let retired = if refused {
+            next
+        } else {
+            std::mem::replace(&mut *current, next)
         };
-        self.bump();
-        self.shared.retiring.spawn(async move { old.stop().await });
+        drop(current);
+        if !refused {
+            self.bump();
+        }
+        self.retire(retired);
+        !refused
+    }
+
+    fn retire(&self, generation: Arc<Generation>) {
+        self.shared
+            .retiring
+            .spawn(async move { generation.stop().await });
     }
 
     /// `app_offline.htm` appeared (or its content changed): requests get
@@ -276,7 +320,7 @@ impl Supervisor {
         if let Ok(mut o) = self.shared.offline.write() {
             *o = None;
         }
-        self.swap_in(next);
+        self.swap_in(next, false);
     }
 
     pub fn is_offline(&self) -> bool {
@@ -284,13 +328,16 @@ impl Supervisor {
     }
 
     /// Stops every process: in-flight requests first, then the stop signal,
-    /// then a kill after shutdownTimeLimit.
-    pub async fn shutdown(&self) {
+    /// then a kill; all by `deadline` (a process still gets a moment
+    /// between the stop signal and the kill).
+    pub async fn shutdown(&self, deadline: Deadline) {
+        self.shared.stop_by.send_replace(Some(deadline));
         self.shared.shutting_down.store(true, Ordering::Release);
         self.bump();
         self.current().stop().await;
         self.shared.retiring.close();
         self.shared.retiring.wait().await;
+        self.shared.watchdog.stop_orphans();
     }
 }
 
@@ -300,11 +347,13 @@ fn spawn_generation(
     epoch: &Arc<watch::Sender<u64>>,
     rapid: &Arc<Mutex<RapidFail>>,
     watchdog: &Arc<os::Watchdog>,
+    stop_by: &watch::Sender<Option<Deadline>>,
 ) -> Arc<Generation> {
     let ctx = Arc::new(SlotCtx {
         cfg: cfg.clone(),
         rapid: rapid.clone(),
         watchdog: watchdog.clone(),
+        stop_by: stop_by.subscribe(),
     });
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();

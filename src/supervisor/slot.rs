@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{watch, Notify};
-use tokio::time::{sleep, timeout};
+use tokio::time::{sleep, timeout, Instant as Deadline};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -29,6 +29,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const HEALTHY_RESET: Duration = Duration::from_secs(60);
 /// How long to wait for the output pipes to drain before reporting a failure.
 const TAIL_DRAIN: Duration = Duration::from_millis(200);
+/// The least time a process gets between the stop signal and the kill, even
+/// when requests used up the whole shutdownTimeLimit.
+const TERM_MIN: Duration = Duration::from_millis(300);
 
 /// A ready process, as the proxy sees it. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -74,6 +77,9 @@ pub struct SlotCtx {
     pub cfg: Arc<Config>,
     pub rapid: Arc<Mutex<RapidFail>>,
     pub watchdog: Arc<Watchdog>,
+    /// hpgate's shutdown deadline once it is stopping: every stop under
+    /// way, a retiring generation's too, ends by then.
+    pub stop_by: watch::Receiver<Option<Deadline>>,
 }
 
 pub struct Slot {
@@ -233,7 +239,8 @@ pub async fn run(slot: Arc<Slot>, ctx: Arc<SlotCtx>, stop: CancellationToken) {
                         last = Some(failure);
                     }
                     _ = stop.cancelled() => {
-                        stop_process(running, Duration::from_secs(cfg.shutdown_time_limit)).await;
+                        let grace = Duration::from_secs(cfg.shutdown_time_limit);
+                        stop_process(running, grace, ctx.stop_by.clone()).await;
                         break;
                     }
                 }
@@ -311,28 +318,41 @@ async fn drain_tail(started: &mut Started) -> String {
     started.tail.last_lines(TAIL_LINES)
 }
 
-/// Lets in-flight requests finish, asks the group to stop, and kills it if
-/// it has not stopped within `grace`.
-async fn stop_process(mut running: Running, grace: Duration) {
+/// Lets in-flight requests finish (up to `grace`), asks the group to stop,
+/// and kills it if it has not stopped within `grace`. hpgate's shutdown
+/// deadline, once set, cuts both waits short (the process still gets
+/// TERM_MIN to exit).
+async fn stop_process(
+    mut running: Running,
+    grace: Duration,
+    mut stop_by: watch::Receiver<Option<Deadline>>,
+) {
     let Running { started, backend } = &mut running;
+    let own = Deadline::now() + grace;
     backend.retiring.cancel();
     backend.requests.close();
-    if timeout(grace, backend.requests.wait()).await.is_err() {
+    let requests = backend.requests.wait();
+    if within(requests, own, Deadline::now(), &mut stop_by)
+        .await
+        .is_none()
+    {
         tracing::warn!(
             pid = started.pid,
             "requests still running after shutdownTimeLimit; stopping the app anyway"
         );
     }
     started.guard.terminate();
-    match timeout(grace, started.child.wait()).await {
-        Ok(status) => {
+    // Outside shutdown the process gets the whole limit again to stop.
+    let (own, floor) = (Deadline::now() + grace, Deadline::now() + TERM_MIN);
+    match within(started.child.wait(), own, floor, &mut stop_by).await {
+        Some(status) => {
             tracing::info!(
                 pid = started.pid,
                 "app process stopped ({})",
                 describe_status(status)
             );
         }
-        Err(_) => {
+        None => {
             tracing::warn!(
                 pid = started.pid,
                 "app process did not stop within shutdownTimeLimit ({} s); killing it",
@@ -343,6 +363,30 @@ async fn stop_process(mut running: Running, grace: Duration) {
         }
     }
     backend.gone.cancel();
+}
+
+/// Runs `fut` until `own` or the shutdown deadline (which may come while
+/// waiting), whichever is first, but not before `floor`. None: time is up.
+async fn within<F: std::future::Future>(
+    fut: F,
+    own: Deadline,
+    floor: Deadline,
+    stop_by: &mut watch::Receiver<Option<Deadline>>,
+) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        let until = match *stop_by.borrow_and_update() {
+            Some(d) => own.min(d),
+            None => own,
+        }
+        .max(floor);
+        tokio::select! {
+            out = fut.as_mut() => return Some(out),
+            _ = tokio::time::sleep_until(until) => return None,
+            // A closed channel (hpgate is ending anyway) just disables this.
+            Ok(()) = stop_by.changed() => {}
+        }
+    }
 }
 
 #[cfg(test)]

@@ -57,19 +57,24 @@ pub fn spawn(cfg: &Config, port: u16, watchdog: &Arc<Watchdog>) -> Result<Starte
         .kill_on_drop(true);
     os::prepare(&mut cmd);
 
-    let mut child = cmd.spawn().map_err(|e| Cause::Spawn {
-        program: cfg.process_path.clone(),
-        reason: spawn_reason(&e),
-    })?;
-    let pid = child.id().unwrap_or(0);
-    let guard = Guard::new(&child, pid, watchdog.clone());
+    let (mut child, pid, guard) =
+        os::spawn(&mut cmd, port, watchdog).map_err(|e| Cause::Spawn {
+            program: cfg.process_path.clone(),
+            reason: spawn_reason(&e),
+        })?;
     let started_at = Instant::now();
 
     let file = if cfg.stdout_log_enabled {
-        let path = output::log_file_name(&cfg.stdout_log_file, SystemTime::now(), pid);
-        match output::open_log_file(&path) {
+        let opened = output::LogFile::open(
+            &cfg.stdout_log_file,
+            SystemTime::now(),
+            pid,
+            cfg.stdout_log_max_bytes,
+            cfg.stdout_log_max_files,
+        );
+        match opened {
             Ok(f) => {
-                tracing::info!(pid, file = %path.display(), "app output goes to the stdout log file");
+                tracing::info!(pid, file = %f.path().display(), "app output goes to the stdout log file");
                 Some(f)
             }
             Err(msg) => {

@@ -4,13 +4,15 @@
 //! immune to editors that replace files instead of writing them.
 //!
 //! Owns change detection and the reload decision. It must not start or stop
-//! processes itself; it asks the [`Supervisor`].
+//! processes itself; it asks the [`Supervisor`], through one recycler task
+//! so that recycles never overlap and the last edit wins.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::Supervisor;
@@ -52,7 +54,39 @@ pub async fn run(
     reload: impl Fn() -> Result<Config, ConfigErrors>,
     stop: CancellationToken,
 ) {
+    let (latest, wanted) = watch::channel(None);
+    let recycler = tokio::spawn(recycle_latest(sup.clone(), wanted));
+    watch(sup, reload, stop, &latest).await;
+    // Closing the channel abandons a recycle still waiting for its processes.
+    drop(latest);
+    let _ = recycler.await;
+}
+
+/// Recycles to each configuration sent, one at a time. A newer one abandons
+/// a recycle whose processes are still starting, so however edits overlap,
+/// the last one ends up serving.
+async fn recycle_latest(sup: Supervisor, mut wanted: watch::Receiver<Option<Arc<Config>>>) {
+    while wanted.changed().await.is_ok() {
+        let Some(cfg) = wanted.borrow_and_update().clone() else {
+            continue;
+        };
+        let mut newer = wanted.clone();
+        sup.recycle(cfg, async move {
+            let _ = newer.changed().await;
+        })
+        .await;
+    }
+}
+
+async fn watch(
+    sup: Supervisor,
+    reload: impl Fn() -> Result<Config, ConfigErrors>,
+    stop: CancellationToken,
+    recycle: &watch::Sender<Option<Arc<Config>>>,
+) {
     let mut cfg = sup.config();
+    // What start-up used, for the settings only a restart changes.
+    let initial = cfg.clone();
     let mut files = watched(&cfg);
     let mut last = stamp(&files);
     let mut offline: Option<Bytes> = None;
@@ -84,23 +118,14 @@ pub async fn run(
         last = settled;
         match reload() {
             Ok(new_cfg) => {
-                if new_cfg.listen != cfg.listen
-                    || new_cfg.log_format != cfg.log_format
-                    || new_cfg.worker_threads != cfg.worker_threads
-                {
-                    tracing::warn!(
-                        "listen, logFormat and workerThreads changes take effect when hpgate restarts"
-                    );
-                }
+                warn_restart_only(&initial, &new_cfg);
                 tracing::info!("configuration changed: recycling the app");
                 cfg = Arc::new(new_cfg);
                 files = watched(&cfg);
                 last = stamp(&files);
                 if offline.is_none() {
-                    let sup = sup.clone();
-                    let next = cfg.clone();
-                    // Recycling waits for the new processes; keep watching meanwhile.
-                    tokio::spawn(async move { sup.recycle(next).await });
+                    // The recycler works meanwhile; keep watching.
+                    recycle.send_replace(Some(cfg.clone()));
                 }
             }
             Err(errors) => {
@@ -108,6 +133,38 @@ pub async fn run(
                     "configuration changed but has errors; still running the old one:\n{errors}"
                 );
             }
+        }
+    }
+}
+
+/// Names each setting that differs from what hpgate started with and is read
+/// only at start-up. Everything else
+/// applies with the new processes (and, for connection settings, to the
+/// connections accepted after the switch).
+fn warn_restart_only(old: &Config, new: &Config) {
+    let changes = [
+        ("listen", old.listen.to_string(), new.listen.to_string()),
+        (
+            "logFormat",
+            format!("{:?}", old.log_format).to_lowercase(),
+            format!("{:?}", new.log_format).to_lowercase(),
+        ),
+        (
+            "workerThreads",
+            old.worker_threads.to_string(),
+            new.worker_threads.to_string(),
+        ),
+        (
+            "rapidFailsPerMinute",
+            old.rapid_fails_per_minute.to_string(),
+            new.rapid_fails_per_minute.to_string(),
+        ),
+    ];
+    for (name, was, now) in changes {
+        if was != now {
+            tracing::warn!(
+                "{name} changed ({was} -> {now}) but takes effect only when hpgate restarts; still using {was}"
+            );
         }
     }
 }

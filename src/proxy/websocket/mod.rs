@@ -21,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::app_io::AppIo;
-use super::strict_io::StrictIo;
+use super::guard::GuardedIo;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -113,7 +113,7 @@ pub async fn handle(
 
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (mut parts, body) = req.into_parts();
-    prepare_upstream_head(cfg, &mut parts, peer, true);
+    prepare_upstream_head(cfg, &mut parts, peer, true)?;
     let mode = cfg.web_socket_compression;
     let offers = handshake::parse_extensions(&parts.headers);
     let offload = match mode {
@@ -244,11 +244,19 @@ fn into_streams(
     client: hyper::upgrade::Upgraded,
     app: hyper::upgrade::Upgraded,
 ) -> Option<(TcpStream, Bytes, TcpStream, Bytes)> {
-    let c = client.downcast::<TokioIo<StrictIo>>().ok()?;
+    let c = client.downcast::<TokioIo<GuardedIo>>().ok()?;
     let a = app.downcast::<TokioIo<AppIo>>().ok()?;
+    let (client, held) = c.io.into_inner().into_parts()?;
+    // What hyper had read past the head comes first, then what the guard
+    // still held back.
+    let client_pre = match (c.read_buf.is_empty(), held.is_empty()) {
+        (_, true) => c.read_buf,
+        (true, false) => held,
+        (false, false) => [c.read_buf, held].concat().into(),
+    };
     Some((
-        c.io.into_inner().into_inner(),
-        c.read_buf,
+        client,
+        client_pre,
         a.io.into_inner().into_inner(),
         a.read_buf,
     ))

@@ -7,6 +7,10 @@
 //! - a tiny watchdog (`hpgate __watchdog`, in its own group, deaf to
 //!   signals) holds the read end of a pipe listing live groups; when hpgate
 //!   dies the pipe closes and the watchdog kills every group still listed.
+//!
+//! Daemons that leave the group (double fork and `setsid`) are adopted on
+//! Linux (`orphans.rs`): stopped with their app, and listed with the
+//! watchdog too.
 
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
@@ -15,7 +19,10 @@ use std::process::{ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 
 use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
+
+use super::orphans::{self, Adopted, Event, Family};
 
 /// Sets up a command so the child leads a new process group and, on Linux,
 /// dies with hpgate.
@@ -40,65 +47,174 @@ pub fn prepare(cmd: &mut tokio::process::Command) {
     }
 }
 
-/// Keeps one process group tied to hpgate's lifetime.
+/// Starts the app under the family lock, so a scan never mistakes the new
+/// child for an adopted orphan (and never reaps it), and ties it to hpgate.
+pub fn spawn(
+    cmd: &mut tokio::process::Command,
+    port: u16,
+    watchdog: &Arc<Watchdog>,
+) -> std::io::Result<(tokio::process::Child, u32, Guard)> {
+    let child = {
+        let mut family = watchdog.inner.family();
+        let child = cmd.spawn()?;
+        let pid = child.id().unwrap_or(0) as i32;
+        family.own.insert(pid);
+        family.apps.insert(pid, port);
+        child
+    };
+    let pid = child.id().unwrap_or(0);
+    let pgid = Pid::from_raw(pid as i32);
+    watchdog.inner.send(&format!("+{pgid}"));
+    let guard = Guard {
+        pgid,
+        port,
+        watchdog: watchdog.clone(),
+    };
+    Ok((child, pid, guard))
+}
+
+/// Keeps one process group, and the daemons it leaves, tied to hpgate's
+/// lifetime.
 #[derive(Debug)]
 pub struct Guard {
     pgid: Pid,
+    port: u16,
     watchdog: Arc<Watchdog>,
 }
 
 impl Guard {
-    pub fn new(_child: &tokio::process::Child, pid: u32, watchdog: Arc<Watchdog>) -> Guard {
-        let pgid = Pid::from_raw(pid as i32);
-        watchdog.send(&format!("+{pgid}"));
-        Guard { pgid, watchdog }
-    }
-
-    /// Asks every process in the group to stop (SIGTERM).
+    /// Asks every process in the group, and its adopted daemons, to stop
+    /// (SIGTERM).
     pub fn terminate(&self) {
         let _ = killpg(self.pgid, Signal::SIGTERM);
+        self.watchdog
+            .inner
+            .signal_app_orphans(self.port, Signal::SIGTERM);
     }
 
-    /// Kills every process in the group (SIGKILL). Idempotent.
+    /// Kills every process in the group and its adopted daemons (SIGKILL).
+    /// Idempotent.
     pub fn kill(&self) {
         let _ = killpg(self.pgid, Signal::SIGKILL);
+        self.watchdog
+            .inner
+            .signal_app_orphans(self.port, Signal::SIGKILL);
     }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        // Whatever is left in the group once its leader is gone is an orphan.
+        // The leader is gone: what it left running is an orphan, and its
+        // children have just been re-parented to hpgate.
+        self.watchdog.inner.scan();
         self.kill();
-        self.watchdog.send(&format!("-{}", self.pgid));
+        {
+            let mut family = self.watchdog.inner.family();
+            family.own.remove(&self.pgid.as_raw());
+            family.apps.remove(&self.pgid.as_raw());
+        }
+        self.watchdog.inner.send(&format!("-{}", self.pgid));
     }
 }
 
-/// The pipe to the watchdog process (absent if it could not start).
+/// The pipe to the watchdog process (absent if it could not start) and
+/// the record of hpgate's children.
 #[derive(Debug, Default)]
 pub struct Watchdog {
-    pipe: Mutex<Option<std::process::ChildStdin>>,
+    inner: Arc<Inner>,
 }
+
+#[derive(Debug, Default)]
+struct Inner {
+    pipe: Mutex<Option<std::process::ChildStdin>>,
+    family: Mutex<Family>,
+}
+
+/// How often hpgate looks for new orphans: re-parenting sends no signal,
+/// and the watchdog must learn of them to kill them if hpgate is killed.
+const ORPHAN_SCAN: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl Watchdog {
     pub fn start() -> Watchdog {
-        let spawned = std::env::current_exe().and_then(|exe| {
-            std::process::Command::new(exe)
-                .arg("__watchdog")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .process_group(0)
-                .spawn()
-        });
-        match spawned {
-            Ok(mut child) => Watchdog {
-                pipe: Mutex::new(child.stdin.take()),
-            },
-            Err(e) => {
-                tracing::warn!("cannot start the watchdog process ({e}); app processes may outlive hpgate if it is killed with SIGKILL");
-                Watchdog::default()
+        let adopting = orphans::become_subreaper();
+        let inner = Arc::new(Inner::default());
+        {
+            let mut family = inner.family();
+            family.protected.insert(nix::unistd::getpgrp().as_raw());
+            match spawn_watchdog() {
+                Ok(mut child) => {
+                    family.own.insert(child.id() as i32);
+                    family.protected.insert(child.id() as i32);
+                    *inner.pipe.lock().unwrap_or_else(|p| p.into_inner()) = child.stdin.take();
+                }
+                Err(e) => tracing::warn!("cannot start the watchdog process ({e}); app processes may outlive hpgate if it is killed with SIGKILL"),
             }
         }
+        if adopting {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(adopt_orphans(inner.clone()));
+            }
+        }
+        Watchdog { inner }
+    }
+
+    /// Kills every adopted daemon (hpgate is stopping; the apps are gone).
+    pub fn stop_orphans(&self) {
+        self.inner.scan();
+        let all: Vec<(i32, Adopted)> = self
+            .inner
+            .family()
+            .adopted
+            .iter()
+            .map(|(p, a)| (*p, *a))
+            .collect();
+        for (pid, a) in all {
+            tracing::info!(pid, "stopping a daemon the app left running");
+            signal_orphan(pid, &a, Signal::SIGKILL);
+        }
+    }
+}
+
+fn spawn_watchdog() -> std::io::Result<std::process::Child> {
+    let exe = std::env::current_exe()?;
+    std::process::Command::new(exe)
+        .arg("__watchdog")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .process_group(0)
+        .spawn()
+}
+
+/// Scans on every SIGCHLD (an adopted process exited: reap it) and every
+/// [`ORPHAN_SCAN`] (one may have been adopted).
+async fn adopt_orphans(inner: Arc<Inner>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut chld = signal(SignalKind::child()).ok();
+    loop {
+        tokio::select! {
+            _ = async {
+                match chld.as_mut() {
+                    Some(s) => { s.recv().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {}
+            _ = tokio::time::sleep(ORPHAN_SCAN) => {}
+        }
+        inner.scan();
+    }
+}
+
+fn signal_orphan(pid: i32, a: &Adopted, sig: Signal) {
+    let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
+    if a.group {
+        let _ = killpg(Pid::from_raw(a.pgid), sig);
+    }
+}
+
+impl Inner {
+    fn family(&self) -> std::sync::MutexGuard<'_, Family> {
+        self.family.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn send(&self, line: &str) {
@@ -110,10 +226,52 @@ impl Watchdog {
             }
         }
     }
+
+    /// Records newly adopted orphans (and tells the watchdog), reaps the
+    /// ones that exited, and kills those whose app is already gone.
+    fn scan(&self) {
+        let me = nix::unistd::getpid().as_raw();
+        let mut family = self.family();
+        let seen = orphans::children_of(me);
+        for event in family.update(&seen, &orphans::app_port) {
+            match event {
+                Event::Adopted(pid, a) => {
+                    tracing::info!(pid, pgid = a.pgid, app_port = a.port, "adopted orphan process (a daemon the app left running); it is stopped with its app");
+                    self.send(&format!("+p{pid}"));
+                    if a.group {
+                        self.send(&format!("+{}", a.pgid));
+                    }
+                    if family.owner_gone(&a) {
+                        signal_orphan(pid, &a, Signal::SIGKILL);
+                    }
+                }
+                Event::Exited(pid, a) => {
+                    // By pid, never -1: tokio reaps the children it started.
+                    let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+                    if let Some(a) = a {
+                        tracing::debug!(pid, "adopted orphan process exited");
+                        self.send(&format!("-p{pid}"));
+                        if a.group {
+                            self.send(&format!("-{}", a.pgid));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Signals the adopted daemons that came from the app on `port`.
+    fn signal_app_orphans(&self, port: u16, sig: Signal) {
+        let list = self.family().of_app(port);
+        for (pid, a) in list {
+            signal_orphan(pid, &a, sig);
+        }
+    }
 }
 
-/// Body of `hpgate __watchdog`: track groups until stdin closes, then kill
-/// what is left.
+/// Body of `hpgate __watchdog`: track groups (`+PGID`, `-PGID`) and single
+/// processes (`+pPID`, `-pPID`) until stdin closes, then kill what is left.
+/// Each line is counted: a group listed twice needs two removals.
 pub fn run_watchdog() -> ExitCode {
     use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
     // Blocked, these stay pending forever: the watchdog ends only on EOF.
@@ -129,17 +287,29 @@ pub fn run_watchdog() -> ExitCode {
     let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
 
     let mut groups: Vec<i32> = Vec::new();
+    let mut procs: Vec<i32> = Vec::new();
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
-        let (op, num) = line.split_at(line.len().min(1));
-        let Ok(pgid) = num.trim().parse::<i32>() else {
+        let (op, rest) = line.split_at(line.len().min(1));
+        let (list, num) = match rest.strip_prefix('p') {
+            Some(n) => (&mut procs, n),
+            None => (&mut groups, rest),
+        };
+        let Ok(id) = num.trim().parse::<i32>() else {
             continue;
         };
         match op {
-            "+" => groups.push(pgid),
-            "-" => groups.retain(|g| *g != pgid),
+            "+" => list.push(id),
+            "-" => {
+                if let Some(i) = list.iter().position(|g| *g == id) {
+                    list.swap_remove(i);
+                }
+            }
             _ => {}
         }
+    }
+    for p in procs {
+        let _ = nix::sys::signal::kill(Pid::from_raw(p), Signal::SIGKILL);
     }
     for g in groups {
         let _ = killpg(Pid::from_raw(g), Signal::SIGKILL);

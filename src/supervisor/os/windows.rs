@@ -27,6 +27,21 @@ impl Watchdog {
     pub fn start() -> Watchdog {
         Watchdog
     }
+
+    /// Nothing to do: the app's daemons are in its job and die with it.
+    pub fn stop_orphans(&self) {}
+}
+
+/// Starts the app and puts it in its own job.
+pub fn spawn(
+    cmd: &mut tokio::process::Command,
+    _port: u16,
+    watchdog: &Arc<Watchdog>,
+) -> std::io::Result<(tokio::process::Child, u32, Guard)> {
+    let child = cmd.spawn()?;
+    let pid = child.id().unwrap_or(0);
+    let guard = Guard::new(&child, pid, watchdog.clone());
+    Ok((child, pid, guard))
 }
 
 pub fn run_watchdog() -> ExitCode {
