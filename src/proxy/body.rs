@@ -1,12 +1,12 @@
-//! Body wrappers for the two legs of a forwarded request.
+//! What hpgate sends to the client: its own page, or the app's response
+//! body streamed frame by frame.
 //!
-//! Owns streaming accounting: each frame passes straight through (never
-//! collected), touches the shared activity clock that `requestTimeout`
-//! watches, and is counted for the access log, written when the response
-//! body ends or is dropped. Must not change a byte of any body.
+//! Owns the response side's accounting: each frame passes straight through
+//! (never collected), touches the activity clock that `requestTimeout`
+//! watches, and is counted for the access log, written when the body ends
+//! or is dropped. Must not change a byte of any body.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -17,184 +17,9 @@ use hyper::body::Incoming;
 use tokio::time::Sleep;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
-use super::pool::{Conn, Pool};
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// When bytes last moved in either direction of one request, and whether
-/// the exchange is waiting on the client rather than on the app.
-#[derive(Debug)]
-pub struct Activity {
-    base: Instant,
-    last_ms: AtomicU64,
-    /// The client's request body broke (bad framing or disconnect).
-    client_failed: AtomicBool,
-    /// The client sent nothing of its body for `clientBodyTimeout`.
-    client_stalled: AtomicBool,
-    /// The request body is waiting for the client's next bytes: the app is
-    /// not the one keeping the exchange quiet.
-    client_owes: AtomicBool,
-}
-
-impl Activity {
-    pub fn new() -> Arc<Activity> {
-        Arc::new(Activity {
-            base: Instant::now(),
-            last_ms: AtomicU64::new(0),
-            client_failed: AtomicBool::new(false),
-            client_stalled: AtomicBool::new(false),
-            client_owes: AtomicBool::new(false),
-        })
-    }
-
-    pub fn client_failed(&self) -> bool {
-        self.client_failed.load(Ordering::Relaxed)
-    }
-
-    /// The client sent nothing of its body for `clientBodyTimeout`.
-    pub fn client_stalled(&self) -> bool {
-        self.client_stalled.load(Ordering::Relaxed)
-    }
-
-    /// True when the quiet since `last()` is the app's: the clock restarts
-    /// while the client owes body bytes (`clientBodyTimeout` covers that).
-    fn app_idle_past(&self, limit: Duration) -> bool {
-        if Instant::now() < self.last() + limit {
-            return false;
-        }
-        if self.client_owes.load(Ordering::Relaxed) {
-            self.touch();
-            return false;
-        }
-        true
-    }
-
-    pub fn touch(&self) {
-        let ms = self.base.elapsed().as_millis() as u64;
-        self.last_ms.fetch_max(ms, Ordering::Relaxed);
-    }
-
-    pub fn last(&self) -> Instant {
-        self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
-    }
-
-    /// Resolves once nothing has moved for `limit` by the app's doing.
-    pub async fn idle_for(&self, limit: Duration) {
-        while !self.app_idle_past(limit) {
-            tokio::time::sleep_until((self.last() + limit).into()).await;
-        }
-    }
-}
-
-/// The client's request body on its way to the app, with the client's own
-/// inactivity limit (`clientBodyTimeout`).
-pub struct RequestBody {
-    inner: Option<Incoming>,
-    activity: Arc<Activity>,
-    /// `clientBodyTimeout`, and the clock that enforces it (armed on the
-    /// first wait, so a body that is already there costs no timer).
-    limit: Option<Duration>,
-    timer: Option<Pin<Box<Sleep>>>,
-    last_frame: Instant,
-}
-
-/// The client sent nothing of its request body for `clientBodyTimeout`.
-#[derive(Debug, thiserror::Error)]
-#[error("the client sent nothing of its request body for {0} s (clientBodyTimeout)")]
-pub struct ClientStalled(pub u64);
-
-impl RequestBody {
-    pub fn new(inner: Incoming, activity: Arc<Activity>, limit: Option<Duration>) -> Self {
-        RequestBody {
-            inner: Some(inner),
-            activity,
-            limit,
-            timer: None,
-            last_frame: Instant::now(),
-        }
-    }
-
-    /// No body (a retried request that had none).
-    pub fn empty(activity: Arc<Activity>) -> Self {
-        RequestBody {
-            inner: None,
-            activity,
-            limit: None,
-            timer: None,
-            last_frame: Instant::now(),
-        }
-    }
-
-    /// Err once the client has owed bytes for longer than the limit.
-    fn poll_stall(&mut self, cx: &mut Context<'_>) -> Result<(), ClientStalled> {
-        let Some(limit) = self.limit else {
-            return Ok(());
-        };
-        let deadline = (self.last_frame + limit).into();
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if timer.deadline() != deadline {
-            timer.as_mut().reset(deadline);
-        }
-        match timer.as_mut().poll(cx) {
-            Poll::Pending => Ok(()),
-            Poll::Ready(()) => {
-                self.activity.client_stalled.store(true, Ordering::Relaxed);
-                Err(ClientStalled(limit.as_secs()))
-            }
-        }
-    }
-}
-
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        let Some(inner) = this.inner.as_mut() else {
-            return Poll::Ready(None);
-        };
-        let r = Pin::new(inner).poll_frame(cx);
-        // Without a client limit requestTimeout keeps covering a stall too,
-        // so something still ends it.
-        let owes = r.is_pending() && this.limit.is_some();
-        this.activity.client_owes.store(owes, Ordering::Relaxed);
-        match r {
-            Poll::Ready(Some(Ok(frame))) => {
-                this.activity.touch();
-                this.last_frame = Instant::now();
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                this.activity.client_failed.store(true, Ordering::Relaxed);
-                Poll::Ready(Some(Err(e.into())))
-            }
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => match this.poll_stall(cx) {
-                Ok(()) => Poll::Pending,
-                Err(e) => {
-                    this.activity.client_owes.store(false, Ordering::Relaxed);
-                    Poll::Ready(Some(Err(e.into())))
-                }
-            },
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
-    }
-}
+use super::activity::Activity;
+use super::pool::Lease;
+use super::request_body::BoxError;
 
 /// One access-log line, written when the response is done.
 #[derive(Debug)]
@@ -235,7 +60,7 @@ impl AccessLog {
 }
 
 /// The app's response body with its inactivity timer.
-pub struct Upstream {
+pub struct AppBody {
     inner: Incoming,
     activity: Arc<Activity>,
     limit: Option<Duration>,
@@ -243,30 +68,30 @@ pub struct Upstream {
     // Held so a graceful stop of the process waits for this response.
     _lease: TaskTrackerToken,
     /// The connection, handed back to the pool once the body has ended.
-    reuse: Option<(Arc<Pool>, Conn)>,
+    reuse: Option<Lease>,
     ended: bool,
 }
 
-impl Drop for Upstream {
+impl Drop for AppBody {
     fn drop(&mut self) {
         // A body read to the end leaves the connection clean for the next
         // request; anything else (client gone, timeout) closes it.
         if self.ended || self.inner.is_end_stream() {
-            if let Some((pool, conn)) = self.reuse.take() {
-                pool.put(conn);
+            if let Some(lease) = self.reuse.take() {
+                lease.release();
             }
         }
     }
 }
 
-impl Upstream {
+impl AppBody {
     pub fn new(
         inner: Incoming,
         activity: Arc<Activity>,
         limit: Option<Duration>,
         lease: TaskTrackerToken,
     ) -> Self {
-        Upstream {
+        AppBody {
             inner,
             activity,
             limit,
@@ -277,9 +102,10 @@ impl Upstream {
         }
     }
 
-    /// Hands `conn` back to `pool` when the body has been read to the end.
-    pub fn reuse(mut self, pool: Arc<Pool>, conn: Conn) -> Self {
-        self.reuse = Some((pool, conn));
+    /// Hands the connection back to its pool when the body has been read
+    /// to the end (dropped otherwise, which closes it).
+    pub fn reuse(mut self, lease: Lease) -> Self {
+        self.reuse = Some(lease);
         self
     }
 
@@ -315,7 +141,7 @@ use std::future::Future;
 
 enum Inner {
     Full(Option<Bytes>),
-    Upstream(Upstream),
+    App(AppBody),
 }
 
 /// What hpgate sends to the client: its own page or the app's stream.
@@ -332,9 +158,9 @@ impl ResponseBody {
         }
     }
 
-    pub fn upstream(up: Upstream) -> Self {
+    pub fn app(up: AppBody) -> Self {
         ResponseBody {
-            inner: Inner::Upstream(up),
+            inner: Inner::App(up),
             log: None,
         }
     }
@@ -376,7 +202,7 @@ impl Body for ResponseBody {
         let this = self.get_mut();
         let r = match &mut this.inner {
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Inner::Upstream(up) => match Pin::new(&mut up.inner).poll_frame(cx) {
+            Inner::App(up) => match Pin::new(&mut up.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     up.activity.touch();
                     Poll::Ready(Some(Ok(frame)))
@@ -415,14 +241,14 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Full(b) => b.is_none(),
-            Inner::Upstream(up) => up.inner.is_end_stream(),
+            Inner::App(up) => up.inner.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Inner::Upstream(up) => up.inner.size_hint(),
+            Inner::App(up) => up.inner.size_hint(),
         }
     }
 }

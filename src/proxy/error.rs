@@ -1,9 +1,12 @@
-//! Every way a proxied request can fail, and its one HTTP rendering.
+//! Every response hpgate makes itself: each refusal and failure is a
+//! `ProxyError`, and this is its one rendering.
 //!
-//! Owns status codes and the failure page (HTML for browsers, plain text
-//! otherwise). The page names the cause and the fix; the app's output tail
-//! is shown only when `detailedErrors` is on. Nothing else in the proxy
-//! builds an error response.
+//! Owns status codes, whose fault each one is (`Source`: the client, the
+//! app or hpgate itself, which decides the log level), and the page (HTML
+//! for browsers, plain text otherwise, raw bytes for the guard and the
+//! accept loop, which answer below hyper). The page names the cause and
+//! the fix; the app's output tail is shown only when `detailedErrors` is
+//! on. Nothing else in the proxy builds an error response.
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
@@ -40,6 +43,28 @@ pub enum ProxyError {
     CodingNotImplemented(String),
     #[error("not implemented: method {0} (hpgate is a gateway to one app, not a forward proxy)")]
     MethodNotImplemented(&'static str),
+    /// A WebSocket handshake hpgate refuses before asking the app.
+    #[error("{reason}")]
+    Handshake {
+        status: StatusCode,
+        reason: &'static str,
+    },
+    #[error("too many WebSocket connections (maxWebSockets); try again shortly")]
+    TooManyWebSockets,
+    #[error("hpgate is at maxConnections ({0}); try again shortly.")]
+    TooManyConnections(u64),
+}
+
+/// Whose fault a refusal or failure is: decides the log level and how the
+/// page speaks of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A malformed, oversized or stalled request: logged at info.
+    Client,
+    /// The app failed to answer: logged at error, the app's output may help.
+    App,
+    /// hpgate's own state or limits (offline, shutting down, at a limit).
+    Hpgate,
 }
 
 fn secs_text(s: u64) -> String {
@@ -79,6 +104,93 @@ impl ProxyError {
             ProxyError::CodingNotImplemented(_) | ProxyError::MethodNotImplemented(_) => {
                 StatusCode::NOT_IMPLEMENTED
             }
+            ProxyError::Handshake { status, .. } => *status,
+            ProxyError::TooManyWebSockets | ProxyError::TooManyConnections(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
+    }
+
+    pub fn source(&self) -> Source {
+        match self {
+            ProxyError::Unavailable(UnavailableDisplay(Unavailable::Failed(_)))
+            | ProxyError::Connect { .. }
+            | ProxyError::ProcessExited { .. }
+            | ProxyError::Backend { .. }
+            | ProxyError::BadResponse { .. }
+            | ProxyError::Timeout { .. } => Source::App,
+            ProxyError::Unavailable(_)
+            | ProxyError::TooManyWebSockets
+            | ProxyError::TooManyConnections(_) => Source::Hpgate,
+            ProxyError::ClientTimeout { .. }
+            | ProxyError::BadRequest(_)
+            | ProxyError::HeadersTooLarge(_)
+            | ProxyError::UriTooLong(_)
+            | ProxyError::CodingNotImplemented(_)
+            | ProxyError::MethodNotImplemented(_)
+            | ProxyError::Handshake { .. } => Source::Client,
+        }
+    }
+
+    /// A short stable name for logs and, later, metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::Unavailable(UnavailableDisplay(u)) => match u {
+                Unavailable::Failed(_) => "app_failed",
+                Unavailable::Offline(_) => "offline",
+                Unavailable::ShuttingDown => "shutting_down",
+            },
+            ProxyError::Connect { .. } => "connect",
+            ProxyError::ProcessExited { .. } => "process_exited",
+            ProxyError::Backend { .. } => "incomplete_answer",
+            ProxyError::BadResponse { .. } => "bad_response",
+            ProxyError::ClientTimeout { .. } => "client_timeout",
+            ProxyError::Timeout { .. } => "timeout",
+            ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::HeadersTooLarge(_) => "headers_too_large",
+            ProxyError::UriTooLong(_) => "uri_too_long",
+            ProxyError::CodingNotImplemented(_) => "coding_not_implemented",
+            ProxyError::MethodNotImplemented(_) => "method_not_implemented",
+            ProxyError::Handshake { .. } => "websocket_handshake",
+            ProxyError::TooManyWebSockets => "max_websockets",
+            ProxyError::TooManyConnections(_) => "max_connections",
+        }
+    }
+
+    /// The app process concerned, if any.
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            ProxyError::Connect { pid, .. }
+            | ProxyError::ProcessExited { pid }
+            | ProxyError::Backend { pid, .. }
+            | ProxyError::BadResponse { pid, .. } => Some(*pid),
+            _ => None,
+        }
+    }
+
+    /// One log line, at the level its source calls for, with the cause as
+    /// structured fields.
+    pub fn log(&self, method: &http::Method, path: &http::uri::PathAndQuery) {
+        let (kind, source, pid) = (self.kind(), self.source(), self.pid());
+        match source {
+            Source::App => tracing::error!(%method, %path, kind, ?source, ?pid, "{self}"),
+            Source::Hpgate if self.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                tracing::warn!(%method, %path, kind, ?source, "{self}")
+            }
+            _ => tracing::info!(%method, %path, kind, ?source, ?pid, "{self}"),
+        }
+    }
+
+    /// Extra headers a refusal carries: when to retry, which version to use.
+    fn extra_headers(&self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            ProxyError::TooManyWebSockets | ProxyError::TooManyConnections(_) => {
+                &[("retry-after", "1")]
+            }
+            ProxyError::Handshake { status, .. } if *status == StatusCode::UPGRADE_REQUIRED => {
+                &[("sec-websocket-version", "13")]
+            }
+            _ => &[],
         }
     }
 
@@ -95,12 +207,16 @@ impl ProxyError {
         let status = self.status();
         let body = self.text_body(String::new());
         let mut out = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\nContent-Length: {}\r\nConnection: close\r\n",
             status.as_u16(),
             status.canonical_reason().unwrap_or("Error"),
             body.len()
         )
         .into_bytes();
+        for (name, value) in self.extra_headers() {
+            out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
         out.extend_from_slice(body.as_bytes());
         out
     }
@@ -140,19 +256,7 @@ impl ProxyError {
             _ => String::new(),
         };
         let body = if html {
-            let title = self.title();
-            let mut s = format!(
-                "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head><body><h1>{t}</h1><p>{m}</p>",
-                t = escape(title),
-                m = escape(&message)
-            );
-            if !tail.is_empty() {
-                s.push_str("<h2>Last output of the app</h2><pre>");
-                s.push_str(&escape(&tail));
-                s.push_str("</pre>");
-            }
-            s.push_str("<hr><p>hpgate</p></body></html>\n");
-            s
+            html_body(self.title(), &message, &tail)
         } else {
             self.text_body(tail)
         };
@@ -161,8 +265,28 @@ impl ProxyError {
         } else {
             "text/plain; charset=utf-8"
         };
-        page_response(status, ctype, Bytes::from(body), close)
+        let mut resp = page_response(status, ctype, Bytes::from(body), close);
+        for (name, value) in self.extra_headers() {
+            resp.headers_mut()
+                .insert(*name, HeaderValue::from_static(value));
+        }
+        resp
     }
+}
+
+fn html_body(title: &str, message: &str, tail: &str) -> String {
+    let mut s = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head><body><h1>{t}</h1><p>{m}</p>",
+        t = escape(title),
+        m = escape(message)
+    );
+    if !tail.is_empty() {
+        s.push_str("<h2>Last output of the app</h2><pre>");
+        s.push_str(&escape(tail));
+        s.push_str("</pre>");
+    }
+    s.push_str("<hr><p>hpgate</p></body></html>\n");
+    s
 }
 
 fn page_response(

@@ -3,7 +3,13 @@
 //!
 //! Owns everything HTTP. It asks the supervisor for a ready process per
 //! request and must not start, stop or inspect processes itself.
+//!
+//! A request's path: `server.rs` accepts, `guard/` checks the raw bytes,
+//! hyper parses, `service.rs` checks and dispatches once to `forward.rs`
+//! (plain HTTP) or `websocket/` (upgrades); both reach the app through
+//! `upstream.rs`. `error.rs` renders every response hpgate makes itself.
 
+mod activity;
 mod affinity;
 mod app_io;
 mod body;
@@ -14,8 +20,44 @@ mod guard;
 mod headers;
 mod host;
 mod pool;
+mod request_body;
 mod server;
+mod service;
+mod upstream;
 pub mod websocket;
 
-pub use forward::Gateway;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::supervisor::Supervisor;
+use affinity::Affinity;
+use pool::Pool;
+
 pub use server::{bind, serve};
+
+/// How long an idle kept-alive app connection is kept: below the common
+/// app servers' own keep-alive limits would be wasteful, above them the app
+/// closes first and a request may meet a closing connection (docs/troubleshooting.md).
+const POOL_IDLE: Duration = Duration::from_secs(30);
+/// How long a connect to an app process on loopback may take: a ready
+/// process accepts at once, so this only bounds a wedged one.
+const POOL_CONNECT: Duration = Duration::from_secs(5);
+
+/// Shared by every connection.
+pub struct Gateway {
+    pub sup: Supervisor,
+    pub pool: Arc<Pool>,
+    pub ws: websocket::Registry,
+    pub affinity: Affinity,
+}
+
+impl Gateway {
+    pub fn new(sup: Supervisor, ws: websocket::Registry) -> Gateway {
+        Gateway {
+            sup,
+            pool: Arc::new(Pool::new(POOL_IDLE, POOL_CONNECT)),
+            ws,
+            affinity: Affinity::default(),
+        }
+    }
+}

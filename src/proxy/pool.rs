@@ -3,7 +3,7 @@
 //! Owns connecting (with a time limit), the HTTP/1 handshake, one driver
 //! task per connection, and the idle connections per address. A connection
 //! goes back to its idle list only once its response body has been read to
-//! the end (`Body` in body.rs hands it back), so nothing has to watch it
+//! the end (through a `Lease`, which the response body releases), so nothing has to watch it
 //! become ready again; a checkout waits the moment it may take for hyper to
 //! notice. Must not look at requests or responses.
 //!
@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hyper::client::conn::http1::{self, SendRequest};
@@ -22,7 +22,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::app_io::{AppIo, HeadMark};
-use super::body::RequestBody;
+use super::request_body::RequestBody;
 
 /// Idle connections kept per app process; more are closed when released.
 const MAX_IDLE_PER_PROCESS: usize = 128;
@@ -47,6 +47,23 @@ pub struct Conn {
     pub reused: bool,
     /// Tells the connection's head check that a new response comes next.
     mark: HeadMark,
+}
+
+/// A connection lent to one response: `release` hands it back to its pool
+/// (the response was read to the end); dropped, the connection closes.
+pub struct Lease {
+    pool: Arc<Pool>,
+    conn: Conn,
+}
+
+impl Lease {
+    pub fn new(pool: Arc<Pool>, conn: Conn) -> Lease {
+        Lease { pool, conn }
+    }
+
+    pub fn release(self) {
+        self.pool.put(self.conn);
+    }
 }
 
 struct Idle {

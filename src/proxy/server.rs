@@ -20,8 +20,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::client::Client;
-use super::forward::{handle, Gateway};
+use super::error::ProxyError;
 use super::guard::{GuardedIo, UpgradeGate};
+use super::service::handle;
+use super::Gateway;
 use crate::config::Config;
 
 /// Serves until `shutdown` is cancelled, then drains for up to
@@ -244,16 +246,13 @@ fn http1_builder(cfg: &Config) -> http1::Builder {
 
 /// Over maxConnections: a short 503 and close, without parsing anything.
 async fn reject_busy(mut stream: TcpStream, max: u64) {
-    let body = format!(
-        "503 Service Unavailable\nhpgate is at maxConnections ({max}); try again shortly.\n"
-    );
-    let resp = format!(
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(resp.as_bytes())).await;
+    let resp = ProxyError::TooManyConnections(max).to_wire();
+    let _ = tokio::time::timeout(BUSY_WRITE_LIMIT, stream.write_all(&resp)).await;
     let _ = stream.shutdown().await;
 }
+
+/// A refused client that does not read its 503 gets no more of our time.
+const BUSY_WRITE_LIMIT: Duration = Duration::from_secs(2);
 
 /// Binds the listener, with a message that says what to change on failure.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {

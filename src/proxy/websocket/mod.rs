@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -25,13 +25,12 @@ use super::guard::GuardedIo;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::body::{Activity, RequestBody, ResponseBody};
+use super::activity::Activity;
+use super::body::{AppBody, ResponseBody};
 use super::client::Client;
 use super::error::ProxyError;
-use super::forward::{
-    app_framing, client_body_limit, connect_error, failed, pick, prepare_upstream_head,
-    unless_gone, with_target, Gateway, Session,
-};
+use super::upstream::{self, Answer, Purpose};
+use super::Gateway;
 use crate::config::{Compression, Config};
 
 pub use handshake::is_upgrade;
@@ -76,116 +75,99 @@ impl Drop for Slot {
     }
 }
 
-fn plain(status: StatusCode, msg: &str) -> Response<ResponseBody> {
-    let mut r = Response::new(ResponseBody::full(Bytes::from(format!("{msg}\n"))));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
+/// A validated handshake: the place it holds and what compression will do.
+struct Plan {
+    slot: Slot,
+    mode: Compression,
+    /// Offload: what hpgate agreed with the client, and whether the client
+    /// offered server_max_window_bits.
+    offload: Option<(deflate::Agreement, bool)>,
 }
 
+/// The upgrade flow: refuse early (bad handshake, maxWebSockets), send the
+/// handshake through `upstream.rs`, relay a refusal as it is, or answer 101
+/// and start the relay.
 pub async fn handle(
     gw: &Gateway,
     cfg: &Config,
     mut req: Request<Incoming>,
     client: &Client,
 ) -> Result<(Response<ResponseBody>, Option<u32>), ProxyError> {
-    let peer = &client.peer;
-    if let Err(rej) = handshake::validate(&req) {
-        let mut r = plain(rej.status, rej.reason);
-        if rej.status == StatusCode::UPGRADE_REQUIRED {
-            r.headers_mut()
-                .insert(handshake::SEC_VERSION, HeaderValue::from_static("13"));
-        }
-        return Ok((r, None));
-    }
-    let Some(slot) = gw.ws.reserve(cfg.max_web_sockets) else {
-        return Ok((
-            plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many WebSocket connections (maxWebSockets); try again shortly",
-            ),
-            None,
-        ));
-    };
-
+    handshake::validate(&req).map_err(|r| ProxyError::Handshake {
+        status: r.status,
+        reason: r.reason,
+    })?;
+    let slot = gw
+        .ws
+        .reserve(cfg.max_web_sockets)
+        .ok_or(ProxyError::TooManyWebSockets)?;
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (mut parts, body) = req.into_parts();
-    prepare_upstream_head(cfg, &mut parts, peer, true)?;
+    upstream::prepare(cfg, &mut parts, &client.peer, Purpose::Upgrade)?;
+    let plan = plan(cfg, &mut parts.headers, slot);
+    let answer = upstream::send(gw, cfg, parts, body, Purpose::Upgrade).await?;
+    let pid = answer.backend.pid;
+    if answer.resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return Ok((refused(answer), Some(pid)));
+    }
+    let (to_client, settings) = accept(cfg, &answer, &plan)?;
+    start_relay(gw, client, answer, plan.slot, client_upgrade, settings);
+    Ok((to_client, Some(pid)))
+}
+
+/// What compression will do, with the offer to the app rewritten for it:
+/// passthrough leaves it, disable and offload remove permessage-deflate.
+fn plan(cfg: &Config, headers: &mut http::HeaderMap, slot: Slot) -> Plan {
     let mode = cfg.web_socket_compression;
-    let offers = handshake::parse_extensions(&parts.headers);
     let offload = match mode {
-        Compression::Offload => deflate::negotiate(&offers),
+        Compression::Offload => deflate::negotiate(&handshake::parse_extensions(headers)),
         _ => None,
     };
     if mode != Compression::Passthrough {
-        handshake::remove_deflate(&mut parts.headers);
+        handshake::remove_deflate(headers);
     }
-
-    let session = Session::of(gw, cfg, &parts);
-    let backend = pick(gw, session.pid).await?;
-    // A connection of its own: after the 101 it becomes the WebSocket.
-    let mut conn = gw
-        .pool
-        .connect(backend.addr, true)
-        .await
-        .map_err(|e| connect_error(e, &backend))?;
-    let activity = Activity::new();
-    let up = Request::from_parts(
-        with_target(parts, &backend)?,
-        RequestBody::new(body, activity.clone(), client_body_limit(cfg)),
-    );
-    let exchange = async {
-        conn.tx
-            .send_request(up)
-            .await
-            .map_err(|e| failed(&e, &backend, &activity))
-    };
-    let resp = unless_gone(exchange, &backend).await?;
-
-    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        // The app said no (403, 404, Engine.IO's 400): the client hears it as is.
-        let (mut parts, body) = resp.into_parts();
-        app_framing(&mut parts.headers, backend.pid);
-        super::headers::strip_hop_by_hop(&mut parts.headers, false);
-        let lease = backend.requests.token();
-        let body = ResponseBody::upstream(super::body::Upstream::new(
-            body,
-            Activity::new(),
-            None,
-            lease,
-        ));
-        return Ok((Response::from_parts(parts, body), Some(backend.pid)));
+    Plan {
+        slot,
+        mode,
+        offload,
     }
+}
 
-    let agreed_deflate = handshake::parse_extensions(resp.headers())
-        .iter()
-        .any(|o| o.name == handshake::DEFLATE);
-    if mode != Compression::Passthrough && agreed_deflate {
-        return Err(ProxyError::Backend {
-            pid: backend.pid,
+/// The app said no (403, 404, Engine.IO's 400): the client hears it as is.
+fn refused(a: Answer) -> Response<ResponseBody> {
+    let (mut parts, body) = a.resp.into_parts();
+    upstream::clean_answer(&mut parts, a.backend.pid);
+    let lease = a.backend.requests.token();
+    let body = AppBody::new(body, Activity::new(), None, lease);
+    Response::from_parts(parts, ResponseBody::app(body))
+}
+
+/// The 101 for the client and the relay's settings, from the app's 101.
+fn accept(
+    cfg: &Config,
+    answer: &Answer,
+    plan: &Plan,
+) -> Result<(Response<ResponseBody>, relay::Settings), ProxyError> {
+    let app_extensions = handshake::parse_extensions(answer.resp.headers());
+    let agreed_deflate = app_extensions.iter().any(|o| o.name == handshake::DEFLATE);
+    if plan.mode != Compression::Passthrough && agreed_deflate {
+        return Err(ProxyError::BadResponse {
+            pid: answer.backend.pid,
             reason: "the app accepted permessage-deflate although hpgate removed it from the offer (the app misbehaves: RFC 7692 lets a server accept only what was offered)".into(),
         });
     }
-
-    let app_extensions = handshake::parse_extensions(resp.headers());
     let mut to_client = Response::new(ResponseBody::full(Bytes::new()));
     *to_client.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    *to_client.headers_mut() = resp.headers().clone();
-    let relay_mode = match offload {
+    *to_client.headers_mut() = answer.resp.headers().clone();
+    let mode = match plan.offload {
         Some((agreement, server_bits)) => {
-            let mut answer = app_extensions.clone();
-            let ours = handshake::parse_extensions(&{
-                let mut h = http::HeaderMap::new();
-                if let Ok(v) = HeaderValue::from_str(&agreement.response(server_bits)) {
-                    h.insert(handshake::SEC_EXTENSIONS, v);
-                }
-                h
-            });
-            answer.extend(ours);
-            if let Ok(v) = HeaderValue::from_str(&handshake::render_extensions(&answer)) {
+            // The app's own extensions, then hpgate's deflate agreement.
+            let mut value = handshake::render_extensions(&app_extensions);
+            if !value.is_empty() {
+                value.push_str(", ");
+            }
+            value.push_str(&agreement.response(server_bits));
+            if let Ok(v) = HeaderValue::from_str(&value) {
                 to_client.headers_mut().insert(handshake::SEC_EXTENSIONS, v);
             }
             relay::Mode::Offload {
@@ -200,17 +182,29 @@ pub async fn handle(
         },
     };
     let settings = relay::Settings {
-        mode: relay_mode,
+        mode,
         max_message: cfg.web_socket_max_message_size,
         ping_interval: secs(cfg.web_socket_ping_interval),
         idle_timeout: secs(cfg.web_socket_idle_timeout),
     };
-    let app_upgrade = hyper::upgrade::on(resp);
+    Ok((to_client, settings))
+}
 
-    // The client connection's place under maxConnections stays taken for
-    // as long as the WebSocket lives.
+/// Once both sides have switched, the relay runs in the registry's task
+/// set, holding the maxWebSockets place and the client connection's place
+/// under maxConnections for as long as the WebSocket lives.
+fn start_relay(
+    gw: &Gateway,
+    client: &Client,
+    answer: Answer,
+    slot: Slot,
+    client_upgrade: hyper::upgrade::OnUpgrade,
+    settings: relay::Settings,
+) {
+    let app_upgrade = hyper::upgrade::on(answer.resp);
     let place = client.take_place();
     let shutdown = gw.ws.shutdown.clone();
+    let backend = answer.backend;
     let pid = backend.pid;
     gw.ws.tasks.spawn(async move {
         let _slot = slot;
@@ -234,7 +228,6 @@ pub async fn handle(
         relay::run(client, client_pre, app, app_pre, settings, signals).await;
         tracing::debug!(pid, "WebSocket closed");
     });
-    Ok((to_client, Some(pid)))
 }
 
 /// The TCP streams (and bytes already read) under both upgraded

@@ -1,0 +1,122 @@
+//! The hyper service entry: one client request in, one response out.
+//!
+//! Phases: the upgrade decision for the guard, `check_limits` (414/431)
+//! and the Host rules, then dispatch, once: a WebSocket handshake goes to
+//! `websocket/`, everything else to `forward.rs`. Every failure is
+//! rendered here by `error.rs`, logged by its source, and every response
+//! gets its access-log line when its body ends. Must not talk to the app.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{header, Request, Response};
+use hyper::body::Incoming;
+
+use super::body::{AccessLog, ResponseBody};
+use super::client::Client;
+use super::error::ProxyError;
+use super::guard::Decision;
+use super::host;
+use super::{forward, websocket, Gateway};
+use crate::config::Config;
+
+/// hyper service entry point: never fails; errors are rendered as pages.
+pub async fn handle(
+    gw: Arc<Gateway>,
+    req: Request<Incoming>,
+    client: Arc<Client>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let start = Instant::now();
+    // The guard holds what follows an upgrade request until it knows
+    // whether the protocol switched; dropped without a 101 it stays HTTP.
+    let upgrade = req
+        .headers()
+        .contains_key(header::UPGRADE)
+        .then(|| Decision::new(&client.gate));
+    let cfg = gw.sup.config();
+    let html = accepts_html(&req);
+    let method = req.method().clone();
+    let path = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    let (mut resp, pid) = match dispatch(&gw, &cfg, req, &client).await {
+        Ok(ok) => ok,
+        Err(e) => {
+            e.log(&method, &path);
+            (e.into_response(html, cfg.detailed_errors), None)
+        }
+    };
+    let status = resp.status().as_u16();
+    if let Some(d) = upgrade.filter(|_| status == 101) {
+        d.switched();
+    }
+    resp.body_mut().set_log(AccessLog {
+        method,
+        path,
+        status,
+        pid,
+        start,
+        bytes: 0,
+        complete: false,
+    });
+    Ok(resp)
+}
+
+/// The checks every request passes, then its one path.
+async fn dispatch(
+    gw: &Gateway,
+    cfg: &Config,
+    req: Request<Incoming>,
+    client: &Client,
+) -> Result<(Response<ResponseBody>, Option<u32>), ProxyError> {
+    check_limits(cfg, &req)?;
+    host::check(req.version(), req.headers())?;
+    if websocket::is_upgrade(&req) {
+        websocket::handle(gw, cfg, req, client).await
+    } else {
+        forward::handle(gw, cfg, req, client).await
+    }
+}
+
+fn accepts_html(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"))
+}
+
+/// Limits hyper does not enforce with the statuses RFC 9110 names.
+fn check_limits(cfg: &Config, req: &Request<Incoming>) -> Result<(), ProxyError> {
+    // The request line as sent: method, target, " HTTP/1.1\r\n".
+    let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len())
+        + req.uri().authority().map_or(0, |a| a.as_str().len() + 7);
+    let line = req.method().as_str().len() + target + 11;
+    if line as u64 > cfg.max_request_line_bytes {
+        return Err(ProxyError::UriTooLong(format!(
+            "{line} bytes, over maxRequestLineBytes ({})",
+            cfg.max_request_line_bytes
+        )));
+    }
+    let count = req.headers().len();
+    if count as u64 > cfg.max_request_headers {
+        return Err(ProxyError::HeadersTooLarge(format!(
+            "{count} header fields, over maxRequestHeaders ({})",
+            cfg.max_request_headers
+        )));
+    }
+    let size: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if size as u64 > cfg.max_request_header_bytes {
+        return Err(ProxyError::HeadersTooLarge(format!(
+            "{size} bytes of header fields, over maxRequestHeaderBytes ({})",
+            cfg.max_request_header_bytes
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,409 @@
+//! The one way to the app, shared by plain HTTP and WebSocket upgrades:
+//! rewrite the head, pick a process, connect, send, and decide whose fault
+//! a failure is.
+//!
+//! Phases, in order: `prepare` (Host from an absolute-form target,
+//! hop-by-hop out, forwarding headers in), `send` (the Socket.IO session's
+//! process or round-robin, a pooled connection for HTTP or a fresh one for
+//! an upgrade, one re-pick when a connect fails, a second try when a
+//! kept-alive connection turns out closed, the process-exit grace and the
+//! `requestTimeout` inactivity guard), and `failed`/`explain_exit`, which
+//! name the client, the app or hpgate as the cause. `clean_answer` fixes
+//! the answer's head the same way for both paths.
+//!
+//! Owns nothing of what happens to the answer afterwards: `forward.rs`
+//! streams an HTTP body, `websocket/` takes over a 101.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{header, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use tokio::time::timeout;
+
+use super::activity::Activity;
+use super::affinity;
+use super::app_io;
+use super::error::{ProxyError, UnavailableDisplay};
+use super::headers::{self, Peer};
+use super::host;
+use super::pool::{Conn, ConnectError};
+use super::request_body::{ClientStalled, RequestBody};
+use super::Gateway;
+use crate::config::Config;
+use crate::supervisor::{exit_seen, Backend};
+
+/// What a request goes to the app for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A request and its response; the connection is pooled.
+    Http,
+    /// A protocol switch: the connection is the request's own and becomes
+    /// the WebSocket after a 101.
+    Upgrade,
+}
+
+/// The app's answer and everything the response side needs.
+pub struct Answer {
+    pub resp: Response<Incoming>,
+    pub conn: Conn,
+    pub backend: Backend,
+    pub activity: Arc<Activity>,
+    pub session: Session,
+}
+
+/// `requestTimeout`: how long the app may keep an exchange quiet.
+pub fn request_limit(cfg: &Config) -> Option<Duration> {
+    (cfg.request_timeout > 0).then(|| Duration::from_secs(cfg.request_timeout))
+}
+
+/// `clientBodyTimeout`: how long the client may owe request body bytes.
+fn client_body_limit(cfg: &Config) -> Option<Duration> {
+    (cfg.client_body_timeout > 0).then(|| Duration::from_secs(cfg.client_body_timeout))
+}
+
+/// Rewrites the head for the app: Host from an absolute-form target,
+/// hop-by-hop out (Upgrade kept for an upgrade), forwarding headers in.
+pub fn prepare(
+    cfg: &Config,
+    parts: &mut http::request::Parts,
+    peer: &Peer,
+    purpose: Purpose,
+) -> Result<(), ProxyError> {
+    host::from_target(&parts.uri, &mut parts.headers)?;
+    headers::strip_hop_by_hop(&mut parts.headers, purpose == Purpose::Upgrade);
+    headers::strip_spoofable(&mut parts.headers);
+    headers::add_forwarded(&mut parts.headers, peer, cfg.trust_forwarded_headers);
+    parts.version = Version::HTTP_11;
+    Ok(())
+}
+
+/// Picks a process, connects and sends the prepared request; the answer's
+/// head, or the failure with its cause.
+pub async fn send(
+    gw: &Gateway,
+    cfg: &Config,
+    parts: http::request::Parts,
+    body: Incoming,
+    purpose: Purpose,
+) -> Result<Answer, ProxyError> {
+    let session = Session::of(gw, cfg, &parts);
+    let activity = Activity::new();
+    let replay_ok = http_body::Body::is_end_stream(&body);
+    let body = RequestBody::new(body, activity.clone(), client_body_limit(cfg));
+    let (backend, conn) = match purpose {
+        Purpose::Http => pick_and_connect(gw, session.pid).await?,
+        Purpose::Upgrade => {
+            let backend = pick(gw, session.pid).await?;
+            // A connection of its own: after the 101 it becomes the WebSocket.
+            let conn = gw.pool.connect(backend.addr, true).await;
+            let conn = conn.map_err(|e| connect_error(e, &backend))?;
+            (backend, conn)
+        }
+    };
+    let parts = with_target(parts, &backend)?;
+    let replay = (purpose == Purpose::Http && replay_ok)
+        .then(|| replayable(&parts, &conn))
+        .flatten();
+    let req = Request::from_parts(parts, body);
+    let limit = request_limit(cfg);
+    let r = guarded(gw, conn, req, replay, &backend, &activity, limit).await;
+    let (resp, conn) = explain_exit(r, &backend).await?;
+    Ok(Answer {
+        resp,
+        conn,
+        backend,
+        activity,
+        session,
+    })
+}
+
+/// The answer's head as the client gets it: the app's framing mistakes
+/// undone, hop-by-hop headers out, HTTP/1.1 whatever the app spoke.
+pub fn clean_answer(parts: &mut http::response::Parts, pid: u32) {
+    app_framing(&mut parts.headers, pid);
+    headers::strip_hop_by_hop(&mut parts.headers, false);
+    parts.version = Version::HTTP_11;
+}
+
+/// A response that carries both Content-Length and Transfer-Encoding was
+/// read by its Transfer-Encoding (RFC 9112 section 6.3: it overrides); its
+/// Content-Length is the app's mistake and must not reach the client, who
+/// would frame the body by it.
+fn app_framing(headers: &mut http::HeaderMap, pid: u32) {
+    if headers.contains_key(header::TRANSFER_ENCODING)
+        && headers.remove(header::CONTENT_LENGTH).is_some()
+    {
+        tracing::warn!(
+            pid,
+            "the app sent a response with both Content-Length and Transfer-Encoding (RFC 9112 section 6.3 forbids it); hpgate read it by Transfer-Encoding and dropped Content-Length. Fix the app or its server."
+        );
+    }
+}
+
+/// What a request says about its Socket.IO session.
+pub struct Session {
+    /// The process that holds the session (from `sid=`), if known.
+    pub pid: Option<u32>,
+    /// An Engine.IO polling handshake: its response names the new session.
+    pub handshake: bool,
+}
+
+impl Session {
+    fn of(gw: &Gateway, cfg: &Config, parts: &http::request::Parts) -> Session {
+        let none = Session {
+            pid: None,
+            handshake: false,
+        };
+        if !cfg.socket_io_affinity || !parts.uri.path().starts_with(cfg.socket_io_path.as_str()) {
+            return none;
+        }
+        let query = parts.uri.query().unwrap_or("");
+        match affinity::query_param(query, "sid") {
+            Some(sid) => Session {
+                pid: gw.affinity.lookup(sid),
+                handshake: false,
+            },
+            None => Session {
+                pid: None,
+                handshake: parts.method == http::Method::GET
+                    && affinity::query_param(query, "transport") == Some("polling"),
+            },
+        }
+    }
+}
+
+async fn pick(gw: &Gateway, prefer_pid: Option<u32>) -> Result<Backend, ProxyError> {
+    gw.sup
+        .pick(prefer_pid)
+        .await
+        .map_err(|u| ProxyError::Unavailable(UnavailableDisplay(u)))
+}
+
+/// Puts the request in origin form for the app (the path and query stay
+/// byte-for-byte) and gives it a Host if the client sent none (HTTP/1.0):
+/// HTTP/1.1 requires one.
+fn with_target(
+    mut parts: http::request::Parts,
+    backend: &Backend,
+) -> Result<http::request::Parts, ProxyError> {
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let pq = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        parts.uri = Uri::from(pq);
+    }
+    if !parts.headers.contains_key(header::HOST) {
+        let host = http::HeaderValue::from_str(&backend.addr.to_string())
+            .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
+        parts.headers.insert(header::HOST, host);
+    }
+    Ok(parts)
+}
+
+/// A ready process and a connection to it. When the connect fails (the
+/// process went away between the pick and the connect) another pick gets
+/// one more chance; the request has not been touched yet.
+async fn pick_and_connect(
+    gw: &Gateway,
+    prefer_pid: Option<u32>,
+) -> Result<(Backend, Conn), ProxyError> {
+    let backend = pick(gw, prefer_pid).await?;
+    match gw.pool.get(backend.addr).await {
+        Ok(conn) => Ok((backend, conn)),
+        Err(first) => {
+            let again = pick(gw, None).await?;
+            match gw.pool.get(again.addr).await {
+                Ok(conn) => Ok((again, conn)),
+                Err(e) => {
+                    tracing::debug!(pid = backend.pid, "connect failed: {first}");
+                    Err(connect_error(e, &again))
+                }
+            }
+        }
+    }
+}
+
+fn connect_error(e: ConnectError, backend: &Backend) -> ProxyError {
+    ProxyError::Connect {
+        pid: backend.pid,
+        port: backend.addr.port(),
+        reason: e.to_string(),
+    }
+}
+
+/// A copy of the head of a request that may be sent again when a reused
+/// app connection turns out to have been closed by the app just as the
+/// request went out (the keep-alive race: the app's FIN was still on its
+/// way). Only for requests that are safe to repeat (RFC 9110 section
+/// 9.2.2) and carry no body, as nginx does; the copy costs a header map
+/// clone, so it is made only on reused connections.
+fn replayable(parts: &http::request::Parts, conn: &Conn) -> Option<Request<()>> {
+    use http::Method;
+    let safe = matches!(
+        parts.method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    );
+    if !(conn.reused && safe) {
+        return None;
+    }
+    let mut head = Request::new(());
+    *head.method_mut() = parts.method.clone();
+    *head.uri_mut() = parts.uri.clone();
+    *head.version_mut() = parts.version;
+    *head.headers_mut() = parts.headers.clone();
+    Some(head)
+}
+
+/// The app closed the connection under a request without answering it.
+fn closed_unanswered(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() {
+        return true;
+    }
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            );
+        }
+        src = s.source();
+    }
+    false
+}
+
+/// Sends on `conn` under the inactivity guard and the exit grace. If a kept-alive connection turns out to have been
+/// closed by the app under the request, sends once more on a new connection
+/// to the same process: when hyper hands the unsent request back, or when
+/// a `replay` copy exists and the app answered nothing.
+async fn guarded(
+    gw: &Gateway,
+    mut conn: Conn,
+    req: Request<RequestBody>,
+    replay: Option<Request<()>>,
+    backend: &Backend,
+    activity: &Arc<Activity>,
+    limit: Option<Duration>,
+) -> Result<(Response<Incoming>, Conn), ProxyError> {
+    let idle = async {
+        match limit {
+            Some(l) => activity.idle_for(l).await,
+            None => std::future::pending().await,
+        }
+    };
+    let exchange = async {
+        let mut e = match conn.tx.try_send_request(req).await {
+            Ok(resp) => return Ok((resp, conn)),
+            Err(e) => e,
+        };
+        // On a reused connection the app may have closed it as the request
+        // went out: send it again on a new one if hyper never sent it, or
+        // if it is safe to repeat and the app answered nothing.
+        let again = match e.take_message() {
+            Some(req) if conn.reused => req,
+            None if closed_unanswered(e.error()) => match replay {
+                Some(head) => head.map(|()| RequestBody::empty(activity.clone())),
+                None => return Err(failed(e.error(), backend, activity)),
+            },
+            _ => return Err(failed(e.error(), backend, activity)),
+        };
+        let mut fresh = gw
+            .pool
+            .connect(backend.addr, false)
+            .await
+            .map_err(|e| connect_error(e, backend))?;
+        let resp = fresh
+            .tx
+            .send_request(again)
+            .await
+            .map_err(|e| failed(&e, backend, activity))?;
+        Ok((resp, fresh))
+    };
+    tokio::select! {
+        r = unless_gone(exchange, backend) => r,
+        _ = idle => Err(ProxyError::Timeout { secs: limit.map_or(0, |l| l.as_secs()) }),
+    }
+}
+
+/// A closed connection is usually the process dying on this request; the
+/// supervisor hears of the exit a moment later. Say that, rather than what
+/// the socket said.
+async fn explain_exit<T>(r: Result<T, ProxyError>, backend: &Backend) -> Result<T, ProxyError> {
+    match r {
+        Err(ProxyError::Backend { .. } | ProxyError::Connect { .. })
+            if exit_seen(&backend.gone).await =>
+        {
+            Err(ProxyError::ProcessExited { pid: backend.pid })
+        }
+        r => r,
+    }
+}
+
+/// How long an exchange with a process that has just exited may still end
+/// on its own. The supervisor often sees the exit before the proxy has read
+/// what the process wrote last (a response head, then a crash): that answer
+/// is the app's and must reach the client, not a 502.
+const EXIT_GRACE: Duration = Duration::from_millis(500);
+
+/// Runs an exchange with `backend`; if the process exits meanwhile, the
+/// exchange gets `EXIT_GRACE` to finish (its socket normally ends at once)
+/// before the request fails as `ProcessExited`.
+async fn unless_gone<T>(
+    exchange: impl std::future::Future<Output = Result<T, ProxyError>>,
+    backend: &Backend,
+) -> Result<T, ProxyError> {
+    let mut exchange = std::pin::pin!(exchange);
+    tokio::select! {
+        biased;
+        r = &mut exchange => r,
+        _ = backend.gone.cancelled() => {
+            timeout(EXIT_GRACE, exchange)
+                .await
+                .unwrap_or(Err(ProxyError::ProcessExited { pid: backend.pid }))
+        }
+    }
+}
+
+/// A failed exchange with the app, as the client will hear of it: a client
+/// that stalled mid-body (408) or broke its body (400) is at fault itself;
+/// otherwise the app is (502), naming a malformed answer as such.
+fn failed(e: &hyper::Error, backend: &Backend, activity: &Activity) -> ProxyError {
+    if activity.client_stalled() {
+        let secs = in_chain::<ClientStalled>(e).map_or(0, |c| c.0);
+        return ProxyError::ClientTimeout { secs };
+    }
+    if activity.client_failed() {
+        return ProxyError::BadRequest("the request body is malformed or ended early");
+    }
+    if let Some(m) = app_io::malformed_in(e) {
+        return ProxyError::BadResponse {
+            pid: backend.pid,
+            reason: m.to_string(),
+        };
+    }
+    let mut reason = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        reason = format!("{reason}: {s}");
+        src = s.source();
+    }
+    ProxyError::Backend {
+        pid: backend.pid,
+        reason,
+    }
+}
+
+/// The first error of type `T` in `e`'s source chain.
+fn in_chain<T: std::error::Error + 'static>(e: &hyper::Error) -> Option<&T> {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if let Some(t) = s.downcast_ref::<T>() {
+            return Some(t);
+        }
+        src = s.source();
+    }
+    None
+}
