@@ -18,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use super::client::Client;
 use super::error::ProxyError;
@@ -32,6 +33,7 @@ pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, shutdown: Cancellati
     let mut settings = AcceptSettings::new(gw.sup.config());
     let connections = TaskTracker::new();
     let mut accept_errors = AcceptErrors::default();
+    let mut conn_id: u64 = 0;
 
     while let Some((stream, peer)) = accept(&listener, &shutdown, &mut accept_errors).await {
         // A recycle may have brought new limits: new connections get them.
@@ -40,31 +42,12 @@ pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, shutdown: Cancellati
             tokio::spawn(reject_busy(stream, settings.cfg.max_connections));
             continue;
         };
-        let _ = stream.set_nodelay(true);
-        let gw = gw.clone();
-        // The client owns its place under maxConnections from here on.
-        let gate = Arc::new(UpgradeGate::default());
-        let client = Arc::new(Client::new(peer, permit, gate.clone()));
-        let svc = service_fn(move |req| handle(gw.clone(), req, client.clone()));
-        let conn = settings
-            .builder
-            .serve_connection(TokioIo::new(GuardedIo::new(stream, gate)), svc)
-            .with_upgrades();
-        let stop = shutdown.clone();
-        connections.spawn(async move {
-            let mut conn = std::pin::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = stop.cancelled() => {
-                    // Finish the request in flight, then close (no keep-alive).
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, "connection ended: {e}");
-            }
-        });
+        conn_id += 1;
+        // Every line logged for this connection (its requests, their
+        // errors, the access log) carries its id and peer.
+        let span = tracing::info_span!("conn", id = conn_id, %peer);
+        let conn = connection(&gw, &settings.builder, stream, peer, permit, &shutdown);
+        connections.spawn(conn.instrument(span));
     }
     drop(listener);
     connections.close();
@@ -75,6 +58,43 @@ pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, shutdown: Cancellati
         .is_err()
     {
         tracing::warn!("requests still running after shutdownTimeLimit; closing them");
+    }
+}
+
+/// One client connection served to its end: HTTP/1 behind the guard,
+/// upgrades allowed; on shutdown the request in flight finishes, then the
+/// connection closes.
+fn connection(
+    gw: &Arc<Gateway>,
+    builder: &http1::Builder,
+    stream: TcpStream,
+    peer: SocketAddr,
+    place: OwnedSemaphorePermit,
+    shutdown: &CancellationToken,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let _ = stream.set_nodelay(true);
+    let gw = gw.clone();
+    // The client owns its place under maxConnections from here on.
+    let gate = Arc::new(UpgradeGate::default());
+    let client = Arc::new(Client::new(peer, place, gate.clone()));
+    let svc = service_fn(move |req| handle(gw.clone(), req, client.clone()));
+    let conn = builder
+        .serve_connection(TokioIo::new(GuardedIo::new(stream, gate)), svc)
+        .with_upgrades();
+    let stop = shutdown.clone();
+    async move {
+        let mut conn = std::pin::pin!(conn);
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = stop.cancelled() => {
+                // Finish the request in flight, then close (no keep-alive).
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!("connection ended: {e}");
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use http::{header, Request, Response};
 use hyper::body::Incoming;
+use tracing::Instrument;
 
 use super::body::{AccessLog, ResponseBody};
 use super::client::Client;
@@ -42,7 +43,10 @@ pub async fn handle(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    let (mut resp, pid) = match dispatch(&gw, &cfg, req, &client).await {
+    // At debug level every line of one request is tied together (the
+    // connection's span, at info, already names the connection).
+    let span = tracing::debug_span!("request", %method, %path);
+    let (mut resp, pid) = match dispatch(&gw, &cfg, req, &client).instrument(span).await {
         Ok(ok) => ok,
         Err(e) => {
             e.log(&method, &path);

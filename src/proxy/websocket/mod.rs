@@ -24,6 +24,7 @@ use super::app_io::AppIo;
 use super::guard::GuardedIo;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use super::activity::Activity;
 use super::body::{AppBody, ResponseBody};
@@ -206,28 +207,32 @@ fn start_relay(
     let shutdown = gw.ws.shutdown.clone();
     let backend = answer.backend;
     let pid = backend.pid;
-    gw.ws.tasks.spawn(async move {
-        let _slot = slot;
-        let _place = place;
-        let (c, a) = match tokio::try_join!(client_upgrade, app_upgrade) {
-            Ok(pair) => pair,
-            Err(e) => {
-                tracing::debug!(pid, "WebSocket upgrade did not complete: {e}");
+    // The relay's lines stay tied to the connection that opened it.
+    gw.ws.tasks.spawn(
+        async move {
+            let _slot = slot;
+            let _place = place;
+            let (c, a) = match tokio::try_join!(client_upgrade, app_upgrade) {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::debug!(pid, "WebSocket upgrade did not complete: {e}");
+                    return;
+                }
+            };
+            let Some((client, client_pre, app, app_pre)) = into_streams(c, a) else {
+                tracing::error!(pid, "WebSocket connection is not a TCP stream; closing it");
                 return;
-            }
-        };
-        let Some((client, client_pre, app, app_pre)) = into_streams(c, a) else {
-            tracing::error!(pid, "WebSocket connection is not a TCP stream; closing it");
-            return;
-        };
-        let signals = relay::Signals {
-            shutdown,
-            retiring: backend.retiring.clone(),
-            gone: backend.gone.clone(),
-        };
-        relay::run(client, client_pre, app, app_pre, settings, signals).await;
-        tracing::debug!(pid, "WebSocket closed");
-    });
+            };
+            let signals = relay::Signals {
+                shutdown,
+                retiring: backend.retiring.clone(),
+                gone: backend.gone.clone(),
+            };
+            relay::run(client, client_pre, app, app_pre, settings, signals).await;
+            tracing::debug!(pid, "WebSocket closed");
+        }
+        .instrument(tracing::Span::current()),
+    );
 }
 
 /// The TCP streams (and bytes already read) under both upgraded
