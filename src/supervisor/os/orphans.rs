@@ -234,7 +234,15 @@ mod tests {
             .env("HTTP_PLATFORM_PORT", "4321")
             .spawn()
             .unwrap();
-        let port = app_port(child.id() as i32);
+        // Until the child has exec'd, /proc shows the parent's environment.
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep"))
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::yield_now();
+        }
+        let port = app_port(pid as i32);
         let _ = child.kill();
         let _ = child.wait();
         assert_eq!(port, Some(4321));
