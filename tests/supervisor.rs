@@ -116,7 +116,9 @@ fn wrong_port_and_ipv6_only_are_named() {
     let site = Site::new("wrongport");
     site.testapp_config(
         "wrong-port",
-        "startupTimeLimit=\"1\" startupRetryCount=\"1\"",
+        // Room for Python to start on a loaded machine: the diagnosis
+        // needs the app listening (on the wrong address) before the limit.
+        "startupTimeLimit=\"4\" startupRetryCount=\"1\"",
         &[],
     );
     let g = Gateway::start(&site.dir, &[]);
@@ -130,7 +132,9 @@ fn wrong_port_and_ipv6_only_are_named() {
     let site = Site::new("ipv6");
     site.testapp_config(
         "ipv6",
-        "startupTimeLimit=\"1\" startupRetryCount=\"1\"",
+        // Room for Python to start on a loaded machine: the diagnosis
+        // needs the app listening (on the wrong address) before the limit.
+        "startupTimeLimit=\"4\" startupRetryCount=\"1\"",
         &[],
     );
     let g = Gateway::start(&site.dir, &[]);
