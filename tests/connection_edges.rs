@@ -36,10 +36,16 @@ fn count(g: &Gateway) -> u64 {
 /// The access-log line of the request whose target starts with `prefix`.
 fn access_line(g: &Gateway, prefix: &str) -> String {
     let needle = format!("path={prefix}");
-    assert!(g.wait_log(&needle, 5 * S), "no access line:\n{}", g.logs());
+    // Other lines of the request carry its path too (in its span at debug).
+    let is_access = |l: &&str| l.contains(&needle) && l.contains(" complete=");
+    assert!(
+        wait_until(5 * S, || g.logs().lines().any(|l| is_access(&l))),
+        "no access line:\n{}",
+        g.logs()
+    );
     g.logs()
         .lines()
-        .find(|l| l.contains(&needle))
+        .find(is_access)
         .unwrap_or_default()
         .to_string()
 }
