@@ -116,7 +116,7 @@ async fn forward(
     }
     let peer = &client.peer;
 
-    let limit = (cfg.request_timeout > 0).then(|| Duration::from_secs(cfg.request_timeout));
+    let limit = (!cfg.request_timeout.is_zero()).then_some(cfg.request_timeout);
     let activity = Activity::new();
     let (mut parts, body) = req.into_parts();
     prepare_upstream_head(cfg, &mut parts, peer, false)?;
@@ -162,7 +162,7 @@ async fn forward(
 
 /// `clientBodyTimeout`: how long the client may owe request body bytes.
 pub(super) fn client_body_limit(cfg: &Config) -> Option<Duration> {
-    (cfg.client_body_timeout > 0).then(|| Duration::from_secs(cfg.client_body_timeout))
+    (!cfg.client_body_timeout.is_zero()).then_some(cfg.client_body_timeout)
 }
 
 /// A response that carries both Content-Length and Transfer-Encoding was

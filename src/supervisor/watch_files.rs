@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::Supervisor;
-use crate::config::{Config, ConfigErrors};
+use crate::config::{Config, ConfigErrors, SETTINGS};
 
 const POLL: Duration = Duration::from_millis(250);
 pub const APP_OFFLINE: &str = "app_offline.htm";
@@ -142,24 +142,11 @@ async fn watch(
 /// applies with the new processes (and, for connection settings, to the
 /// connections accepted after the switch).
 fn warn_restart_only(old: &Config, new: &Config) {
-    let changes = [
-        ("listen", old.listen.to_string(), new.listen.to_string()),
-        (
-            "logFormat",
-            format!("{:?}", old.log_format).to_lowercase(),
-            format!("{:?}", new.log_format).to_lowercase(),
-        ),
-        (
-            "workerThreads",
-            old.worker_threads.to_string(),
-            new.worker_threads.to_string(),
-        ),
-        (
-            "rapidFailsPerMinute",
-            old.rapid_fails_per_minute.to_string(),
-            new.rapid_fails_per_minute.to_string(),
-        ),
-    ];
+    // Which settings these are is declared in config/settings.rs (`restart: true`).
+    let changes = SETTINGS
+        .iter()
+        .filter(|s| s.restart)
+        .map(|s| (s.name, (s.show)(old), (s.show)(new)));
     for (name, was, now) in changes {
         if was != now {
             tracing::warn!(
