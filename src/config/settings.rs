@@ -351,6 +351,19 @@ pub fn names(place: Place) -> impl Iterator<Item = &'static str> {
         .map(|s| s.name)
 }
 
+impl Config {
+    /// The settings declared `restart: true` whose value differs in `new`,
+    /// as (name, old value, new value).
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<(&'static str, String, String)> {
+        SETTINGS
+            .iter()
+            .filter(|s| s.restart)
+            .map(|s| (s.name, (s.show)(self), (s.show)(new)))
+            .filter(|(_, was, now)| was != now)
+            .collect()
+    }
+}
+
 /// Parses a listen address: `HOST:PORT`, `[::1]:PORT` or `:PORT` (all interfaces).
 pub fn parse_listen(raw: &str) -> Result<SocketAddr, String> {
     let s = raw.trim();
@@ -628,6 +641,38 @@ mod tests {
             apply(&mut cfg, s, &shown, &|_| None).unwrap_or_else(|e| panic!("{}: {e}", s.name));
             assert_eq!((s.show)(&cfg), shown, "{}", s.name);
         }
+    }
+
+    #[test]
+    fn restart_only_changes_come_from_the_declaration() {
+        let old = Config::defaults(PathBuf::from("/site"));
+        let mut new = old.clone();
+        for (name, raw) in [
+            ("listen", ":9000"),
+            ("logFormat", "json"),
+            ("workerThreads", "2"),
+        ] {
+            apply_app_setting(&mut new, name, raw).unwrap();
+        }
+        apply_app_setting(&mut new, "maxConnections", "5").unwrap();
+        let attr = Attr {
+            name: "rapidFailsPerMinute".into(),
+            value: "3".into(),
+            offset: 0,
+        };
+        apply_attribute(&mut new, &attr, &|_| None).unwrap();
+        let changes = old.restart_only_changes(&new);
+        let want = [
+            ("listen", "127.0.0.1:8086", "0.0.0.0:9000"),
+            ("logFormat", "text", "json"),
+            ("rapidFailsPerMinute", "10", "3"),
+            ("workerThreads", "0", "2"),
+        ];
+        let got: Vec<_> = changes
+            .iter()
+            .map(|(n, w, v)| (*n, w.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(got, want);
     }
 
     #[test]

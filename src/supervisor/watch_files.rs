@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::Supervisor;
-use crate::config::{Config, ConfigErrors, SETTINGS};
+use crate::config::{Config, ConfigErrors};
 
 const POLL: Duration = Duration::from_millis(250);
 pub const APP_OFFLINE: &str = "app_offline.htm";
@@ -143,15 +143,9 @@ async fn watch(
 /// connections accepted after the switch).
 fn warn_restart_only(old: &Config, new: &Config) {
     // Which settings these are is declared in config/settings.rs (`restart: true`).
-    let changes = SETTINGS
-        .iter()
-        .filter(|s| s.restart)
-        .map(|s| (s.name, (s.show)(old), (s.show)(new)));
-    for (name, was, now) in changes {
-        if was != now {
-            tracing::warn!(
-                "{name} changed ({was} -> {now}) but takes effect only when hpgate restarts; still using {was}"
-            );
-        }
+    for (name, was, now) in old.restart_only_changes(new) {
+        tracing::warn!(
+            "{name} changed ({was} -> {now}) but takes effect only when hpgate restarts; still using {was}"
+        );
     }
 }
