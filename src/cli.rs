@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Origin, Sources};
+use crate::config::{Origin, Sources, SETTINGS};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -92,22 +92,94 @@ impl GatewayArgs {
             "HPGATE_CONFIG",
         )
         .map(|(p, o)| (PathBuf::from(p), o));
+        let flags = [
+            ("--listen", self.listen),
+            ("--websocket-compression", self.websocket_compression),
+            ("--log-format", self.log_format),
+            ("--worker-threads", self.worker_threads),
+        ];
+        let settings = SETTINGS
+            .iter()
+            .filter_map(|s| {
+                let (flag, var) = (s.flag?, s.env?);
+                let value = flags.iter().find(|(f, _)| *f == flag)?.1.clone();
+                pick(value, flag, var).map(|(raw, origin)| (s, raw, origin))
+            })
+            .collect();
         Sources {
             config,
-            listen: pick(self.listen, "--listen", "HPGATE_LISTEN"),
-            web_socket_compression: pick(
-                self.websocket_compression,
-                "--websocket-compression",
-                "HPGATE_WEBSOCKET_COMPRESSION",
-            ),
-            log_format: pick(self.log_format, "--log-format", "HPGATE_LOG_FORMAT"),
-            worker_threads: pick(
-                self.worker_threads,
-                "--worker-threads",
-                "HPGATE_WORKER_THREADS",
-            ),
+            settings,
             command: self.command,
             cwd,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// The `flag:` twins declared in config/settings.rs are exactly the
+    /// setting flags clap knows (plus --config, which is no setting).
+    #[test]
+    fn declared_flags_match_the_command_line() {
+        let mut declared: Vec<String> = SETTINGS
+            .iter()
+            .filter_map(|s| s.flag.map(str::to_string))
+            .collect();
+        declared.push("--config".into());
+        declared.sort();
+        let cmd = Cli::command();
+        let mut clap_flags: Vec<String> = cmd
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+            .filter(|l| l != "--help" && l != "--version")
+            .collect();
+        clap_flags.sort();
+        assert_eq!(declared, clap_flags);
+        for s in SETTINGS.iter().filter(|s| s.flag.is_some()) {
+            let long = s.flag.and_then(|f| f.strip_prefix("--"));
+            let arg = cmd.get_arguments().find(|a| a.get_long() == long);
+            let help = arg.and_then(|a| a.get_help()).map(|h| h.to_string());
+            let env = s.env.unwrap_or("(none)");
+            assert!(
+                help.is_some_and(|h| h.contains(env)),
+                "{}: help names {env}",
+                s.name
+            );
+        }
+    }
+
+    /// A flag wins over its environment variable; an empty variable is ignored.
+    #[test]
+    fn flags_and_env_become_sources() {
+        let args = GatewayArgs {
+            listen: Some(":9".into()),
+            ..Default::default()
+        };
+        let env = |v: &str| match v {
+            "HPGATE_LISTEN" => Some(":1".to_string()),
+            "HPGATE_LOG_FORMAT" => Some("json".to_string()),
+            _ => Some(String::new()),
+        };
+        let src = args.sources(&env, PathBuf::from("/"));
+        let got: Vec<_> = src
+            .settings
+            .iter()
+            .map(|(s, raw, origin)| (s.name, raw.as_str(), origin.to_string()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("listen", ":9", "command line --listen".to_string()),
+                (
+                    "logFormat",
+                    "json",
+                    "environment variable HPGATE_LOG_FORMAT".to_string()
+                ),
+            ]
+        );
     }
 }

@@ -11,7 +11,6 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -103,7 +102,7 @@ async fn serve(cfg: Config, sources: Sources) -> ExitCode {
 
     // One deadline for every wait below (the server computes the same one
     // from the same configuration): they overlap instead of adding up.
-    let grace = Duration::from_secs(sup.config().shutdown_time_limit);
+    let grace = sup.config().shutdown_time_limit;
     let deadline = tokio::time::Instant::now() + grace;
     stop.cancel();
     ws.shutdown.cancel();

@@ -9,6 +9,7 @@ mod command;
 mod error;
 mod paths;
 mod settings;
+mod spec;
 mod values;
 mod xml;
 
@@ -16,7 +17,8 @@ use std::path::{Path, PathBuf};
 
 pub use error::{line_column, ConfigError, ConfigErrors, Origin};
 pub use paths::{is_windows_absolute, process_env_lookup as expand_lookup, PORT_PLACEHOLDER};
-pub use settings::{parse_listen, Config, APP_SETTINGS, DEFAULT_LISTEN, HTTP_PLATFORM_ATTRIBUTES};
+pub use settings::{parse_listen, Config, DEFAULT_LISTEN, SETTINGS};
+pub use spec::{Place, Setting};
 pub use values::{format_span, split_arguments, Compression, LogFormat};
 
 use settings::Problems;
@@ -27,10 +29,9 @@ use xml::Element;
 pub struct Sources {
     /// An explicit web.config path (flag or HPGATE_CONFIG) and where it came from.
     pub config: Option<(PathBuf, Origin)>,
-    pub listen: Option<(String, Origin)>,
-    pub web_socket_compression: Option<(String, Origin)>,
-    pub log_format: Option<(String, Origin)>,
-    pub worker_threads: Option<(String, Origin)>,
+    /// Settings given by a flag or its environment variable (the ones
+    /// declared with `flag:`), with the raw value and where it came from.
+    pub settings: Vec<(&'static Setting, String, Origin)>,
     /// `-- COMMAND ARGS...`: replaces processPath and arguments.
     pub command: Vec<String>,
     /// The folder hpgate was started in.
@@ -105,30 +106,11 @@ pub fn load(src: &Sources, env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
         check_command(&cfg, at, &mut errors);
     }
 
-    let mut flag = |value: &Option<(String, Origin)>,
-                    apply: &mut dyn FnMut(&str) -> Result<(), String>| {
-        if let Some((raw, origin)) = value {
-            if let Err(msg) = apply(raw) {
-                errors.push(ConfigError::new(origin.clone(), msg));
-            }
+    for (setting, raw, origin) in &src.settings {
+        if let Err(msg) = settings::apply(&mut cfg, setting, raw, &|_| None) {
+            errors.push(ConfigError::new(origin.clone(), msg));
         }
-    };
-    flag(&src.listen, &mut |raw| {
-        cfg.listen = parse_listen(raw)?;
-        Ok(())
-    });
-    flag(&src.web_socket_compression, &mut |raw| {
-        cfg.web_socket_compression = Compression::parse(raw)?;
-        Ok(())
-    });
-    flag(&src.log_format, &mut |raw| {
-        cfg.log_format = LogFormat::parse(raw)?;
-        Ok(())
-    });
-    flag(&src.worker_threads, &mut |raw| {
-        cfg.worker_threads = settings::parse_worker_threads(raw)?;
-        Ok(())
-    });
+    }
 
     if !detailed_errors_set {
         // The app's output can hold secrets: show it only to local users

@@ -1,181 +1,366 @@
-//! The effective configuration: every setting with its default, range and
-//! source, and the code that fills it from web.config elements.
+//! Every setting, declared once, and the code that fills a [`Config`] from
+//! web.config elements.
 //!
 //! Owns the meaning of `<httpPlatform>`, its children and the `hpgate:`
 //! appSettings keys. It must not read files or the command line (`mod.rs`
 //! does), nor act on the values (the supervisor and proxy do).
+//!
+//! # Adding a setting
+//!
+//! Add one entry to the `settings!` invocation below, and nothing else in
+//! the code: its Rust field and type (`Duration` for times, `u64` for counts
+//! and byte sizes, `bool`, `String`, an enum from `values.rs`), the
+//! web.config name (`place: Attribute` for `<httpPlatform>`, `AppSetting`
+//! for `hpgate:NAME`), the default, the default and range text as
+//! docs/configuration.md writes them, the parser (`count`, `seconds`,
+//! `time_span`, `boolean` or a closure `|raw: &str, cx: &Cx| -> Result`),
+//! `flag:`/`env:` twins if it has them (then also add the clap field in
+//! `cli.rs`; a test checks they agree), and `restart: true` if only a
+//! restart applies it. Parsing, the known-names lists and "did you mean"
+//! hints, `hpgate config`'s JSON key, flag and environment precedence and
+//! the reload warning follow from the entry. Then add its row to
+//! docs/configuration.md; `docs_tables_match_the_declaration` fails until
+//! the row's default and range match the entry.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use std::time::Duration;
 
 use super::paths;
+use super::spec::{boolean, count, seconds, settings, time_span, Cx, Place, Setting};
 use super::values::{self, Compression, LogFormat};
 use super::xml::{Attr, Element};
 
 /// IIS caps requestTimeout at 30 days.
 const MAX_REQUEST_TIMEOUT: u64 = 30 * 86_400;
-
-/// The configuration hpgate runs with. Field names serialize as the
-/// web.config attribute (or `hpgate:` appSettings key) that sets them.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Config {
-    /// The web.config that was read, if any.
-    pub config_file: Option<PathBuf>,
-    /// Working directory of the app and base of relative paths.
-    pub site_root: PathBuf,
-    /// Where hpgate accepts connections.
-    pub listen: SocketAddr,
-    pub log_format: LogFormat,
-
-    // <httpPlatform> attributes
-    pub process_path: String,
-    pub arguments: String,
-    /// `arguments` split into argv (how the process will be started);
-    /// `%HTTP_PLATFORM_PORT%` is filled in per process.
-    pub argv: Vec<String>,
-    /// Seconds the process has to start listening.
-    pub startup_time_limit: u64,
-    pub startup_retry_count: u64,
-    pub rapid_fails_per_minute: u64,
-    /// Seconds of inactivity (no bytes either way) before a request fails.
-    pub request_timeout: u64,
-    pub stdout_log_enabled: bool,
-    pub stdout_log_file: PathBuf,
-    pub processes_per_application: u64,
-    pub forward_windows_auth_token: bool,
-    pub environment_variables: BTreeMap<String, String>,
-    pub recycle_on_file_change: Vec<PathBuf>,
-
-    // hpgate:* appSettings (and command-line flags where they exist)
-    /// Seconds between the stop signal and a forced kill.
-    pub shutdown_time_limit: u64,
-    pub web_socket_compression: Compression,
-    /// Show the app's output on error pages (default: only on loopback listeners).
-    pub detailed_errors: bool,
-    /// Keep client-sent X-Forwarded-* headers instead of replacing them.
-    pub trust_forwarded_headers: bool,
-    pub max_request_header_bytes: u64,
-    pub max_request_headers: u64,
-    pub max_request_line_bytes: u64,
-    /// Seconds a client has to send a complete request head.
-    pub header_read_timeout: u64,
-    /// Seconds a client may send nothing in the middle of a request body (0: no limit).
-    pub client_body_timeout: u64,
-    pub max_connections: u64,
-    /// Seconds an idle keep-alive client connection is kept open.
-    pub keep_alive_timeout: u64,
-    /// Seconds between pings hpgate sends on idle WebSockets (0: none).
-    pub web_socket_ping_interval: u64,
-    /// Seconds without a frame before a WebSocket is closed (0: never).
-    pub web_socket_idle_timeout: u64,
-    pub web_socket_max_message_size: u64,
-    pub max_web_sockets: u64,
-    pub web_socket_compression_level: u64,
-    pub web_socket_compression_min_size: u64,
-    pub socket_io_path: String,
-    pub socket_io_affinity: bool,
-    /// Threads that run the proxy (0: one per CPU). Needs a restart.
-    pub worker_threads: u64,
-    /// Size at which the stdout log continues in a new file.
-    pub stdout_log_max_bytes: u64,
-    /// Files kept per process start (the current one included).
-    pub stdout_log_max_files: u64,
-}
-
-/// The attributes `<httpPlatform>` accepts, as IIS's schema names them.
-pub const HTTP_PLATFORM_ATTRIBUTES: &[&str] = &[
-    "processPath",
-    "arguments",
-    "startupTimeLimit",
-    "startupRetryCount",
-    "rapidFailsPerMinute",
-    "requestTimeout",
-    "stdoutLogEnabled",
-    "stdoutLogFile",
-    "processesPerApplication",
-    "forwardWindowsAuthToken",
-];
-
-/// The `hpgate:` appSettings keys (without the prefix).
-pub const APP_SETTINGS: &[&str] = &[
-    "listen",
-    "logFormat",
-    "shutdownTimeLimit",
-    "webSocketCompression",
-    "detailedErrors",
-    "trustForwardedHeaders",
-    "maxRequestHeaderBytes",
-    "maxRequestHeaders",
-    "maxRequestLineBytes",
-    "headerReadTimeout",
-    "clientBodyTimeout",
-    "maxConnections",
-    "keepAliveTimeout",
-    "webSocketPingInterval",
-    "webSocketIdleTimeout",
-    "webSocketMaxMessageSize",
-    "maxWebSockets",
-    "webSocketCompressionLevel",
-    "webSocketCompressionMinSize",
-    "socketIoPath",
-    "socketIoAffinity",
-    "workerThreads",
-    "stdoutLogMaxBytes",
-    "stdoutLogMaxFiles",
-];
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * 1024;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8086";
 
+// The one declaration of every setting; see the module doc.
+settings! {
+    fn defaults(site_root);
+    head {
+        /// The web.config that was read, if any.
+        config_file: Option<PathBuf> = None, json "configFile";
+        /// Working directory of the app and base of relative paths.
+        site_root: PathBuf = site_root.clone(), json "siteRoot";
+    }
+
+    /// Where hpgate accepts connections.
+    listen: SocketAddr {
+        name: "listen", place: AppSetting,
+        default: SocketAddr::from(([127, 0, 0, 1], 8086)),
+        doc_default: "`127.0.0.1:8086`",
+        doc_range: "`HOST:PORT`, `[IPv6]:PORT`, `:PORT` (all IPv4 interfaces)",
+        parse: |raw: &str, _: &Cx| parse_listen(raw),
+        flag: "--listen", env: "HPGATE_LISTEN",
+        restart: true,
+    }
+    log_format: LogFormat {
+        name: "logFormat", place: AppSetting,
+        default: LogFormat::Text,
+        doc_default: "`text`", doc_range: "`text`, `json`",
+        parse: |raw: &str, _: &Cx| LogFormat::parse(raw),
+        flag: "--log-format", env: "HPGATE_LOG_FORMAT",
+        restart: true,
+    }
+
+    // <httpPlatform> attributes
+    process_path: String {
+        name: "processPath", place: Attribute,
+        default: String::new(),
+        doc_default: "required", doc_range: "",
+        parse: |raw: &str, cx: &Cx| Ok::<_, String>(paths::expand_env(raw, cx.env)),
+        restart: false,
+    }
+    arguments: String {
+        name: "arguments", place: Attribute,
+        default: String::new(),
+        doc_default: "`\"\"`", doc_range: "",
+        parse: |raw: &str, cx: &Cx| {
+            let expanded = paths::expand_env(raw, cx.env);
+            values::split_arguments(&expanded).map_err(|e| e.to_string())?;
+            Ok::<_, String>(expanded)
+        },
+        // Checked by the parser, so the split cannot fail here.
+        then: |cfg: &mut Config| cfg.argv = values::split_arguments(&cfg.arguments).unwrap_or_default(),
+        restart: false,
+    }
+    @extra {
+        /// `arguments` split into argv (how the process will be started);
+        /// `%HTTP_PLATFORM_PORT%` is filled in per process.
+        argv: Vec<String> = Vec::new(), json "argv";
+    }
+    /// Time the process has to start listening.
+    startup_time_limit: Duration {
+        name: "startupTimeLimit", place: Attribute,
+        default: Duration::from_secs(10),
+        doc_default: "10", doc_range: "0–3600",
+        parse: seconds(0, 3600),
+        restart: false,
+    }
+    startup_retry_count: u64 {
+        name: "startupRetryCount", place: Attribute,
+        default: 10,
+        doc_default: "10", doc_range: "0–100",
+        parse: count(0, 100, "a count"),
+        restart: false,
+    }
+    rapid_fails_per_minute: u64 {
+        name: "rapidFailsPerMinute", place: Attribute,
+        default: 10,
+        doc_default: "10", doc_range: "0–100",
+        parse: count(0, 100, "a count"),
+        restart: true,
+    }
+    /// Inactivity (no bytes either way) before a request fails (zero: no limit).
+    request_timeout: Duration {
+        name: "requestTimeout", place: Attribute,
+        default: Duration::from_secs(120),
+        doc_default: "`00:02:00`", doc_range: "0 – 30 days",
+        parse: time_span(MAX_REQUEST_TIMEOUT),
+        restart: false,
+    }
+    stdout_log_enabled: bool {
+        name: "stdoutLogEnabled", place: Attribute,
+        default: false,
+        doc_default: "false", doc_range: "",
+        parse: boolean,
+        restart: false,
+    }
+    stdout_log_file: PathBuf {
+        name: "stdoutLogFile", place: Attribute,
+        default: paths::resolve(&site_root, "httpplatform-stdout"),
+        doc_default: "`httpplatform-stdout`", doc_range: "",
+        parse: |raw: &str, cx: &Cx| {
+            let expanded = paths::expand_env(raw, cx.env);
+            if expanded.trim().is_empty() {
+                return Err("is empty; give a file name prefix such as \".\\logs\\python\"".to_string());
+            }
+            Ok(paths::resolve(cx.site_root, &expanded))
+        },
+        restart: false,
+    }
+    processes_per_application: u64 {
+        name: "processesPerApplication", place: Attribute,
+        default: 1,
+        doc_default: "1", doc_range: "1–100",
+        parse: count(1, 100, "a count"),
+        restart: false,
+    }
+    forward_windows_auth_token: bool {
+        name: "forwardWindowsAuthToken", place: Attribute,
+        default: false,
+        doc_default: "false", doc_range: "",
+        parse: boolean,
+        restart: false,
+    }
+    @extra {
+        environment_variables: BTreeMap<String, String> = BTreeMap::new(), json "environmentVariables";
+        recycle_on_file_change: Vec<PathBuf> = Vec::new(), json "recycleOnFileChange";
+    }
+
+    // hpgate:* appSettings
+    /// Time between the stop signal and a forced kill.
+    shutdown_time_limit: Duration {
+        name: "shutdownTimeLimit", place: AppSetting,
+        default: Duration::from_secs(10),
+        doc_default: "10", doc_range: "0–600 s",
+        parse: seconds(0, 600),
+        restart: false,
+    }
+    web_socket_compression: Compression {
+        name: "webSocketCompression", place: AppSetting,
+        default: Compression::Passthrough,
+        doc_default: "`passthrough`", doc_range: "`passthrough`, `disable`, `offload`",
+        parse: |raw: &str, _: &Cx| Compression::parse(raw),
+        flag: "--websocket-compression", env: "HPGATE_WEBSOCKET_COMPRESSION",
+        restart: false,
+    }
+    /// Show the app's output on error pages (default: only on loopback
+    /// listeners; `mod.rs` applies that after reading).
+    detailed_errors: bool {
+        name: "detailedErrors", place: AppSetting,
+        default: true,
+        doc_default: "true on a loopback listener, else false", doc_range: "boolean",
+        parse: boolean,
+        restart: false,
+    }
+    /// Keep client-sent X-Forwarded-* headers instead of replacing them.
+    trust_forwarded_headers: bool {
+        name: "trustForwardedHeaders", place: AppSetting,
+        default: false,
+        doc_default: "false", doc_range: "boolean",
+        parse: boolean,
+        restart: false,
+    }
+    max_request_header_bytes: u64 {
+        name: "maxRequestHeaderBytes", place: AppSetting,
+        default: 32 * KIB,
+        doc_default: "32768", doc_range: "1024–1 MiB",
+        parse: count(1024, MIB, "bytes"),
+        restart: false,
+    }
+    max_request_headers: u64 {
+        name: "maxRequestHeaders", place: AppSetting,
+        default: 100,
+        doc_default: "100", doc_range: "1–1000",
+        parse: count(1, 1000, "a count"),
+        restart: false,
+    }
+    max_request_line_bytes: u64 {
+        name: "maxRequestLineBytes", place: AppSetting,
+        default: 8 * KIB,
+        doc_default: "8192", doc_range: "256–1 MiB",
+        parse: count(256, MIB, "bytes"),
+        restart: false,
+    }
+    /// Time a client has to send a complete request head.
+    header_read_timeout: Duration {
+        name: "headerReadTimeout", place: AppSetting,
+        default: Duration::from_secs(30),
+        doc_default: "30", doc_range: "1–3600 s",
+        parse: seconds(1, 3600),
+        restart: false,
+    }
+    /// Time a client may send nothing in the middle of a request body (zero: no limit).
+    client_body_timeout: Duration {
+        name: "clientBodyTimeout", place: AppSetting,
+        default: Duration::from_secs(60),
+        doc_default: "60", doc_range: "0–3600 s (0: no limit)",
+        parse: seconds(0, 3600),
+        restart: false,
+    }
+    max_connections: u64 {
+        name: "maxConnections", place: AppSetting,
+        // Each proxied connection holds two descriptors; this stays
+        // well under a 20,000 open-files limit.
+        default: 8_000,
+        doc_default: "8000", doc_range: "1–1,000,000",
+        parse: count(1, 1_000_000, "a count"),
+        restart: false,
+    }
+    /// Time an idle keep-alive client connection is kept open (zero: no keep-alive).
+    keep_alive_timeout: Duration {
+        name: "keepAliveTimeout", place: AppSetting,
+        default: Duration::from_secs(60),
+        doc_default: "60", doc_range: "0–3600 s",
+        parse: seconds(0, 3600),
+        restart: false,
+    }
+    /// Time between pings hpgate sends on idle WebSockets (zero: none).
+    web_socket_ping_interval: Duration {
+        name: "webSocketPingInterval", place: AppSetting,
+        default: Duration::ZERO,
+        doc_default: "0 (off)", doc_range: "0–3600 s",
+        parse: seconds(0, 3600),
+        restart: false,
+    }
+    /// Time without a frame before a WebSocket is closed (zero: never).
+    web_socket_idle_timeout: Duration {
+        name: "webSocketIdleTimeout", place: AppSetting,
+        default: Duration::ZERO,
+        doc_default: "0 (never)", doc_range: "0–86400 s",
+        parse: seconds(0, 86_400),
+        restart: false,
+    }
+    web_socket_max_message_size: u64 {
+        name: "webSocketMaxMessageSize", place: AppSetting,
+        default: 16 * MIB,
+        doc_default: "16 MiB", doc_range: "1 KiB–1 GiB",
+        parse: count(KIB, 1024 * MIB, "bytes"),
+        restart: false,
+    }
+    max_web_sockets: u64 {
+        name: "maxWebSockets", place: AppSetting,
+        default: 8_000,
+        doc_default: "8000", doc_range: "1–1,000,000",
+        parse: count(1, 1_000_000, "a count"),
+        restart: false,
+    }
+    web_socket_compression_level: u64 {
+        name: "webSocketCompressionLevel", place: AppSetting,
+        default: 6,
+        doc_default: "6", doc_range: "0–9",
+        parse: count(0, 9, "a zlib level"),
+        restart: false,
+    }
+    web_socket_compression_min_size: u64 {
+        name: "webSocketCompressionMinSize", place: AppSetting,
+        default: 64,
+        doc_default: "64", doc_range: "0–1 MiB",
+        parse: count(0, MIB, "bytes"),
+        restart: false,
+    }
+    socket_io_path: String {
+        name: "socketIoPath", place: AppSetting,
+        default: "/socket.io/".into(),
+        doc_default: "`/socket.io/`", doc_range: "a path",
+        parse: |raw: &str, _: &Cx| {
+            let p = raw.trim();
+            if !p.starts_with('/') {
+                return Err(format!("\"{raw}\" must be a path starting with /"));
+            }
+            Ok(if p.ends_with('/') { p.to_string() } else { format!("{p}/") })
+        },
+        restart: false,
+    }
+    socket_io_affinity: bool {
+        name: "socketIoAffinity", place: AppSetting,
+        default: true,
+        doc_default: "true", doc_range: "boolean",
+        parse: boolean,
+        restart: false,
+    }
+    /// Threads that run the proxy (0: one per CPU).
+    worker_threads: u64 {
+        name: "workerThreads", place: AppSetting,
+        default: 0,
+        doc_default: "0 (one per CPU)", doc_range: "0–256",
+        parse: count(0, 256, "a thread count (0 = one per CPU)"),
+        flag: "--worker-threads", env: "HPGATE_WORKER_THREADS",
+        restart: true,
+    }
+    /// Size at which the stdout log continues in a new file.
+    stdout_log_max_bytes: u64 {
+        name: "stdoutLogMaxBytes", place: AppSetting,
+        default: 64 * MIB,
+        doc_default: "67108864 (64 MiB)", doc_range: "64 KiB–1 TiB",
+        parse: count(64 * KIB, 1024 * 1024 * MIB, "bytes"),
+        restart: false,
+    }
+    /// Files kept per process start (the current one included).
+    stdout_log_max_files: u64 {
+        name: "stdoutLogMaxFiles", place: AppSetting,
+        default: 5,
+        doc_default: "5", doc_range: "1–1000",
+        parse: count(1, 1000, "a count"),
+        restart: false,
+    }
+}
+
+/// The names written at `place`, in declaration order.
+pub fn names(place: Place) -> impl Iterator<Item = &'static str> {
+    SETTINGS
+        .iter()
+        .filter(move |s| s.place == place)
+        .map(|s| s.name)
+}
+
 impl Config {
-    /// Defaults for everything; `site_root` as given.
-    pub fn defaults(site_root: PathBuf) -> Config {
-        Config {
-            config_file: None,
-            stdout_log_file: paths::resolve(&site_root, "httpplatform-stdout"),
-            site_root,
-            listen: SocketAddr::from(([127, 0, 0, 1], 8086)),
-            log_format: LogFormat::Text,
-            process_path: String::new(),
-            arguments: String::new(),
-            argv: Vec::new(),
-            startup_time_limit: 10,
-            startup_retry_count: 10,
-            rapid_fails_per_minute: 10,
-            request_timeout: 120,
-            stdout_log_enabled: false,
-            processes_per_application: 1,
-            forward_windows_auth_token: false,
-            environment_variables: BTreeMap::new(),
-            recycle_on_file_change: Vec::new(),
-            shutdown_time_limit: 10,
-            web_socket_compression: Compression::Passthrough,
-            detailed_errors: true,
-            trust_forwarded_headers: false,
-            max_request_header_bytes: 32 * 1024,
-            max_request_headers: 100,
-            max_request_line_bytes: 8 * 1024,
-            header_read_timeout: 30,
-            client_body_timeout: 60,
-            // Each proxied connection holds two descriptors; this stays
-            // well under a 20,000 open-files limit.
-            max_connections: 8_000,
-            keep_alive_timeout: 60,
-            web_socket_ping_interval: 0,
-            web_socket_idle_timeout: 0,
-            web_socket_max_message_size: 16 * 1024 * 1024,
-            max_web_sockets: 8_000,
-            web_socket_compression_level: 6,
-            web_socket_compression_min_size: 64,
-            socket_io_path: "/socket.io/".into(),
-            socket_io_affinity: true,
-            worker_threads: 0,
-            stdout_log_max_bytes: 64 * 1024 * 1024,
-            stdout_log_max_files: 5,
-        }
+    /// The settings declared `restart: true` whose value differs in `new`,
+    /// as (name, old value, new value).
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<(&'static str, String, String)> {
+        SETTINGS
+            .iter()
+            .filter(|s| s.restart)
+            .map(|s| (s.name, (s.show)(self), (s.show)(new)))
+            .filter(|(_, was, now)| was != now)
+            .collect()
     }
 }
 
@@ -202,11 +387,6 @@ pub fn parse_listen(raw: &str) -> Result<SocketAddr, String> {
         .map_err(|e| format!("cannot resolve listen host \"{host}\": {e}"))?
         .next()
         .ok_or_else(|| format!("listen host \"{host}\" has no address"))
-}
-
-/// Parses a worker thread count: 0 (one per CPU) to 256.
-pub fn parse_worker_threads(raw: &str) -> Result<u64, String> {
-    values::number(raw, 0, 256, "a thread count (0 = one per CPU)")
 }
 
 /// Sink for problems found while reading elements: each carries a byte offset.
@@ -258,49 +438,43 @@ fn apply_attribute(
     attr: &Attr,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(), String> {
-    let v = attr.value.as_str();
-    match attr.name.as_str() {
-        "processPath" => cfg.process_path = paths::expand_env(v, env),
-        "arguments" => {
-            cfg.arguments = paths::expand_env(v, env);
-            cfg.argv = values::split_arguments(&cfg.arguments).map_err(|e| e.to_string())?;
-        }
-        "startupTimeLimit" => cfg.startup_time_limit = values::number(v, 0, 3600, "seconds")?,
-        "startupRetryCount" => cfg.startup_retry_count = values::number(v, 0, 100, "a count")?,
-        "rapidFailsPerMinute" => cfg.rapid_fails_per_minute = values::number(v, 0, 100, "a count")?,
-        "requestTimeout" => cfg.request_timeout = values::time_span(v, MAX_REQUEST_TIMEOUT)?,
-        "stdoutLogEnabled" => cfg.stdout_log_enabled = values::boolean(v)?,
-        "stdoutLogFile" => {
-            let expanded = paths::expand_env(v, env);
-            if expanded.trim().is_empty() {
-                return Err("is empty; give a file name prefix such as \".\\logs\\python\"".into());
-            }
-            cfg.stdout_log_file = paths::resolve(&cfg.site_root, &expanded);
-        }
-        "processesPerApplication" => {
-            cfg.processes_per_application = values::number(v, 1, 100, "a count")?
-        }
-        "forwardWindowsAuthToken" => cfg.forward_windows_auth_token = values::boolean(v)?,
-        other => return Err(unknown_attribute(other)),
-    }
-    Ok(())
+    // Attribute names are case-sensitive, as in IIS.
+    let Some(setting) = SETTINGS
+        .iter()
+        .find(|s| s.place == Place::Attribute && s.name == attr.name)
+    else {
+        return Err(unknown_attribute(&attr.name));
+    };
+    apply(cfg, setting, &attr.value, env)
+}
+
+/// Applies one declared setting from raw text.
+pub fn apply(
+    cfg: &mut Config,
+    setting: &Setting,
+    raw: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), String> {
+    let site_root = cfg.site_root.clone();
+    let cx = Cx {
+        site_root: &site_root,
+        env,
+    };
+    (setting.apply)(cfg, raw, &cx)
 }
 
 fn unknown_attribute(name: &str) -> String {
-    if let Some(known) = HTTP_PLATFORM_ATTRIBUTES
-        .iter()
-        .find(|k| k.eq_ignore_ascii_case(name))
-    {
+    if let Some(known) = names(Place::Attribute).find(|k| k.eq_ignore_ascii_case(name)) {
         return format!("unknown attribute; names are case-sensitive: did you mean {known}?");
     }
-    if let Some(key) = APP_SETTINGS.iter().find(|k| k.eq_ignore_ascii_case(name)) {
+    if let Some(key) = names(Place::AppSetting).find(|k| k.eq_ignore_ascii_case(name)) {
         return format!(
             "unknown attribute (IIS refuses it too, with error 500.19); hpgate reads it from <appSettings><add key=\"hpgate:{key}\" value=\"...\"/></appSettings>"
         );
     }
     format!(
         "unknown attribute; <httpPlatform> accepts {}",
-        HTTP_PLATFORM_ATTRIBUTES.join(", ")
+        names(Place::Attribute).collect::<Vec<_>>().join(", ")
     )
 }
 
@@ -352,74 +526,18 @@ fn apply_environment(
     }
 }
 
-/// Applies one `hpgate:NAME` appSettings value.
+/// Applies one `hpgate:NAME` appSettings value (NAME matched ignoring case).
 pub fn apply_app_setting(cfg: &mut Config, name: &str, raw: &str) -> Result<(), String> {
-    let Some(key) = APP_SETTINGS.iter().find(|k| k.eq_ignore_ascii_case(name)) else {
+    let Some(setting) = SETTINGS
+        .iter()
+        .find(|s| s.place == Place::AppSetting && s.name.eq_ignore_ascii_case(name))
+    else {
         return Err(format!(
             "unknown hpgate setting \"hpgate:{name}\"; known settings: {}",
-            APP_SETTINGS.join(", ")
+            names(Place::AppSetting).collect::<Vec<_>>().join(", ")
         ));
     };
-    const MIB: u64 = 1024 * 1024;
-    match *key {
-        "listen" => cfg.listen = parse_listen(raw)?,
-        "logFormat" => cfg.log_format = LogFormat::parse(raw)?,
-        "shutdownTimeLimit" => cfg.shutdown_time_limit = values::number(raw, 0, 600, "seconds")?,
-        "webSocketCompression" => cfg.web_socket_compression = Compression::parse(raw)?,
-        "detailedErrors" => cfg.detailed_errors = values::boolean(raw)?,
-        "trustForwardedHeaders" => cfg.trust_forwarded_headers = values::boolean(raw)?,
-        "maxRequestHeaderBytes" => {
-            cfg.max_request_header_bytes = values::number(raw, 1024, MIB, "bytes")?
-        }
-        "maxRequestHeaders" => cfg.max_request_headers = values::number(raw, 1, 1000, "a count")?,
-        "maxRequestLineBytes" => {
-            cfg.max_request_line_bytes = values::number(raw, 256, MIB, "bytes")?
-        }
-        "headerReadTimeout" => cfg.header_read_timeout = values::number(raw, 1, 3600, "seconds")?,
-        "clientBodyTimeout" => cfg.client_body_timeout = values::number(raw, 0, 3600, "seconds")?,
-        "maxConnections" => cfg.max_connections = values::number(raw, 1, 1_000_000, "a count")?,
-        "keepAliveTimeout" => cfg.keep_alive_timeout = values::number(raw, 0, 3600, "seconds")?,
-        "webSocketPingInterval" => {
-            cfg.web_socket_ping_interval = values::number(raw, 0, 3600, "seconds")?
-        }
-        "webSocketIdleTimeout" => {
-            cfg.web_socket_idle_timeout = values::number(raw, 0, 86_400, "seconds")?
-        }
-        "webSocketMaxMessageSize" => {
-            cfg.web_socket_max_message_size = values::number(raw, 1024, 1024 * MIB, "bytes")?
-        }
-        "maxWebSockets" => cfg.max_web_sockets = values::number(raw, 1, 1_000_000, "a count")?,
-        "webSocketCompressionLevel" => {
-            cfg.web_socket_compression_level = values::number(raw, 0, 9, "a zlib level")?
-        }
-        "webSocketCompressionMinSize" => {
-            cfg.web_socket_compression_min_size = values::number(raw, 0, MIB, "bytes")?
-        }
-        "socketIoPath" => {
-            let p = raw.trim();
-            if !p.starts_with('/') {
-                return Err(format!("\"{raw}\" must be a path starting with /"));
-            }
-            cfg.socket_io_path = if p.ends_with('/') {
-                p.to_string()
-            } else {
-                format!("{p}/")
-            };
-        }
-        "socketIoAffinity" => cfg.socket_io_affinity = values::boolean(raw)?,
-        "workerThreads" => cfg.worker_threads = parse_worker_threads(raw)?,
-        "stdoutLogMaxBytes" => {
-            cfg.stdout_log_max_bytes = values::number(raw, 64 * 1024, 1024 * 1024 * MIB, "bytes")?
-        }
-        "stdoutLogMaxFiles" => cfg.stdout_log_max_files = values::number(raw, 1, 1000, "a count")?,
-        _ => unreachable_key(key)?,
-    }
-    Ok(())
-}
-
-// Keeps the match above exhaustive over APP_SETTINGS without a panic path.
-fn unreachable_key(key: &str) -> Result<(), String> {
-    Err(format!("setting hpgate:{key} is listed but not handled"))
+    apply(cfg, setting, raw, &|_| None)
 }
 
 /// Resolves processPath as HttpPlatformHandler would: `.`-relative and other
@@ -436,4 +554,142 @@ pub fn resolve_process_path(site_root: &Path, configured: &str) -> String {
             .unwrap_or_else(|| configured.to_string());
     }
     paths::resolve(site_root, configured).display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `| `name` | cells... |` rows of the markdown table under `heading`.
+    fn table_rows(doc: &str, heading: &str) -> Vec<Vec<String>> {
+        let section = doc.split(heading).nth(1).unwrap_or("");
+        let section = section.split("\n## ").next().unwrap_or("");
+        section
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| {
+                // No cell holds a `|`, so splitting on it is exact.
+                let cells = l.trim().trim_matches('|').split('|');
+                cells.map(|c| c.trim().to_string()).collect()
+            })
+            .collect()
+    }
+
+    /// docs/configuration.md's tables and the declaration agree: every
+    /// setting has a row with its default and range, every row is declared,
+    /// flag/env twins are named in the row, and the restart-only settings
+    /// are the ones "Changes while running" names.
+    #[test]
+    fn docs_tables_match_the_declaration() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md");
+        let doc = std::fs::read_to_string(path).expect("docs/configuration.md");
+        // (place, heading, default column, range column)
+        let tables = [
+            (Place::Attribute, "## `<httpPlatform>` attributes", 2, 3),
+            (Place::AppSetting, "## `hpgate:` appSettings", 1, 2),
+        ];
+        for (place, heading, default_col, range_col) in tables {
+            let rows = table_rows(&doc, heading);
+            assert!(!rows.is_empty(), "no table under {heading}");
+            for row in &rows {
+                let name = row[0].trim_matches('`');
+                let Some(s) = SETTINGS.iter().find(|s| s.name == name && s.place == place) else {
+                    panic!("{heading}: row {name} is not declared in config/settings.rs");
+                };
+                assert_eq!(row[default_col], s.doc_default, "{name}: default");
+                assert_eq!(row[range_col], s.doc_range, "{name}: range");
+                for twin in [s.flag, s.env].into_iter().flatten() {
+                    assert!(
+                        row.join("|").contains(&format!("`{twin}`")),
+                        "{name}: row names {twin}"
+                    );
+                }
+            }
+            for name in names(place) {
+                let n = rows.iter().filter(|r| r[0] == format!("`{name}`")).count();
+                assert_eq!(n, 1, "{heading}: {name} needs exactly one row");
+            }
+        }
+        let running = doc.split("## Changes while running").nth(1).unwrap_or("");
+        let restart_sentence = running
+            .split(". ")
+            .find(|s| s.contains("need a restart"))
+            .expect("a sentence naming the settings that need a restart");
+        for s in SETTINGS {
+            assert_eq!(
+                restart_sentence.contains(&format!("`{}`", s.name)),
+                s.restart,
+                "{}: restart: {} but the docs' restart sentence disagrees",
+                s.name,
+                s.restart
+            );
+        }
+    }
+
+    #[test]
+    fn names_are_unique_and_defaults_parse_back() {
+        let mut seen: Vec<String> = SETTINGS.iter().map(|s| s.name.to_lowercase()).collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), SETTINGS.len());
+        // Every appSettings default, written back as its shown form, is
+        // accepted and gives the same value: defaults lie inside the ranges.
+        let defaults = Config::defaults(PathBuf::from("/site"));
+        for s in SETTINGS.iter().filter(|s| s.place == Place::AppSetting) {
+            let mut cfg = defaults.clone();
+            let shown = (s.show)(&defaults);
+            apply(&mut cfg, s, &shown, &|_| None).unwrap_or_else(|e| panic!("{}: {e}", s.name));
+            assert_eq!((s.show)(&cfg), shown, "{}", s.name);
+        }
+    }
+
+    #[test]
+    fn restart_only_changes_come_from_the_declaration() {
+        let old = Config::defaults(PathBuf::from("/site"));
+        let mut new = old.clone();
+        for (name, raw) in [
+            ("listen", ":9000"),
+            ("logFormat", "json"),
+            ("workerThreads", "2"),
+        ] {
+            apply_app_setting(&mut new, name, raw).unwrap();
+        }
+        apply_app_setting(&mut new, "maxConnections", "5").unwrap();
+        let attr = Attr {
+            name: "rapidFailsPerMinute".into(),
+            value: "3".into(),
+            offset: 0,
+        };
+        apply_attribute(&mut new, &attr, &|_| None).unwrap();
+        let changes = old.restart_only_changes(&new);
+        let want = [
+            ("listen", "127.0.0.1:8086", "0.0.0.0:9000"),
+            ("logFormat", "text", "json"),
+            ("rapidFailsPerMinute", "10", "3"),
+            ("workerThreads", "0", "2"),
+        ];
+        let got: Vec<_> = changes
+            .iter()
+            .map(|(n, w, v)| (*n, w.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn times_are_durations_and_print_as_seconds() {
+        let mut cfg = Config::defaults(PathBuf::from("/site"));
+        let attr = |name: &str, value: &str| Attr {
+            name: name.into(),
+            value: value.into(),
+            offset: 0,
+        };
+        apply_attribute(&mut cfg, &attr("requestTimeout", "00:01:30"), &|_| None).unwrap();
+        apply_app_setting(&mut cfg, "WEBSOCKETIDLETIMEOUT", "300").unwrap();
+        assert_eq!(cfg.request_timeout, Duration::from_secs(90));
+        assert_eq!(cfg.web_socket_idle_timeout, Duration::from_secs(300));
+        let json = serde_json::to_value(&cfg).unwrap();
+        assert_eq!(json["requestTimeout"], 90);
+        assert_eq!(json["webSocketIdleTimeout"], 300);
+        assert_eq!(json["startupTimeLimit"], 10);
+    }
 }

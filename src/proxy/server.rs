@@ -52,7 +52,7 @@ pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, shutdown: Cancellati
     drop(listener);
     connections.close();
     // The same deadline lifecycle.rs gives the WebSockets and the processes.
-    let grace = Duration::from_secs(gw.sup.config().shutdown_time_limit);
+    let grace = gw.sup.config().shutdown_time_limit;
     if tokio::time::timeout(grace, connections.wait())
         .await
         .is_err()
@@ -243,11 +243,13 @@ fn http1_builder(cfg: &Config) -> http1::Builder {
     let mut builder = http1::Builder::new();
     // hyper uses one timer for a request head and for the wait for the next
     // request on a kept-alive connection; the shorter of the two limits wins.
-    let head_timeout = cfg.header_read_timeout.min(cfg.keep_alive_timeout.max(1));
+    let head_timeout = cfg
+        .header_read_timeout
+        .min(cfg.keep_alive_timeout.max(Duration::from_secs(1)));
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(head_timeout))
-        .keep_alive(cfg.keep_alive_timeout > 0)
+        .header_read_timeout(head_timeout)
+        .keep_alive(!cfg.keep_alive_timeout.is_zero())
         .max_headers(cfg.max_request_headers as usize + 1)
         // Room for the line and headers; exact limits (414/431) are
         // checked per request so each gets its own status.

@@ -54,12 +54,12 @@ pub struct Answer {
 
 /// `requestTimeout`: how long the app may keep an exchange quiet.
 pub fn request_limit(cfg: &Config) -> Option<Duration> {
-    (cfg.request_timeout > 0).then(|| Duration::from_secs(cfg.request_timeout))
+    (!cfg.request_timeout.is_zero()).then_some(cfg.request_timeout)
 }
 
 /// `clientBodyTimeout`: how long the client may owe request body bytes.
 fn client_body_limit(cfg: &Config) -> Option<Duration> {
-    (cfg.client_body_timeout > 0).then(|| Duration::from_secs(cfg.client_body_timeout))
+    (!cfg.client_body_timeout.is_zero()).then_some(cfg.client_body_timeout)
 }
 
 /// Rewrites the head for the app: Host from an absolute-form target,

@@ -153,7 +153,7 @@ impl Supervisor {
     /// (up to startupTimeLimit); answers at once when starting has failed
     /// for good, is locked out, or the site is offline.
     pub async fn pick(&self, prefer_pid: Option<u32>) -> Result<Backend, Unavailable> {
-        let limit = Duration::from_secs(self.config().startup_time_limit.max(1));
+        let limit = self.config().startup_time_limit.max(Duration::from_secs(1));
         // A little past the start limit, so a failed attempt can report its
         // own diagnosis rather than a generic "still starting".
         let deadline = tokio::time::Instant::now() + limit + START_MARGIN;

@@ -239,7 +239,7 @@ pub async fn run(slot: Arc<Slot>, ctx: Arc<SlotCtx>, stop: CancellationToken) {
                         last = Some(failure);
                     }
                     _ = stop.cancelled() => {
-                        let grace = Duration::from_secs(cfg.shutdown_time_limit);
+                        let grace = cfg.shutdown_time_limit;
                         stop_process(running, grace, ctx.stop_by.clone()).await;
                         break;
                     }
@@ -284,7 +284,7 @@ async fn start(
         )
     })?;
     let mut started = spawn(cfg, port, watchdog).map_err(|c| Failure::new(c, String::new()))?;
-    let limit = Duration::from_secs(cfg.startup_time_limit);
+    let limit = cfg.startup_time_limit;
     match wait_ready(&mut started.child, started.pid, port, limit).await {
         Ok(()) => {
             tracing::info!(

@@ -142,29 +142,10 @@ async fn watch(
 /// applies with the new processes (and, for connection settings, to the
 /// connections accepted after the switch).
 fn warn_restart_only(old: &Config, new: &Config) {
-    let changes = [
-        ("listen", old.listen.to_string(), new.listen.to_string()),
-        (
-            "logFormat",
-            format!("{:?}", old.log_format).to_lowercase(),
-            format!("{:?}", new.log_format).to_lowercase(),
-        ),
-        (
-            "workerThreads",
-            old.worker_threads.to_string(),
-            new.worker_threads.to_string(),
-        ),
-        (
-            "rapidFailsPerMinute",
-            old.rapid_fails_per_minute.to_string(),
-            new.rapid_fails_per_minute.to_string(),
-        ),
-    ];
-    for (name, was, now) in changes {
-        if was != now {
-            tracing::warn!(
-                "{name} changed ({was} -> {now}) but takes effect only when hpgate restarts; still using {was}"
-            );
-        }
+    // Which settings these are is declared in config/settings.rs (`restart: true`).
+    for (name, was, now) in old.restart_only_changes(new) {
+        tracing::warn!(
+            "{name} changed ({was} -> {now}) but takes effect only when hpgate restarts; still using {was}"
+        );
     }
 }

@@ -36,8 +36,9 @@ use crate::config::{Compression, Config};
 
 pub use handshake::is_upgrade;
 
-fn secs(n: u64) -> Option<std::time::Duration> {
-    (n > 0).then(|| std::time::Duration::from_secs(n))
+/// Zero means "off" for the WebSocket timers.
+fn nonzero(d: std::time::Duration) -> Option<std::time::Duration> {
+    (!d.is_zero()).then_some(d)
 }
 
 /// Live WebSockets: how many, and the signal that closes them on shutdown.
@@ -185,8 +186,8 @@ fn accept(
     let settings = relay::Settings {
         mode,
         max_message: cfg.web_socket_max_message_size,
-        ping_interval: secs(cfg.web_socket_ping_interval),
-        idle_timeout: secs(cfg.web_socket_idle_timeout),
+        ping_interval: nonzero(cfg.web_socket_ping_interval),
+        idle_timeout: nonzero(cfg.web_socket_idle_timeout),
     };
     Ok((to_client, settings))
 }
