@@ -3,7 +3,7 @@
 //! Owns connecting (with a time limit), the HTTP/1 handshake, one driver
 //! task per connection, and the idle connections per address. A connection
 //! goes back to its idle list only once its response body has been read to
-//! the end (`Body` in body.rs hands it back), so nothing has to watch it
+//! the end (`Upstream` in body.rs hands it back), so nothing has to watch it
 //! become ready again; a checkout waits the moment it may take for hyper to
 //! notice. Must not look at requests or responses.
 //!
