@@ -1,7 +1,7 @@
 //! Why no process can serve, in words a user can act on.
 //!
 //! Owns the failure causes and their messages. The proxy renders them as
-//! error pages (`proxy/error_page.rs`); this file must not know about HTTP.
+//! error pages (`proxy/error.rs`); this file must not know about HTTP.
 
 use std::io;
 use std::sync::Arc;

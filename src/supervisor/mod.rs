@@ -36,7 +36,13 @@ use crate::config::Config;
 use rapid_fail::RapidFail;
 use slot::{Slot, SlotCtx, SlotState};
 
+/// How long past startupTimeLimit a request waits for a starting process,
+/// so a failed attempt can report its own diagnosis rather than a generic
+/// "still starting".
 const START_MARGIN: Duration = Duration::from_secs(2);
+/// The id of the generation started with hpgate; recycles count up from it
+/// (ids only tell generations apart in the log).
+const FIRST_GENERATION: u64 = 1;
 
 /// Why a request cannot be served right now.
 #[derive(Debug, Clone)]
@@ -119,7 +125,7 @@ impl Supervisor {
         let rapid = Arc::new(Mutex::new(RapidFail::new(cfg.rapid_fails_per_minute)));
         let watchdog = Arc::new(os::Watchdog::start());
         let stop_by = watch::Sender::new(None);
-        let first = spawn_generation(1, cfg, &epoch, &rapid, &watchdog, &stop_by);
+        let first = spawn_generation(FIRST_GENERATION, cfg, &epoch, &rapid, &watchdog, &stop_by);
         Supervisor {
             shared: Arc::new(Shared {
                 current: RwLock::new(first),
@@ -128,7 +134,7 @@ impl Supervisor {
                 shutting_down: AtomicBool::new(false),
                 rapid,
                 watchdog,
-                next_generation: AtomicU64::new(2),
+                next_generation: AtomicU64::new(FIRST_GENERATION + 1),
                 round_robin: AtomicUsize::new(0),
                 retiring: TaskTracker::new(),
                 stop_by,

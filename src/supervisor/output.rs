@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -23,6 +23,10 @@ pub const TAIL_LINES: usize = 30;
 pub const DEBUG_LINE_BYTES: usize = 2048;
 /// App output lines per second and process copied into the debug log.
 pub const DEBUG_LINES_PER_SEC: u32 = 200;
+/// The window [`DEBUG_LINES_PER_SEC`] is counted over.
+const DEBUG_WINDOW: Duration = Duration::from_secs(1);
+/// One read from an app's stdout or stderr: a pipe's usual chunk.
+const READ_BUF: usize = 8192;
 
 /// The last [`TAIL_BYTES`] of a process's combined output.
 #[derive(Debug, Default)]
@@ -230,7 +234,7 @@ impl DebugLines {
     }
 
     fn line(&mut self, pid: u32, stream: &str, line: &str, now: Instant) {
-        if now.duration_since(self.second).as_secs() >= 1 {
+        if now.duration_since(self.second) >= DEBUG_WINDOW {
             self.flush(pid);
             self.second = now;
             self.shown = 0;
@@ -250,7 +254,7 @@ impl DebugLines {
 
     /// When the count of lines held back is due in the log.
     fn report_at(&self) -> Option<Instant> {
-        (self.skipped > 0).then(|| self.second + std::time::Duration::from_secs(1))
+        (self.skipped > 0).then(|| self.second + DEBUG_WINDOW)
     }
 
     fn flush(&mut self, pid: u32) {
@@ -299,7 +303,7 @@ impl<R: AsyncRead + Unpin> Stream<R> {
             reader,
             name,
             done: false,
-            buf: vec![0u8; 8192].into_boxed_slice(),
+            buf: vec![0u8; READ_BUF].into_boxed_slice(),
         }
     }
 

@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+/// rapidFailsPerMinute counts crashes over this sliding window.
 pub const WINDOW: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]

@@ -15,7 +15,11 @@ use tokio::time::{sleep, timeout, Instant};
 use super::failure::Cause;
 use super::os;
 
+/// How often a starting process is probed: short, because every request
+/// waiting for it waits this much longer than needed.
 const POLL: Duration = Duration::from_millis(10);
+/// A loopback connect answers at once unless the backlog is full; past this
+/// the probe counts as "not yet" and tries again.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// Waits for the listener. `limit` of zero means no limit.

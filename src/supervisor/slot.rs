@@ -25,7 +25,15 @@ use super::ready::{describe_status, wait_ready};
 use super::spawn::{free_port, spawn, Started};
 use crate::config::Config;
 
+/// The first backoff step; each further failure doubles it.
+const BACKOFF_STEP: Duration = Duration::from_millis(50);
+/// Caps the doubling so the shift cannot overflow (MAX_BACKOFF is reached
+/// long before).
+const BACKOFF_MAX_DOUBLINGS: u32 = 16;
+/// A crash-looping app is retried at least this often, so it comes back
+/// soon after its cause (a database, a file) is fixed.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A process that served this long was healthy: the backoff starts over.
 const HEALTHY_RESET: Duration = Duration::from_secs(60);
 /// How long to wait for the output pipes to drain before reporting a failure.
 const TAIL_DRAIN: Duration = Duration::from_millis(200);
@@ -109,7 +117,7 @@ impl Slot {
 fn backoff(level: u32) -> Duration {
     match level {
         0 => Duration::ZERO,
-        n => Duration::from_millis(50u64 << (n - 1).min(16)).min(MAX_BACKOFF),
+        n => (BACKOFF_STEP * (1u32 << (n - 1).min(BACKOFF_MAX_DOUBLINGS))).min(MAX_BACKOFF),
     }
 }
 
@@ -124,130 +132,262 @@ fn restart_wait(level: u32, after_crash: bool) -> Duration {
     }
 }
 
+/// Where a slot task stands; each phase is one function below that
+/// returns the next. [`SlotState`] is what the rest of hpgate sees of it.
+enum Phase {
+    /// Starting a process and waiting for it to listen.
+    Starting,
+    /// A process serves until it exits or the slot stops.
+    Ready(Running),
+    /// Not serving, and waiting before the next start.
+    Down(Down),
+    /// The slot is stopping, with its process if one is running.
+    Stopping(Option<Running>),
+}
+
+/// What a `Down` slot waits for before it starts again.
+enum Down {
+    /// The backoff after a failed start or a crash.
+    Retrying(Duration),
+    /// startupRetryCount is used up: a request's kick.
+    GaveUp,
+    /// Too many crashes in the rapid-fail window: the window's end.
+    LockedOut {
+        until: Instant,
+        count: u64,
+        limit: u64,
+    },
+}
+
+/// The failures a slot remembers between phases.
+#[derive(Default)]
+struct History {
+    /// Backoff level: raised by every failed start and crash.
+    level: u32,
+    /// Failed starts in a row, against startupRetryCount.
+    failed_starts: u64,
+    /// The latest failed start or crash.
+    last: Option<Arc<Failure>>,
+}
+
+/// One slot task: its slot, its generation's context and its history.
+struct Task {
+    slot: Arc<Slot>,
+    ctx: Arc<SlotCtx>,
+    stop: CancellationToken,
+    max_attempts: u64,
+    history: History,
+}
+
 /// Runs the slot until `stop` is cancelled; stops its process on the way out.
 pub async fn run(slot: Arc<Slot>, ctx: Arc<SlotCtx>, stop: CancellationToken) {
-    let cfg = &ctx.cfg;
-    let max_attempts = cfg.startup_retry_count.max(1);
-    let mut level = 0u32; // backoff level
-    let mut failed_starts = 0u64;
-    let mut last: Option<Arc<Failure>> = None;
+    let max_attempts = ctx.cfg.startup_retry_count.max(1);
+    let mut task = Task {
+        slot,
+        ctx,
+        stop,
+        max_attempts,
+        history: History::default(),
+    };
+    let mut phase = task.next();
+    loop {
+        phase = match phase {
+            Phase::Starting => task.starting().await,
+            Phase::Ready(running) => task.ready(running).await,
+            Phase::Down(down) => task.down(down).await,
+            Phase::Stopping(running) => {
+                task.stopping(running).await;
+                break;
+            }
+        };
+    }
+    task.slot.set(SlotState::Stopped);
+}
 
-    while !stop.is_cancelled() {
-        let locked = ctx.rapid.lock().ok().and_then(|r| {
-            r.locked_until(Instant::now())
-                .map(|u| (u, r.count(), r.limit()))
-        });
-        if let Some((until, count, limit)) = locked {
-            let cause = Cause::TooManyCrashes {
+impl Task {
+    /// What comes after a failed start, a crash, or a wait: stopping, a
+    /// lockout, giving up, a backoff, or the next start, in that order.
+    fn next(&self) -> Phase {
+        if self.stop.is_cancelled() {
+            return Phase::Stopping(None);
+        }
+        if let Some((until, count, limit)) = self.rapid_lock() {
+            return Phase::Down(Down::LockedOut {
+                until,
                 count,
                 limit,
-                next_try: SystemTime::now() + until.saturating_duration_since(Instant::now()),
-            };
-            let tail = last
-                .as_ref()
-                .map(|f| f.output_tail.clone())
-                .unwrap_or_default();
-            tracing::error!(slot = slot.index, "{cause}");
-            slot.set(SlotState::Down {
-                failure: Failure::new(cause, tail),
-                retrying: false,
             });
-            tokio::select! {
-                _ = tokio::time::sleep_until(until.into()) => {}
-                _ = stop.cancelled() => break,
-            }
-            continue;
         }
-
-        if failed_starts >= max_attempts {
-            let prev = last.clone();
-            if let Some(prev) = prev {
-                let cause = Cause::GaveUp {
-                    attempts: failed_starts,
-                    last: Box::new(prev.cause.clone()),
-                };
-                tracing::error!(slot = slot.index, "{cause}");
-                slot.set(SlotState::Down {
-                    failure: Failure::new(cause, prev.output_tail.clone()),
-                    retrying: false,
-                });
-            }
-            tokio::select! {
-                _ = slot.kick.notified() => {}
-                _ = stop.cancelled() => break,
-            }
-            failed_starts = 0;
-            level = 0;
-            continue;
+        let h = &self.history;
+        if h.failed_starts >= self.max_attempts {
+            return Phase::Down(Down::GaveUp);
         }
-
-        let after_crash = last
+        let after_crash = h
+            .last
             .as_ref()
             .is_some_and(|f| matches!(f.cause, Cause::Crashed { .. }));
-        let wait = restart_wait(level, after_crash);
-        if !wait.is_zero() {
-            tokio::select! {
-                _ = sleep(wait) => {}
-                _ = stop.cancelled() => break,
-            }
-        }
-
-        slot.set(SlotState::Starting);
-        let attempt = tokio::select! {
-            r = start(&slot, cfg, &ctx.watchdog) => r,
-            _ = stop.cancelled() => break,
-        };
-        match attempt {
-            Err(failure) => {
-                record(&ctx.rapid);
-                failed_starts += 1;
-                level += 1;
-                tracing::error!(
-                    slot = slot.index,
-                    attempt = failed_starts,
-                    of = max_attempts,
-                    "app start failed: {}{}",
-                    failure.cause,
-                    tail_suffix(&failure.output_tail)
-                );
-                slot.set(SlotState::Down {
-                    failure: failure.clone(),
-                    retrying: failed_starts < max_attempts,
-                });
-                last = Some(failure);
-            }
-            Ok(mut running) => {
-                failed_starts = 0;
-                let backend = running.backend.clone();
-                slot.set(SlotState::Ready(backend.clone()));
-                tokio::select! {
-                    status = running.started.child.wait() => {
-                        backend.gone.cancel();
-                        let uptime = running.started.started_at.elapsed();
-                        if uptime >= HEALTHY_RESET {
-                            level = 0;
-                        }
-                        record(&ctx.rapid);
-                        level += 1;
-                        let tail = drain_tail(&mut running.started).await;
-                        let failure = Failure::new(
-                            Cause::Crashed { pid: running.started.pid, status: describe_status(status), uptime },
-                            tail,
-                        );
-                        tracing::error!(slot = slot.index, "{}{}", failure.cause, tail_suffix(&failure.output_tail));
-                        slot.set(SlotState::Down { failure: failure.clone(), retrying: true });
-                        last = Some(failure);
-                    }
-                    _ = stop.cancelled() => {
-                        let grace = cfg.shutdown_time_limit;
-                        stop_process(running, grace, ctx.stop_by.clone()).await;
-                        break;
-                    }
-                }
-            }
+        match restart_wait(h.level, after_crash) {
+            wait if wait.is_zero() => Phase::Starting,
+            wait => Phase::Down(Down::Retrying(wait)),
         }
     }
-    slot.set(SlotState::Stopped);
+
+    /// The rapid-fail lockout in force, if any: its end, count and limit.
+    fn rapid_lock(&self) -> Option<(Instant, u64, u64)> {
+        let rapid = self.ctx.rapid.lock().ok()?;
+        rapid
+            .locked_until(Instant::now())
+            .map(|until| (until, rapid.count(), rapid.limit()))
+    }
+
+    async fn starting(&mut self) -> Phase {
+        self.slot.set(SlotState::Starting);
+        let attempt = tokio::select! {
+            r = start(&self.slot, &self.ctx.cfg, &self.ctx.watchdog) => r,
+            _ = self.stop.cancelled() => return Phase::Stopping(None),
+        };
+        match attempt {
+            Ok(running) => {
+                self.history.failed_starts = 0;
+                self.slot.set(SlotState::Ready(running.backend.clone()));
+                Phase::Ready(running)
+            }
+            Err(failure) => self.start_failed(failure),
+        }
+    }
+
+    fn start_failed(&mut self, failure: Arc<Failure>) -> Phase {
+        record(&self.ctx.rapid);
+        let h = &mut self.history;
+        h.failed_starts += 1;
+        h.level += 1;
+        tracing::error!(
+            slot = self.slot.index,
+            attempt = h.failed_starts,
+            of = self.max_attempts,
+            "app start failed: {}{}",
+            failure.cause,
+            tail_suffix(&failure.output_tail)
+        );
+        self.slot.set(SlotState::Down {
+            failure: failure.clone(),
+            retrying: h.failed_starts < self.max_attempts,
+        });
+        h.last = Some(failure);
+        self.next()
+    }
+
+    async fn ready(&mut self, mut running: Running) -> Phase {
+        tokio::select! {
+            status = running.started.child.wait() => self.crashed(running, status).await,
+            _ = self.stop.cancelled() => Phase::Stopping(Some(running)),
+        }
+    }
+
+    /// The serving process exited by itself.
+    async fn crashed(
+        &mut self,
+        mut running: Running,
+        status: std::io::Result<std::process::ExitStatus>,
+    ) -> Phase {
+        running.backend.gone.cancel();
+        let uptime = running.started.started_at.elapsed();
+        if uptime >= HEALTHY_RESET {
+            self.history.level = 0;
+        }
+        record(&self.ctx.rapid);
+        self.history.level += 1;
+        let tail = drain_tail(&mut running.started).await;
+        let cause = Cause::Crashed {
+            pid: running.started.pid,
+            status: describe_status(status),
+            uptime,
+        };
+        let failure = Failure::new(cause, tail);
+        tracing::error!(
+            slot = self.slot.index,
+            "{}{}",
+            failure.cause,
+            tail_suffix(&failure.output_tail)
+        );
+        self.slot.set(SlotState::Down {
+            failure: failure.clone(),
+            retrying: true,
+        });
+        self.history.last = Some(failure);
+        self.next()
+    }
+
+    async fn down(&mut self, down: Down) -> Phase {
+        match down {
+            Down::Retrying(wait) => {
+                tokio::select! {
+                    _ = sleep(wait) => Phase::Starting,
+                    _ = self.stop.cancelled() => Phase::Stopping(None),
+                }
+            }
+            Down::GaveUp => self.gave_up().await,
+            Down::LockedOut {
+                until,
+                count,
+                limit,
+            } => self.locked_out(until, count, limit).await,
+        }
+    }
+
+    /// Serves the last failure as "gave up" until a request kicks the slot,
+    /// which then starts afresh.
+    async fn gave_up(&mut self) -> Phase {
+        if let Some(prev) = self.history.last.clone() {
+            let cause = Cause::GaveUp {
+                attempts: self.history.failed_starts,
+                last: Box::new(prev.cause.clone()),
+            };
+            tracing::error!(slot = self.slot.index, "{cause}");
+            self.slot.set(SlotState::Down {
+                failure: Failure::new(cause, prev.output_tail.clone()),
+                retrying: false,
+            });
+        }
+        tokio::select! {
+            _ = self.slot.kick.notified() => {}
+            _ = self.stop.cancelled() => return Phase::Stopping(None),
+        }
+        self.history.failed_starts = 0;
+        self.history.level = 0;
+        self.next()
+    }
+
+    /// Serves "too many crashes" until the rapid-fail window ends.
+    async fn locked_out(&mut self, until: Instant, count: u64, limit: u64) -> Phase {
+        let cause = Cause::TooManyCrashes {
+            count,
+            limit,
+            next_try: SystemTime::now() + until.saturating_duration_since(Instant::now()),
+        };
+        let tail = self
+            .history
+            .last
+            .as_ref()
+            .map(|f| f.output_tail.clone())
+            .unwrap_or_default();
+        tracing::error!(slot = self.slot.index, "{cause}");
+        self.slot.set(SlotState::Down {
+            failure: Failure::new(cause, tail),
+            retrying: false,
+        });
+        tokio::select! {
+            _ = tokio::time::sleep_until(until.into()) => self.next(),
+            _ = self.stop.cancelled() => Phase::Stopping(None),
+        }
+    }
+
+    async fn stopping(&self, running: Option<Running>) {
+        if let Some(running) = running {
+            let grace = self.ctx.cfg.shutdown_time_limit;
+            stop_process(running, grace, self.ctx.stop_by.clone()).await;
+        }
+    }
 }
 
 fn record(rapid: &Mutex<RapidFail>) {

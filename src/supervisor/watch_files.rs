@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 use super::Supervisor;
 use crate::config::{Config, ConfigErrors};
 
+/// How often watched files are checked (why polling: see above), and how
+/// long they must then stay unchanged before hpgate acts on an edit.
 const POLL: Duration = Duration::from_millis(250);
 pub const APP_OFFLINE: &str = "app_offline.htm";
 

@@ -66,7 +66,7 @@ impl Family {
                 let a = Adopted {
                     pgid: p.pgid,
                     port: port_of(p.pid),
-                    group: p.pgid > 1
+                    group: p.pgid > INIT_PGID
                         && !self.protected.contains(&p.pgid)
                         && !self.apps.contains_key(&p.pgid),
                 };
@@ -121,6 +121,9 @@ pub fn children_of(parent: i32) -> Vec<ProcInfo> {
         })
         .collect()
 }
+
+/// The process group of init; a pgid at or below it is never an app's.
+const INIT_PGID: i32 = 1;
 
 /// Fields 3 (state), 4 (ppid) and 5 (pgrp) of /proc/PID/stat; the command
 /// name before them may hold spaces and parentheses.

@@ -331,6 +331,17 @@ pub fn listening_addrs(pgid: u32) -> Vec<SocketAddr> {
     }
 }
 
+/// Columns of /proc/net/tcp*: `sl local_address rem_address st ... inode`.
+#[cfg(target_os = "linux")]
+const NET_LOCAL: usize = 1;
+#[cfg(target_os = "linux")]
+const NET_STATE: usize = 3;
+#[cfg(target_os = "linux")]
+const NET_INODE: usize = 9;
+/// The `st` of a listening socket (the kernel's TCP_LISTEN, in hex).
+#[cfg(target_os = "linux")]
+const TCP_LISTEN: &str = "0A";
+
 #[cfg(target_os = "linux")]
 fn linux_listeners(pgid: u32) -> Vec<SocketAddr> {
     use std::collections::HashSet;
@@ -378,9 +389,11 @@ fn linux_listeners(pgid: u32) -> Vec<SocketAddr> {
         };
         for line in table.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
-            // cols: sl local remote st ... inode(9)
-            if cols.len() > 9 && cols[3] == "0A" && inodes.contains(cols[9]) {
-                if let Some(addr) = parse_proc_addr(cols[1], v6) {
+            if cols.len() > NET_INODE
+                && cols[NET_STATE] == TCP_LISTEN
+                && inodes.contains(cols[NET_INODE])
+            {
+                if let Some(addr) = parse_proc_addr(cols[NET_LOCAL], v6) {
                     found.push(addr);
                 }
             }

@@ -1,19 +1,24 @@
 //! Windows: one Job Object per app process (kill on close, so nothing
 //! outlives hpgate), a new process group so Ctrl-Break can ask it to stop.
-#![allow(unsafe_code)] // Win32 calls; each one is commented.
+//!
+//! Every Win32 call is checked and a failure logged with the system's
+//! error; `unsafe` covers only the calls themselves.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use windows_sys::Win32::Foundation::{CloseHandle, HANDLE};
+use windows_sys::Win32::Foundation::{CloseHandle, BOOL, HANDLE};
 use windows_sys::Win32::System::Console::{GenerateConsoleCtrlEvent, CTRL_BREAK_EVENT};
 use windows_sys::Win32::System::JobObjects::{
     AssignProcessToJobObject, CreateJobObjectW, JobObjectExtendedLimitInformation,
-    SetInformationJobObject, TerminateJobObject, JOBOBJECT_EXTENDED_LIMIT_INFORMATION,
-    JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
+    SetInformationJobObject, TerminateJobObject, JOBOBJECT_BASIC_LIMIT_INFORMATION,
+    JOBOBJECT_EXTENDED_LIMIT_INFORMATION, JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
 };
-use windows_sys::Win32::System::Threading::CREATE_NEW_PROCESS_GROUP;
+use windows_sys::Win32::System::Threading::{CREATE_NEW_PROCESS_GROUP, IO_COUNTERS};
+
+/// The exit code of processes killed through their job.
+const KILLED_EXIT_CODE: u32 = 1;
 
 pub fn prepare(cmd: &mut tokio::process::Command) {
     cmd.creation_flags(CREATE_NEW_PROCESS_GROUP);
@@ -51,48 +56,48 @@ pub fn run_watchdog() -> ExitCode {
 #[derive(Debug)]
 pub struct Guard {
     pid: u32,
-    // Stored as an integer so the guard is Send; it is a job HANDLE.
+    // Stored as an integer so the guard is Send; it is a job HANDLE, 0 if
+    // there is none (tokio's kill_on_drop still ends the process itself).
     job: isize,
 }
 
 impl Guard {
     pub fn new(child: &tokio::process::Child, pid: u32, _watchdog: Arc<Watchdog>) -> Guard {
-        // SAFETY: plain Win32 calls on handles we own; failures leave job = 0
-        // and the process is then still killed through tokio's kill_on_drop.
-        let job = unsafe {
-            let job: HANDLE = CreateJobObjectW(std::ptr::null(), std::ptr::null());
-            if !job.is_null() {
-                let mut info: JOBOBJECT_EXTENDED_LIMIT_INFORMATION = std::mem::zeroed();
-                info.BasicLimitInformation.LimitFlags = JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE;
-                SetInformationJobObject(
-                    job,
-                    JobObjectExtendedLimitInformation,
-                    &info as *const _ as *const _,
-                    std::mem::size_of::<JOBOBJECT_EXTENDED_LIMIT_INFORMATION>() as u32,
-                );
-                if let Some(handle) = child.raw_handle() {
-                    AssignProcessToJobObject(job, handle as HANDLE);
-                }
-            }
-            job as isize
-        };
+        let job = new_job(pid);
+        // None: already reaped, so there is nothing to put in the job.
+        if let (Some(job), Some(process)) = (job, child.raw_handle()) {
+            // SAFETY: `job` is a live handle we own; the process handle is
+            // valid while `child` is borrowed.
+            #[allow(unsafe_code)]
+            let ok = unsafe { AssignProcessToJobObject(job, process as HANDLE) };
+            check(
+                ok,
+                "AssignProcessToJobObject (its workers may outlive hpgate)",
+                pid,
+            );
+        }
+        let job = job.map_or(0, |job| job as isize);
         Guard { pid, job }
     }
 
     /// Ctrl-Break to the process group, the polite stop signal on Windows.
     pub fn terminate(&self) {
-        // SAFETY: no pointers involved.
-        unsafe {
-            GenerateConsoleCtrlEvent(CTRL_BREAK_EVENT, self.pid);
-        }
+        // SAFETY: plain integer arguments, no pointers.
+        #[allow(unsafe_code)]
+        let ok = unsafe { GenerateConsoleCtrlEvent(CTRL_BREAK_EVENT, self.pid) };
+        check(
+            ok,
+            "GenerateConsoleCtrlEvent (Ctrl-Break; the app is killed after shutdownTimeLimit)",
+            self.pid,
+        );
     }
 
     pub fn kill(&self) {
         if self.job != 0 {
-            // SAFETY: the job handle is ours until Drop.
-            unsafe {
-                TerminateJobObject(self.job as HANDLE, 1);
-            }
+            // SAFETY: the job handle is ours and open until Drop.
+            #[allow(unsafe_code)]
+            let ok = unsafe { TerminateJobObject(self.job as HANDLE, KILLED_EXIT_CODE) };
+            check(ok, "TerminateJobObject", self.pid);
         }
     }
 }
@@ -101,12 +106,86 @@ impl Drop for Guard {
     fn drop(&mut self) {
         self.kill();
         if self.job != 0 {
-            // SAFETY: closed once, here.
-            unsafe {
-                CloseHandle(self.job as HANDLE);
-            }
+            // SAFETY: the job handle is ours, and closed once, here.
+            #[allow(unsafe_code)]
+            let ok = unsafe { CloseHandle(self.job as HANDLE) };
+            check(ok, "CloseHandle (job)", self.pid);
         }
     }
+}
+
+/// A new job that kills its processes when its last handle closes. None
+/// (logged) if the job cannot be created.
+fn new_job(pid: u32) -> Option<HANDLE> {
+    // SAFETY: both arguments may be null: default security, no name.
+    #[allow(unsafe_code)]
+    let job = unsafe { CreateJobObjectW(std::ptr::null(), std::ptr::null()) };
+    if job.is_null() {
+        warn_failed("CreateJobObjectW (its processes may outlive hpgate)", pid);
+        return None;
+    }
+    let info = kill_on_close();
+    // SAFETY: `job` is live; the pointer and size describe `info`, which
+    // outlives the call (Windows copies it).
+    #[allow(unsafe_code)]
+    let ok = unsafe {
+        SetInformationJobObject(
+            job,
+            JobObjectExtendedLimitInformation,
+            &info as *const JOBOBJECT_EXTENDED_LIMIT_INFORMATION as *const _,
+            std::mem::size_of::<JOBOBJECT_EXTENDED_LIMIT_INFORMATION>() as u32,
+        )
+    };
+    check(
+        ok,
+        "SetInformationJobObject (kill on close; its processes may outlive hpgate)",
+        pid,
+    );
+    Some(job)
+}
+
+/// Job limits with only JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE set.
+fn kill_on_close() -> JOBOBJECT_EXTENDED_LIMIT_INFORMATION {
+    let none = IO_COUNTERS {
+        ReadOperationCount: 0,
+        WriteOperationCount: 0,
+        OtherOperationCount: 0,
+        ReadTransferCount: 0,
+        WriteTransferCount: 0,
+        OtherTransferCount: 0,
+    };
+    JOBOBJECT_EXTENDED_LIMIT_INFORMATION {
+        BasicLimitInformation: JOBOBJECT_BASIC_LIMIT_INFORMATION {
+            PerProcessUserTimeLimit: 0,
+            PerJobUserTimeLimit: 0,
+            LimitFlags: JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
+            MinimumWorkingSetSize: 0,
+            MaximumWorkingSetSize: 0,
+            ActiveProcessLimit: 0,
+            Affinity: 0,
+            PriorityClass: 0,
+            SchedulingClass: 0,
+        },
+        IoInfo: none,
+        ProcessMemoryLimit: 0,
+        JobMemoryLimit: 0,
+        PeakProcessMemoryUsed: 0,
+        PeakJobMemoryUsed: 0,
+    }
+}
+
+/// Logs a failed Win32 call (`ok` is its BOOL result).
+fn check(ok: BOOL, call: &str, pid: u32) {
+    if ok == 0 {
+        warn_failed(call, pid);
+    }
+}
+
+/// Logs that `call` failed, with the system's error: call it right after
+/// the failed call, before anything can overwrite that error.
+fn warn_failed(call: &str, pid: u32) {
+    let err = std::io::Error::last_os_error();
+    tracing::warn!(pid, "Win32 call {call} failed: {err}");
 }
 
 pub fn listening_addrs(_pid: u32) -> Vec<SocketAddr> {
