@@ -140,7 +140,7 @@ fn codec(s: &Settings) -> Option<Box<Codec>> {
 /// given, returns after the close grace, which ends the relay even if a
 /// direction is stuck writing to a peer that stopped reading.
 async fn end_after_grace(signals: &Signals, shared: &Shared) {
-    let mut orders = shared.order.subscribe();
+    let mut orders = shared.orders();
     tokio::select! {
         _ = signals.shutdown.cancelled() => shared.issue(Order::SHUTDOWN),
         _ = signals.retiring.cancelled() => shared.issue(Order::RETIRING),

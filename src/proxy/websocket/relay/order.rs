@@ -90,6 +90,17 @@ impl Shared {
         });
     }
 
+    /// A receiver that also reports an order given before it subscribed:
+    /// one direction (or a signal) can order a close before the other
+    /// direction's first poll.
+    pub fn orders(&self) -> watch::Receiver<Option<Order>> {
+        let mut rx = self.order.subscribe();
+        if rx.borrow().is_some() {
+            rx.mark_changed();
+        }
+        rx
+    }
+
     pub fn current(&self) -> Option<Order> {
         *self.order.borrow()
     }

@@ -43,7 +43,7 @@ where
     R: Source + 'a,
 {
     async move {
-        let mut orders = shared.order.subscribe();
+        let mut orders = shared.orders();
         let mut out = Vec::new();
         if !pre.is_empty() {
             process(&mut dir, &pre, &mut out, shared, settings);
