@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 
 use std::time::Duration;
 
+use super::listen::Listeners;
 use super::paths;
 use super::spec::{boolean, count, seconds, settings, time_span, Cx, Place, Setting};
 use super::values::{self, Compression, LogFormat};
@@ -51,12 +52,12 @@ settings! {
     }
 
     /// Where hpgate accepts connections.
-    listen: SocketAddr {
+    listen: Listeners {
         name: "listen", place: AppSetting,
-        default: SocketAddr::from(([127, 0, 0, 1], 8086)),
+        default: Listeners::plain(SocketAddr::from(([127, 0, 0, 1], 8086))),
         doc_default: "`127.0.0.1:8086`",
-        doc_range: "`HOST:PORT`, `[IPv6]:PORT`, `:PORT` (all IPv4 interfaces)",
-        parse: |raw: &str, _: &Cx| parse_listen(raw),
+        doc_range: "comma-separated `HOST:PORT`, `[IPv6]:PORT`, `:PORT` (all IPv4 interfaces), each optionally `http://` or `https://` (TLS)",
+        parse: |raw: &str, _: &Cx| Listeners::parse(raw),
         flag: "--listen", env: "HPGATE_LISTEN",
         restart: true,
     }
@@ -362,31 +363,6 @@ impl Config {
             .filter(|(_, was, now)| was != now)
             .collect()
     }
-}
-
-/// Parses a listen address: `HOST:PORT`, `[::1]:PORT` or `:PORT` (all interfaces).
-pub fn parse_listen(raw: &str) -> Result<SocketAddr, String> {
-    let s = raw.trim();
-    let bad =
-        || format!("\"{raw}\" is not a listen address; expected HOST:PORT, [IPv6]:PORT or :PORT");
-    if let Some(port) = s.strip_prefix(':') {
-        let port: u16 = port.parse().map_err(|_| bad())?;
-        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
-    }
-    if let Ok(addr) = s.parse::<SocketAddr>() {
-        return Ok(addr);
-    }
-    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
-    let port: u16 = port.parse().map_err(|_| bad())?;
-    if host.is_empty() || host.contains(':') {
-        return Err(bad());
-    }
-    use std::net::ToSocketAddrs;
-    (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve listen host \"{host}\": {e}"))?
-        .next()
-        .ok_or_else(|| format!("listen host \"{host}\" has no address"))
 }
 
 /// Sink for problems found while reading elements: each carries a byte offset.
