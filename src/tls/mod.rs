@@ -18,12 +18,15 @@ mod load;
 mod resolver;
 mod watch;
 
+#[cfg(test)]
+mod tests;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use error::{CertWarning, TlsError, EXPIRY_WARNING_DAYS};
 pub use load::{load_pem, load_pfx, LoadedCert};
-pub use resolver::Resolver;
+pub use resolver::{ReloadCounts, Resolver};
 pub use watch::{watch, watch_every, POLL};
 
 /// Where a certificate comes from.

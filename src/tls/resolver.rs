@@ -7,6 +7,7 @@
 //! sign with a scheme the client offers; no SNI or no match gets the first
 //! certificate (the default). It must not read files itself.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -17,6 +18,7 @@ use time::OffsetDateTime;
 
 use super::error::{CertWarning, TlsError};
 use super::load::LoadedCert;
+use super::watch::{stamp, Stamp};
 use super::CertSource;
 
 /// The certificates of every source, in source order.
@@ -36,25 +38,45 @@ impl CertSet {
 #[derive(Debug)]
 pub struct Resolver {
     sources: Vec<CertSource>,
+    stamps: Vec<Stamp>,
     set: ArcSwap<CertSet>,
+    reloaded: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// How many reloads the watcher made and how many failed (kept the old
+/// certificates), since start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReloadCounts {
+    pub reloaded: u64,
+    pub failed: u64,
 }
 
 impl Resolver {
     /// Loads every source; the first one that fails fails the whole (at
     /// start a broken certificate must stop hpgate, not serve a wrong one).
     pub fn new(sources: Vec<CertSource>) -> Result<Resolver, TlsError> {
+        let stamps = sources.iter().map(stamp).collect();
         let groups = sources
             .iter()
             .map(|s| s.load().map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Resolver {
             sources,
+            stamps,
             set: ArcSwap::from_pointee(CertSet { groups }),
+            reloaded: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
         })
     }
 
     pub fn sources(&self) -> &[CertSource] {
         &self.sources
+    }
+
+    /// The sources' file stamps as they were just before loading.
+    pub(crate) fn initial_stamps(&self) -> &[Stamp] {
+        &self.stamps
     }
 
     /// Every certificate now served, the default first (for metrics: names,
@@ -69,6 +91,17 @@ impl Resolver {
         set.iter().filter_map(|c| c.expiry_warning(now)).collect()
     }
 
+    pub fn reload_counts(&self) -> ReloadCounts {
+        ReloadCounts {
+            reloaded: self.reloaded.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn count_failure(&self) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Swaps in new certificates for source `index`; handshakes in flight
     /// finish with the set they started with.
     pub(crate) fn replace(&self, index: usize, certs: Vec<LoadedCert>) {
@@ -79,6 +112,7 @@ impl Resolver {
             }
             CertSet { groups }
         });
+        self.reloaded.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The certificate for `sni` given the client's signature schemes.
@@ -96,7 +130,7 @@ impl Resolver {
             best.map(|c| c.key.clone())
         };
         if let Some(sni) = sni.map(|s| s.trim_end_matches('.').to_ascii_lowercase()) {
-            let exact = pick(&|c| c.names.iter().any(|n| *n == sni));
+            let exact = pick(&|c| c.names.contains(&sni));
             let hit = exact.or_else(|| pick(&|c| c.names.iter().any(|n| wildcard_covers(n, &sni))));
             if hit.is_some() {
                 return hit;

@@ -29,14 +29,14 @@ use super::CertSource;
 pub const POLL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct FileStamp {
+pub(crate) struct FileStamp {
     target: Option<PathBuf>,
     modified: Option<SystemTime>,
     len: u64,
     inode: u64,
 }
 
-type Stamp = Vec<(PathBuf, Option<FileStamp>)>;
+pub(crate) type Stamp = Vec<(PathBuf, Option<FileStamp>)>;
 
 #[cfg(unix)]
 fn inode(m: &std::fs::Metadata) -> u64 {
@@ -58,7 +58,7 @@ fn file_stamp(path: &Path) -> Option<FileStamp> {
     })
 }
 
-fn stamp(source: &CertSource) -> Stamp {
+pub(crate) fn stamp(source: &CertSource) -> Stamp {
     source
         .files()
         .into_iter()
@@ -82,7 +82,9 @@ pub async fn watch(resolver: Arc<Resolver>, stop: CancellationToken) {
 
 /// [`watch`] with another poll interval (tests).
 pub async fn watch_every(resolver: Arc<Resolver>, poll: Duration, stop: CancellationToken) {
-    let loaded: Vec<Stamp> = resolver.sources().iter().map(stamp).collect();
+    // From the stamps taken before the first load, so that a change made
+    // between loading and this task's start is not missed.
+    let loaded: Vec<Stamp> = resolver.initial_stamps().to_vec();
     let pending = vec![None; loaded.len()];
     let mut state = State { loaded, pending };
     loop {
@@ -136,6 +138,9 @@ fn reload(resolver: &Resolver, index: usize, source: &CertSource) {
             }
             resolver.replace(index, certs);
         }
-        Err(e) => tracing::error!("certificate not reloaded: {e}; still serving the previous one"),
+        Err(e) => {
+            resolver.count_failure();
+            tracing::error!("certificate not reloaded: {e}; still serving the previous one");
+        }
     }
 }
