@@ -69,10 +69,10 @@ impl CertSource {
         match self {
             Self::Pem { cert, key } => Ok(vec![load_pem(cert, key)?]),
             Self::Pfx { path, password } => Ok(vec![load_pfx(path, password.as_deref())?]),
-            Self::Folder(dir) => folder::scan(dir)?
-                .iter()
-                .map(|e| e.source.load().map(|mut v| v.remove(0)))
-                .collect(),
+            Self::Folder(dir) => {
+                let each = folder::scan(dir)?.into_iter().map(|e| e.source.load());
+                Ok(each.collect::<Result<Vec<_>, _>>()?.concat())
+            }
         }
     }
 

@@ -234,6 +234,32 @@ fn pfx_loads_with_its_password_and_names_a_wrong_one() {
 }
 
 #[test]
+fn pfx_as_older_windows_exports_it_loads() {
+    // TripleDES-SHA1 key and certificate encryption with a SHA-1 MAC:
+    // Export-PfxCertificate's default (CryptoAlgorithmOption TripleDES_SHA1).
+    let dir = tempdir();
+    let leaf = Ca::new().leaf(&["old.example.com"]);
+    write_pair(&dir.0, "old", &leaf);
+    let args = [
+        "pkcs12", "-export", "-in", "old.crt", "-inkey", "old.key", "-out", "old.pfx",
+    ];
+    let legacy = [
+        "-certpbe",
+        "PBE-SHA1-3DES",
+        "-keypbe",
+        "PBE-SHA1-3DES",
+        "-macalg",
+        "sha1",
+    ];
+    openssl(
+        &dir.0,
+        &[&args[..], &legacy, &["-passout", "pass:pw"]].concat(),
+    );
+    let got = load_pfx(&dir.0.join("old.pfx"), Some("pw")).expect("loads");
+    assert_eq!(got.key.cert[0].as_ref(), leaf.der.as_slice());
+}
+
+#[test]
 fn pfx_without_key_or_not_a_pfx() {
     let dir = tempdir();
     write_pair(&dir.0, "n", &Ca::new().leaf(&["n.example.com"]));
