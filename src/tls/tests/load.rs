@@ -98,6 +98,15 @@ fn garbage_is_neither_pem_nor_der() {
     assert!(e.to_string().contains("junk.crt is neither PEM"), "{e}");
     let e = err_pem(&cert, &junk);
     assert!(matches!(e, TlsError::NotPemOrDer { .. }), "{e}");
+    let bogus = "-----BEGIN CERTIFICATE-----\nAAECAwQF\n-----END CERTIFICATE-----\n";
+    let bogus = write(&dir.0, "bogus.crt", bogus);
+    let e = err_pem(&bogus, &key);
+    assert!(matches!(e, TlsError::BadCertificate { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains("bogus.crt holds a certificate hpgate cannot parse"),
+        "{e}"
+    );
     let cut = write(&dir.0, "cut.crt", &leaf.cert_pem[..100]);
     let e = err_pem(&cut, &key);
     assert!(e.to_string().contains("has no END line"), "{e}");
