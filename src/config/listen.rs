@@ -104,7 +104,8 @@ fn parse_one(raw: &str) -> Result<Listen, String> {
 
 fn strip_scheme<'a>(raw: &'a str, scheme: &str) -> Option<&'a str> {
     let head = raw.get(..scheme.len())?;
-    head.eq_ignore_ascii_case(scheme).then(|| &raw[scheme.len()..])
+    head.eq_ignore_ascii_case(scheme)
+        .then(|| &raw[scheme.len()..])
 }
 
 /// `HOST:PORT`, `[::1]:PORT` or `:PORT` (all IPv4 interfaces).
@@ -142,13 +143,24 @@ mod tests {
         assert_eq!(
             l.0,
             [
-                Listen { addr: "127.0.0.1:80".parse().unwrap(), tls: false },
-                Listen { addr: "[::1]:443".parse().unwrap(), tls: true },
-                Listen { addr: "0.0.0.0:9".parse().unwrap(), tls: false },
+                Listen {
+                    addr: "127.0.0.1:80".parse().unwrap(),
+                    tls: false
+                },
+                Listen {
+                    addr: "[::1]:443".parse().unwrap(),
+                    tls: true
+                },
+                Listen {
+                    addr: "0.0.0.0:9".parse().unwrap(),
+                    tls: false
+                },
             ]
         );
         assert_eq!(l.to_string(), "127.0.0.1:80, https://[::1]:443, 0.0.0.0:9");
-        assert!(Listeners::parse("HTTPS://localhost:8443").unwrap().any_tls());
+        assert!(Listeners::parse("HTTPS://localhost:8443")
+            .unwrap()
+            .any_tls());
         for bad in ["", " , ", "ftp://x:1", "https://", "x", "1.2.3.4:99999"] {
             assert!(Listeners::parse(bad).is_err(), "{bad}");
         }

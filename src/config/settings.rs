@@ -31,6 +31,7 @@ use std::time::Duration;
 use super::listen::Listeners;
 use super::paths;
 use super::spec::{boolean, count, seconds, settings, time_span, Cx, Place, Setting};
+use super::tls::{PathList, Secret};
 use super::values::{self, Compression, LogFormat};
 use super::xml::{Attr, Element};
 
@@ -60,6 +61,57 @@ settings! {
         parse: |raw: &str, _: &Cx| Listeners::parse(raw),
         flag: "--listen", env: "HPGATE_LISTEN",
         restart: true,
+    }
+    /// TLS certificate chains (PEM, or a folder of them), paired in order
+    /// with `tls_key`.
+    tls_cert: PathList {
+        name: "tlsCert", place: AppSetting,
+        default: PathList::default(),
+        doc_default: "none", doc_range: "comma-separated paths: a PEM chain, or a folder",
+        parse: |raw: &str, _: &Cx| Ok::<_, String>(PathList::parse(raw)),
+        flag: "--tls-cert", env: "HPGATE_TLS_CERT",
+        restart: true,
+    }
+    tls_key: PathList {
+        name: "tlsKey", place: AppSetting,
+        default: PathList::default(),
+        doc_default: "none", doc_range: "comma-separated paths, one per `tlsCert` file",
+        parse: |raw: &str, _: &Cx| Ok::<_, String>(PathList::parse(raw)),
+        flag: "--tls-key", env: "HPGATE_TLS_KEY",
+        restart: true,
+    }
+    tls_pfx: PathList {
+        name: "tlsPfx", place: AppSetting,
+        default: PathList::default(),
+        doc_default: "none", doc_range: "comma-separated paths of PFX/PKCS#12 files",
+        parse: |raw: &str, _: &Cx| Ok::<_, String>(PathList::parse(raw)),
+        flag: "--tls-pfx", env: "HPGATE_TLS_PFX",
+        restart: true,
+    }
+    /// The PFX password (also `HPGATE_TLS_PFX_PASSWORD`, read at start; no
+    /// flag, so it never shows in a process list).
+    tls_pfx_password: Secret {
+        name: "tlsPfxPassword", place: AppSetting,
+        default: Secret::default(),
+        doc_default: "empty", doc_range: "text",
+        parse: |raw: &str, _: &Cx| Ok::<_, String>(Secret(Some(raw.to_string()))),
+        restart: true,
+    }
+    /// `Strict-Transport-Security: max-age` on HTTPS responses (0: none).
+    hsts: Duration {
+        name: "hsts", place: AppSetting,
+        default: Duration::ZERO,
+        doc_default: "0 (off)", doc_range: "0–63072000 seconds",
+        parse: seconds(0, 63_072_000),
+        restart: false,
+    }
+    /// Plain listeners answer 308 to the https:// address.
+    https_redirect: bool {
+        name: "httpsRedirect", place: AppSetting,
+        default: false,
+        doc_default: "false", doc_range: "boolean",
+        parse: boolean,
+        restart: false,
     }
     log_format: LogFormat {
         name: "logFormat", place: AppSetting,
@@ -611,7 +663,13 @@ mod tests {
         // Every appSettings default, written back as its shown form, is
         // accepted and gives the same value: defaults lie inside the ranges.
         let defaults = Config::defaults(PathBuf::from("/site"));
-        for s in SETTINGS.iter().filter(|s| s.place == Place::AppSetting) {
+        // A secret never shows its value, so it cannot round-trip.
+        let shown_whole = |s: &&Setting| s.name != "tlsPfxPassword";
+        for s in SETTINGS
+            .iter()
+            .filter(|s| s.place == Place::AppSetting)
+            .filter(shown_whole)
+        {
             let mut cfg = defaults.clone();
             let shown = (s.show)(&defaults);
             apply(&mut cfg, s, &shown, &|_| None).unwrap_or_else(|e| panic!("{}: {e}", s.name));

@@ -21,9 +21,14 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(addr: SocketAddr, place: OwnedSemaphorePermit, gate: Arc<UpgradeGate>) -> Client {
+    pub fn new(
+        addr: SocketAddr,
+        place: OwnedSemaphorePermit,
+        gate: Arc<UpgradeGate>,
+        tls: bool,
+    ) -> Client {
         Client {
-            peer: Peer::new(addr),
+            peer: Peer::with_tls(addr, tls),
             place: Mutex::new(Some(place)),
             gate,
         }

@@ -141,7 +141,11 @@ pub fn add_forwarded(headers: &mut HeaderMap, peer: &Peer, trust: bool) {
         element.extend(h.chars().filter(|c| !matches!(c, '"' | '\\')));
         element.push('"');
     }
-    element.push_str(if peer.tls { ";proto=https" } else { ";proto=http" });
+    element.push_str(if peer.tls {
+        ";proto=https"
+    } else {
+        ";proto=http"
+    });
     let forwarded = match trust
         .then(|| join_values(headers, &header::FORWARDED))
         .flatten()

@@ -16,6 +16,7 @@ mod error;
 mod folder;
 mod load;
 mod resolver;
+pub mod setup;
 mod watch;
 
 #[cfg(test)]
