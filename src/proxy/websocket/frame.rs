@@ -9,6 +9,9 @@ pub const OP_BINARY: u8 = 0x2;
 pub const OP_CLOSE: u8 = 0x8;
 pub const OP_PING: u8 = 0x9;
 
+/// The RSV1 bit of `Header::rsv`: permessage-deflate's "compressed" flag.
+pub const RSV1: u8 = 0b100;
+
 /// Longest possible frame header: 2 + 8 (length) + 4 (mask).
 pub const MAX_HEADER: usize = 14;
 

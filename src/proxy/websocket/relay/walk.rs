@@ -1,0 +1,252 @@
+//! Walking the frame stream: headers parsed as they pass, payload copied
+//! through (or collected for offload), the RFC 6455 rules hpgate enforces,
+//! and close orders placed at frame boundaries. Pure: bytes in, bytes out.
+
+use super::super::frame::{self};
+use super::super::frame::{FrameError, Header, OP_BINARY, OP_CLOSE, OP_CONT, OP_TEXT, RSV1};
+use super::direction::{Dir, Message, Side};
+use super::offload::emit_message;
+use super::order::{Order, Shared};
+use super::{Mode, Settings};
+
+/// Walks `data` frame by frame, appending what goes to the destination.
+pub fn process<W>(
+    dir: &mut Dir<W>,
+    mut data: &[u8],
+    out: &mut Vec<u8>,
+    shared: &Shared,
+    s: &Settings,
+) {
+    while !data.is_empty() && !dir.failed {
+        let used = if dir.cur.is_none() {
+            take_header(dir, data, out, shared, s)
+        } else {
+            take_payload(dir, data, out, shared, s)
+        };
+        data = &data[used..];
+    }
+}
+
+/// Collects header bytes; once the header is whole, starts its frame.
+/// Returns how many bytes of `data` were used.
+fn take_header<W>(
+    dir: &mut Dir<W>,
+    data: &[u8],
+    out: &mut Vec<u8>,
+    shared: &Shared,
+    s: &Settings,
+) -> usize {
+    let take = (frame::MAX_HEADER - dir.hdr_len).min(data.len());
+    dir.hdr[dir.hdr_len..dir.hdr_len + take].copy_from_slice(&data[..take]);
+    let have = dir.hdr_len + take;
+    let (h, n) = match Header::parse(&dir.hdr[..have]) {
+        Ok(None) => {
+            dir.hdr_len = have;
+            return take;
+        }
+        Ok(Some(found)) => found,
+        Err(e) => {
+            fail(dir, shared, frame_error_text(e), out);
+            return take;
+        }
+    };
+    // Bytes copied past the header belong to the payload: not used yet.
+    let used = n - dir.hdr_len;
+    let raw = dir.hdr;
+    dir.hdr_len = 0;
+    if let Err(reason) = check(dir, &h, s) {
+        fail(dir, shared, reason, out);
+        return used;
+    }
+    start_frame(dir, h, &raw[..n], out, s, shared);
+    if !dir.failed && h.len == 0 {
+        end_frame(dir, out, shared, s);
+    }
+    used
+}
+
+/// Passes payload bytes of the current frame; ends it when complete.
+fn take_payload<W>(
+    dir: &mut Dir<W>,
+    data: &[u8],
+    out: &mut Vec<u8>,
+    shared: &Shared,
+    s: &Settings,
+) -> usize {
+    let k = (dir.remaining.min(data.len() as u64)) as usize;
+    payload(dir, &data[..k], out, s);
+    dir.remaining -= k as u64;
+    dir.offset += k as u64;
+    if dir.remaining == 0 {
+        end_frame(dir, out, shared, s);
+    }
+    k
+}
+
+fn frame_error_text(e: FrameError) -> &'static str {
+    match e {
+        FrameError::ReservedOpcode(_) => "reserved opcode",
+        FrameError::BadControl => "invalid control frame",
+        FrameError::BadLength => "invalid payload length",
+    }
+}
+
+/// RFC 6455 rules hpgate enforces on each leg.
+fn check<W>(dir: &Dir<W>, h: &Header, s: &Settings) -> Result<(), &'static str> {
+    match (dir.side, h.mask.is_some()) {
+        (Side::Upstream, false) => return Err("client frames must be masked"),
+        (Side::Downstream, true) => return Err("server frames must not be masked"),
+        _ => {}
+    }
+    let data_start = matches!(h.opcode, OP_TEXT | OP_BINARY);
+    if h.opcode == OP_CONT && !dir.in_message {
+        return Err("continuation frame without a message");
+    }
+    if data_start && dir.in_message {
+        return Err("new message before the previous one ended");
+    }
+    if !rsv_allowed(dir.side, h, data_start, s) {
+        return Err("reserved bits set without a negotiated extension");
+    }
+    Ok(())
+}
+
+/// RSV1 only on a message's first frame, and only where deflate applies.
+fn rsv_allowed(side: Side, h: &Header, data_start: bool, s: &Settings) -> bool {
+    match &s.mode {
+        Mode::Relay {
+            other_extensions: true,
+            ..
+        } => true,
+        Mode::Relay { deflate, .. } => h.rsv == 0 || (*deflate && h.rsv == RSV1 && data_start),
+        // Offload: the client may compress; the app negotiated nothing.
+        Mode::Offload { .. } => {
+            h.rsv == 0 || (side == Side::Upstream && h.rsv == RSV1 && data_start)
+        }
+    }
+}
+
+/// The source broke the protocol: order a close (1002 toward it).
+pub fn fail<W>(dir: &mut Dir<W>, shared: &Shared, reason: &'static str, out: &mut Vec<u8>) {
+    dir.failed = true;
+    tracing::info!(
+        side = dir.side.source_name(),
+        "WebSocket protocol error: {reason}"
+    );
+    shared.issue(Order::protocol_error(dir.side, reason));
+    // Mid-frame, part of the frame is already forwarded and a close frame
+    // cannot follow cleanly; between frames it can.
+    if dir.cur.is_none() {
+        dir.inject_order(shared, out);
+    }
+}
+
+/// Offload decodes data frames toward the client, and compressed ones from it.
+fn decoding<W>(dir: &Dir<W>, h: &Header, s: &Settings) -> bool {
+    matches!(s.mode, Mode::Offload { .. })
+        && !h.is_control()
+        && (dir.side == Side::Downstream
+            || dir.message.as_ref().is_some_and(|m| m.compressed)
+            || h.rsv & RSV1 != 0)
+}
+
+fn start_frame<W>(
+    dir: &mut Dir<W>,
+    h: Header,
+    raw: &[u8],
+    out: &mut Vec<u8>,
+    s: &Settings,
+    shared: &Shared,
+) {
+    dir.cur = Some(h);
+    dir.remaining = h.len;
+    dir.offset = 0;
+    dir.ctrl.clear();
+    if !h.is_control() {
+        dir.in_message = !h.fin;
+    }
+    if decoding(dir, &h, s) {
+        if h.opcode != OP_CONT {
+            dir.message = Some(Message {
+                opcode: h.opcode,
+                compressed: h.rsv & RSV1 != 0,
+                data: Vec::new(),
+            });
+        }
+        let size = dir.message.as_ref().map_or(0, |m| m.data.len() as u64) + h.len;
+        if size > s.max_message {
+            too_big(dir, shared, out);
+        }
+        return;
+    }
+    if dir.close_to_dst {
+        return; // the destination already has our close: drop the rest
+    }
+    out.extend_from_slice(raw);
+}
+
+/// Offload: a message over the limit; 1009 toward the client.
+pub fn too_big<W>(dir: &mut Dir<W>, shared: &Shared, out: &mut Vec<u8>) {
+    dir.failed = true;
+    shared.issue(Order::TOO_BIG);
+    // Nothing of a decoded message was forwarded: the close goes out now.
+    if dir.message.is_some() {
+        dir.cur = None;
+        dir.message = None;
+        dir.inject_order(shared, out);
+    }
+}
+
+fn payload<W>(dir: &mut Dir<W>, bytes: &[u8], out: &mut Vec<u8>, s: &Settings) {
+    let Some(h) = dir.cur else { return };
+    if h.is_control() {
+        dir.ctrl.extend_from_slice(bytes);
+    }
+    if decoding(dir, &h, s) {
+        let offset = dir.offset;
+        if let Some(m) = dir.message.as_mut() {
+            let start = m.data.len();
+            m.data.extend_from_slice(bytes);
+            if let Some(mask) = h.mask {
+                frame::apply_mask(&mut m.data[start..], mask, offset);
+            }
+        }
+        return;
+    }
+    if !dir.close_to_dst {
+        out.extend_from_slice(bytes);
+    }
+}
+
+fn end_frame<W>(dir: &mut Dir<W>, out: &mut Vec<u8>, shared: &Shared, s: &Settings) {
+    let Some(h) = dir.cur.take() else { return };
+    if h.opcode == OP_CLOSE && !dir.close_to_dst {
+        // The close frame was forwarded as is; the destination now has a close.
+        dir.close_to_dst = true;
+        log_close(&dir.ctrl, h.mask);
+    }
+    if decoding(dir, &h, s) && h.fin {
+        if let Some(m) = dir.message.take() {
+            if !dir.close_to_dst {
+                emit_message(dir, m, out, shared, s);
+            }
+        }
+    }
+    // A close order that arrived mid-frame goes out now, at the boundary.
+    if !dir.close_to_dst && shared.current().is_some() {
+        dir.inject_order(shared, out);
+    }
+}
+
+fn log_close(payload: &[u8], mask: Option<[u8; 4]>) {
+    let mut p = payload.to_vec();
+    if let Some(mask) = mask {
+        frame::apply_mask(&mut p, mask, 0);
+    }
+    if p.len() >= 2 {
+        tracing::debug!(
+            code = u16::from_be_bytes([p[0], p[1]]),
+            "WebSocket close relayed"
+        );
+    }
+}
