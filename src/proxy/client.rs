@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::task::TaskTracker;
 
 use super::guard::UpgradeGate;
 use super::headers::Peer;
@@ -18,6 +19,10 @@ pub struct Client {
     place: Mutex<Option<OwnedSemaphorePermit>>,
     /// Tells the smuggling guard whether an upgrade request switched.
     pub gate: Arc<UpgradeGate>,
+    /// The WebSockets this connection carries as HTTP/2 streams: on
+    /// shutdown their close frames go out before the connection's GOAWAY
+    /// (clients such as Python's h2 read nothing after a GOAWAY).
+    pub websockets: TaskTracker,
 }
 
 impl Client {
@@ -31,6 +36,7 @@ impl Client {
             peer: Peer::with_tls(addr, tls),
             place: Mutex::new(Some(place)),
             gate,
+            websockets: TaskTracker::new(),
         }
     }
 

@@ -119,20 +119,32 @@ impl Connection {
         let gate = Arc::new(UpgradeGate::default());
         let (gw, protocols, stop) = (self.gw, self.protocols, self.shutdown);
         let client = Arc::new(Client::new(self.peer, self.place, gate, true));
+        let websockets = client.websockets.clone();
         let svc = service_fn(move |req| handle(gw.clone(), req, client.clone()));
         let conn = protocols.h2.serve_connection(TokioIo::new(stream), svc);
         let mut conn = std::pin::pin!(conn);
         let result = tokio::select! {
             r = conn.as_mut() => r,
             _ = stop.cancelled() => {
-                // GOAWAY: streams in flight finish, no new ones.
+                // The WebSockets' close handshakes (1001) first, while the
+                // connection still carries them; then GOAWAY: streams in
+                // flight finish, no new ones.
+                websockets.close();
+                tokio::select! {
+                    _ = websockets.wait() => {}
+                    r = conn.as_mut() => return log_end(r),
+                }
                 conn.as_mut().graceful_shutdown();
                 conn.await
             }
         };
-        if let Err(e) = result {
-            tracing::debug!("HTTP/2 connection ended: {e}");
-        }
+        log_end(result);
+    }
+}
+
+fn log_end(result: Result<(), hyper::Error>) {
+    if let Err(e) = result {
+        tracing::debug!("HTTP/2 connection ended: {e}");
     }
 }
 

@@ -90,7 +90,12 @@ async fn dispatch(
     if cfg.https_redirect && !client.peer.tls && !is_acme_challenge(&req) {
         return Err(ProxyError::HttpsRedirect(https_location(gw, &req)));
     }
-    if websocket::is_upgrade(&req) {
+    if req.method() == http::Method::CONNECT && !websocket::is_websocket(&req) {
+        // HTTP/2 lets a client ask for a tunnel; hpgate is not a forward
+        // proxy (HTTP/1.1 CONNECT never gets past the guard).
+        return Err(ProxyError::MethodNotImplemented("CONNECT"));
+    }
+    if websocket::is_websocket(&req) {
         websocket::handle(gw, cfg, req, client).await
     } else {
         forward::handle(gw, cfg, req, client).await
