@@ -5,7 +5,6 @@
 //! and the close on shutdown.
 mod support;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -13,33 +12,6 @@ use std::time::Duration;
 use support::*;
 
 const S: Duration = Duration::from_secs(1);
-
-/// A self-signed ECDSA P-256 certificate for localhost and 127.0.0.1.
-fn certificate(site: &Site) -> (PathBuf, PathBuf) {
-    let (cert, key) = (site.path("cert.pem"), site.path("key.pem"));
-    let ok = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .args(["-days", "30", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .output()
-        .expect("openssl")
-        .status
-        .success();
-    assert!(ok, "openssl could not make a certificate");
-    (cert, key)
-}
 
 /// hpgate with an https listener in front of `app` (a Python script).
 fn gateway(
@@ -49,7 +21,7 @@ fn gateway(
     settings: &[(&str, &str)],
 ) -> (Site, Gateway, PathBuf) {
     let site = Site::new(name);
-    let (cert, key) = certificate(&site);
+    let (cert, key) = self_signed(&site);
     site.web_config(
         &format!(
             "processPath=\"{}\" arguments=\"{}\"",
@@ -73,21 +45,9 @@ fn gateway(
     (site, g, cert)
 }
 
-fn https_addr(g: &Gateway) -> SocketAddr {
-    let logs = g.logs();
-    let rest = logs
-        .split("listening on https://")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no https listener: {logs}"));
-    let end = rest
-        .find(|c: char| !(c.is_ascii_hexdigit() || ".:[]".contains(c)))
-        .unwrap_or(rest.len());
-    rest[..end].parse().expect("https address")
-}
-
 /// Runs the RFC 8441 client; its JSON line.
 fn h2_client(g: &Gateway, cert: &PathBuf, extra: &[&str]) -> serde_json::Value {
-    let addr = https_addr(g);
+    let addr = g.https_addr();
     let out = Command::new(venv_python())
         .arg(repo_root().join("fixtures/tls/h2_websocket.py"))
         .arg(addr.ip().to_string())
@@ -157,7 +117,7 @@ fn the_apps_refusal_is_relayed_and_shutdown_closes_with_1001() {
     // The test app is no WebSocket server: its answer to the handshake (a
     // 403 here) reaches the client as an ordinary HTTP/2 response.
     let site = Site::new("h2ws-refused");
-    let (cert, key) = certificate(&site);
+    let (cert, key) = self_signed(&site);
     site.testapp_config("serve", "", &[]);
     let (c, k) = (cert.display().to_string(), key.display().to_string());
     let g = Gateway::start(
@@ -178,7 +138,7 @@ fn the_apps_refusal_is_relayed_and_shutdown_closes_with_1001() {
 
     // An open WebSocket over HTTP/2 gets 1001 when hpgate stops.
     let (_s, mut g, cert) = gateway("h2ws-stop", ECHO, "", &[("shutdownTimeLimit", "3")]);
-    let addr = https_addr(&g);
+    let addr = g.https_addr();
     let client = std::thread::spawn(move || {
         let out = Command::new(venv_python())
             .arg(repo_root().join("fixtures/tls/h2_websocket.py"))
