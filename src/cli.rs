@@ -41,9 +41,18 @@ pub struct GatewayArgs {
     /// web.config to read; the site root is its folder [default: ./web.config] [env: HPGATE_CONFIG]
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
-    /// Address to listen on: HOST:PORT, [IPv6]:PORT or :PORT for all interfaces [default: 127.0.0.1:8086] [env: HPGATE_LISTEN]
+    /// Address to listen on: HOST:PORT, [IPv6]:PORT or :PORT for all interfaces, prefixed https:// for TLS; repeat for several [default: 127.0.0.1:8086] [env: HPGATE_LISTEN]
     #[arg(long, value_name = "ADDR")]
-    pub listen: Option<String>,
+    pub listen: Vec<String>,
+    /// TLS certificate chain (PEM) or a folder of certificates; repeat for several, chosen by SNI [env: HPGATE_TLS_CERT]
+    #[arg(long, value_name = "PATH")]
+    pub tls_cert: Vec<String>,
+    /// Private key of the --tls-cert given in the same position [env: HPGATE_TLS_KEY]
+    #[arg(long, value_name = "PATH")]
+    pub tls_key: Vec<String>,
+    /// PFX/PKCS#12 certificate and key; password from HPGATE_TLS_PFX_PASSWORD [env: HPGATE_TLS_PFX]
+    #[arg(long, value_name = "PATH")]
+    pub tls_pfx: Vec<String>,
     /// WebSocket compression: passthrough, disable or offload [default: passthrough] [env: HPGATE_WEBSOCKET_COMPRESSION]
     #[arg(long, value_name = "MODE")]
     pub websocket_compression: Option<String>,
@@ -93,7 +102,10 @@ impl GatewayArgs {
         )
         .map(|(p, o)| (PathBuf::from(p), o));
         let flags = [
-            ("--listen", self.listen),
+            ("--listen", joined(self.listen)),
+            ("--tls-cert", joined(self.tls_cert)),
+            ("--tls-key", joined(self.tls_key)),
+            ("--tls-pfx", joined(self.tls_pfx)),
             ("--websocket-compression", self.websocket_compression),
             ("--log-format", self.log_format),
             ("--worker-threads", self.worker_threads),
@@ -113,6 +125,11 @@ impl GatewayArgs {
             cwd,
         }
     }
+}
+
+/// A repeated flag as the one comma-separated value its setting takes.
+fn joined(values: Vec<String>) -> Option<String> {
+    (!values.is_empty()).then(|| values.join(","))
 }
 
 #[cfg(test)]
@@ -156,7 +173,7 @@ mod tests {
     #[test]
     fn flags_and_env_become_sources() {
         let args = GatewayArgs {
-            listen: Some(":9".into()),
+            listen: vec![":9".into()],
             ..Default::default()
         };
         let env = |v: &str| match v {

@@ -12,3 +12,4 @@ pub mod logging;
 pub mod proxy;
 pub mod signals;
 pub mod supervisor;
+pub mod tls;

@@ -15,9 +15,10 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, Sources};
-use crate::proxy::{self, websocket, Gateway};
+use crate::proxy::{self, websocket, Endpoint, Gateway};
 use crate::signals::Signals;
 use crate::supervisor::{watch_files, Supervisor};
+use crate::tls;
 
 /// `hpgate config`: print the effective configuration or the errors.
 pub fn print_config(sources: &Sources) -> ExitCode {
@@ -72,23 +73,29 @@ pub fn run(sources: Sources) -> ExitCode {
 async fn serve(cfg: Config, sources: Sources) -> ExitCode {
     // Signals first, so one that arrives during start-up is not lost.
     let mut signals = Signals::new();
-    let listener = match proxy::bind(cfg.listen).await {
-        Ok(l) => l,
-        Err(msg) => {
+    let stop = CancellationToken::new();
+    let endpoints = match endpoints(&cfg, &stop).await {
+        Ok(e) => e,
+        Err((code, msg)) => {
             tracing::error!("{msg}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(code);
         }
     };
-    let addr = listener.local_addr().unwrap_or(cfg.listen);
     let cfg = Arc::new(cfg);
 
     let sup = Supervisor::start(cfg.clone());
     let ws = websocket::Registry::default();
-    let gateway = Arc::new(Gateway::new(sup.clone(), ws.clone()));
-    let stop = CancellationToken::new();
-    tracing::info!("listening on http://{addr}");
-
-    let server = tokio::spawn(proxy::serve(listener, gateway, stop.clone()));
+    let mut gateway = Gateway::new(sup.clone(), ws.clone());
+    gateway.https_port = endpoints
+        .iter()
+        .find(|e| e.tls.is_some())
+        .and_then(|e| e.listener.local_addr().ok())
+        .map(|a| a.port());
+    let gateway = Arc::new(gateway);
+    let servers: Vec<_> = endpoints
+        .into_iter()
+        .map(|ep| tokio::spawn(proxy::serve(ep, gateway.clone(), stop.clone())))
+        .collect();
     let reload = move || config::load(&sources, &config::expand_lookup);
     let watcher = tokio::spawn(watch_files::run(sup.clone(), reload, stop.clone()));
 
@@ -106,11 +113,41 @@ async fn serve(cfg: Config, sources: Sources) -> ExitCode {
     let deadline = tokio::time::Instant::now() + grace;
     stop.cancel();
     ws.shutdown.cancel();
-    let _ = server.await;
+    for server in servers {
+        let _ = server.await;
+    }
     ws.tasks.close();
     let _ = tokio::time::timeout_at(deadline, ws.tasks.wait()).await;
     sup.shutdown(deadline).await;
     let _ = watcher.await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// Binds every listener (an https one with the certificates loaded and
+/// watched from here on) and says where hpgate listens. Err carries the
+/// exit code: 2 for a certificate problem (a configuration error), 1 when
+/// a port cannot be bound.
+async fn endpoints(cfg: &Config, stop: &CancellationToken) -> Result<Vec<Endpoint>, (u8, String)> {
+    let tls = if cfg.listen.any_tls() {
+        let env = |name: &str| std::env::var(name).ok();
+        let sources = tls::setup::sources(cfg, &env).map_err(|m| (2, m))?;
+        let (acceptor, resolver) = tls::setup::acceptor(sources).map_err(|m| (2, m))?;
+        tokio::spawn(tls::watch(resolver, stop.clone()));
+        Some(acceptor)
+    } else {
+        None
+    };
+    let mut out = Vec::new();
+    for listen in cfg.listen.iter() {
+        let listener = proxy::bind(listen.addr).await.map_err(|m| (1, m))?;
+        let addr = listener.local_addr().unwrap_or(listen.addr);
+        let scheme = if listen.tls { "https" } else { "http" };
+        tracing::info!("listening on {scheme}://{addr}");
+        out.push(Endpoint {
+            listener,
+            tls: tls.clone().filter(|_| listen.tls),
+        });
+    }
+    Ok(out)
 }

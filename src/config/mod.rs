@@ -7,18 +7,22 @@
 
 mod command;
 mod error;
+mod listen;
 mod paths;
 mod settings;
 mod spec;
+mod tls;
 mod values;
 mod xml;
 
 use std::path::{Path, PathBuf};
 
 pub use error::{line_column, ConfigError, ConfigErrors, Origin};
+pub use listen::{Listen, Listeners};
 pub use paths::{is_windows_absolute, process_env_lookup as expand_lookup, PORT_PLACEHOLDER};
-pub use settings::{parse_listen, Config, DEFAULT_LISTEN, SETTINGS};
+pub use settings::{Config, DEFAULT_LISTEN, SETTINGS};
 pub use spec::{Place, Setting};
+pub use tls::{PathList, Secret};
 pub use values::{format_span, split_arguments, Compression, LogFormat};
 
 use settings::Problems;
@@ -115,7 +119,7 @@ pub fn load(src: &Sources, env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
     if !detailed_errors_set {
         // The app's output can hold secrets: show it only to local users
         // unless the site owner opts in.
-        cfg.detailed_errors = cfg.listen.ip().is_loopback();
+        cfg.detailed_errors = cfg.listen.all_loopback();
     }
     if errors.is_empty() {
         Ok(cfg)

@@ -28,8 +28,10 @@ use std::path::{Path, PathBuf};
 
 use std::time::Duration;
 
+use super::listen::Listeners;
 use super::paths;
 use super::spec::{boolean, count, seconds, settings, time_span, Cx, Place, Setting};
+use super::tls::{PathList, Secret};
 use super::values::{self, Compression, LogFormat};
 use super::xml::{Attr, Element};
 
@@ -51,14 +53,65 @@ settings! {
     }
 
     /// Where hpgate accepts connections.
-    listen: SocketAddr {
+    listen: Listeners {
         name: "listen", place: AppSetting,
-        default: SocketAddr::from(([127, 0, 0, 1], 8086)),
+        default: Listeners::plain(SocketAddr::from(([127, 0, 0, 1], 8086))),
         doc_default: "`127.0.0.1:8086`",
-        doc_range: "`HOST:PORT`, `[IPv6]:PORT`, `:PORT` (all IPv4 interfaces)",
-        parse: |raw: &str, _: &Cx| parse_listen(raw),
+        doc_range: "comma-separated `HOST:PORT`, `[IPv6]:PORT`, `:PORT` (all IPv4 interfaces), each optionally `http://` or `https://` (TLS)",
+        parse: |raw: &str, _: &Cx| Listeners::parse(raw),
         flag: "--listen", env: "HPGATE_LISTEN",
         restart: true,
+    }
+    /// TLS certificate chains (PEM, or a folder of them), paired in order
+    /// with `tls_key`.
+    tls_cert: PathList {
+        name: "tlsCert", place: AppSetting,
+        default: PathList::default(),
+        doc_default: "none", doc_range: "comma-separated paths: a PEM chain, or a folder",
+        parse: |raw: &str, _: &Cx| Ok::<_, String>(PathList::parse(raw)),
+        flag: "--tls-cert", env: "HPGATE_TLS_CERT",
+        restart: true,
+    }
+    tls_key: PathList {
+        name: "tlsKey", place: AppSetting,
+        default: PathList::default(),
+        doc_default: "none", doc_range: "comma-separated paths, one per `tlsCert` file",
+        parse: |raw: &str, _: &Cx| Ok::<_, String>(PathList::parse(raw)),
+        flag: "--tls-key", env: "HPGATE_TLS_KEY",
+        restart: true,
+    }
+    tls_pfx: PathList {
+        name: "tlsPfx", place: AppSetting,
+        default: PathList::default(),
+        doc_default: "none", doc_range: "comma-separated paths of PFX/PKCS#12 files",
+        parse: |raw: &str, _: &Cx| Ok::<_, String>(PathList::parse(raw)),
+        flag: "--tls-pfx", env: "HPGATE_TLS_PFX",
+        restart: true,
+    }
+    /// The PFX password (also `HPGATE_TLS_PFX_PASSWORD`, read at start; no
+    /// flag, so it never shows in a process list).
+    tls_pfx_password: Secret {
+        name: "tlsPfxPassword", place: AppSetting,
+        default: Secret::default(),
+        doc_default: "empty", doc_range: "text",
+        parse: |raw: &str, _: &Cx| Ok::<_, String>(Secret(Some(raw.to_string()))),
+        restart: true,
+    }
+    /// `Strict-Transport-Security: max-age` on HTTPS responses (0: none).
+    hsts: Duration {
+        name: "hsts", place: AppSetting,
+        default: Duration::ZERO,
+        doc_default: "0 (off)", doc_range: "0–63072000 seconds",
+        parse: seconds(0, 63_072_000),
+        restart: false,
+    }
+    /// Plain listeners answer 308 to the https:// address.
+    https_redirect: bool {
+        name: "httpsRedirect", place: AppSetting,
+        default: false,
+        doc_default: "false", doc_range: "boolean",
+        parse: boolean,
+        restart: false,
     }
     log_format: LogFormat {
         name: "logFormat", place: AppSetting,
@@ -364,31 +417,6 @@ impl Config {
     }
 }
 
-/// Parses a listen address: `HOST:PORT`, `[::1]:PORT` or `:PORT` (all interfaces).
-pub fn parse_listen(raw: &str) -> Result<SocketAddr, String> {
-    let s = raw.trim();
-    let bad =
-        || format!("\"{raw}\" is not a listen address; expected HOST:PORT, [IPv6]:PORT or :PORT");
-    if let Some(port) = s.strip_prefix(':') {
-        let port: u16 = port.parse().map_err(|_| bad())?;
-        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
-    }
-    if let Ok(addr) = s.parse::<SocketAddr>() {
-        return Ok(addr);
-    }
-    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
-    let port: u16 = port.parse().map_err(|_| bad())?;
-    if host.is_empty() || host.contains(':') {
-        return Err(bad());
-    }
-    use std::net::ToSocketAddrs;
-    (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve listen host \"{host}\": {e}"))?
-        .next()
-        .ok_or_else(|| format!("listen host \"{host}\" has no address"))
-}
-
 /// Sink for problems found while reading elements: each carries a byte offset.
 pub trait Problems {
     fn at(&mut self, offset: usize, message: String);
@@ -635,7 +663,13 @@ mod tests {
         // Every appSettings default, written back as its shown form, is
         // accepted and gives the same value: defaults lie inside the ranges.
         let defaults = Config::defaults(PathBuf::from("/site"));
-        for s in SETTINGS.iter().filter(|s| s.place == Place::AppSetting) {
+        // A secret never shows its value, so it cannot round-trip.
+        let shown_whole = |s: &&Setting| s.name != "tlsPfxPassword";
+        for s in SETTINGS
+            .iter()
+            .filter(|s| s.place == Place::AppSetting)
+            .filter(shown_whole)
+        {
             let mut cfg = defaults.clone();
             let shown = (s.show)(&defaults);
             apply(&mut cfg, s, &shown, &|_| None).unwrap_or_else(|e| panic!("{}: {e}", s.name));

@@ -28,6 +28,9 @@ pub struct AccessLog {
     /// The request target as sent (a cheap, shared copy of the request's).
     pub path: http::uri::PathAndQuery,
     pub status: u16,
+    /// The protocol the client spoke (`HTTP/1.1`, `HTTP/2`); a WebSocket
+    /// over HTTP/2 shows as `HTTP/2` with method CONNECT.
+    pub proto: http::Version,
     pub pid: Option<u32>,
     pub start: Instant,
     pub bytes: u64,
@@ -50,6 +53,7 @@ impl AccessLog {
             method = %self.method,
             path = %self.path,
             status = self.status,
+            proto = ?self.proto,
             bytes = self.bytes,
             ms,
             pid = %pid,

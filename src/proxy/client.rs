@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::task::TaskTracker;
 
 use super::guard::UpgradeGate;
 use super::headers::Peer;
@@ -18,14 +19,24 @@ pub struct Client {
     place: Mutex<Option<OwnedSemaphorePermit>>,
     /// Tells the smuggling guard whether an upgrade request switched.
     pub gate: Arc<UpgradeGate>,
+    /// The WebSockets this connection carries as HTTP/2 streams: on
+    /// shutdown their close frames go out before the connection's GOAWAY
+    /// (clients such as Python's h2 read nothing after a GOAWAY).
+    pub websockets: TaskTracker,
 }
 
 impl Client {
-    pub fn new(addr: SocketAddr, place: OwnedSemaphorePermit, gate: Arc<UpgradeGate>) -> Client {
+    pub fn new(
+        addr: SocketAddr,
+        place: OwnedSemaphorePermit,
+        gate: Arc<UpgradeGate>,
+        tls: bool,
+    ) -> Client {
         Client {
-            peer: Peer::new(addr),
+            peer: Peer::with_tls(addr, tls),
             place: Mutex::new(Some(place)),
             gate,
+            websockets: TaskTracker::new(),
         }
     }
 

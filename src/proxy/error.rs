@@ -53,6 +53,9 @@ pub enum ProxyError {
     TooManyWebSockets,
     #[error("hpgate is at maxConnections ({0}); try again shortly.")]
     TooManyConnections(u64),
+    /// `httpsRedirect`: a plain listener sends the client to https.
+    #[error("this site is served over HTTPS: {0}")]
+    HttpsRedirect(String),
 }
 
 /// Whose fault a refusal or failure is: decides the log level and how the
@@ -108,6 +111,7 @@ impl ProxyError {
             ProxyError::TooManyWebSockets | ProxyError::TooManyConnections(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ProxyError::HttpsRedirect(_) => StatusCode::PERMANENT_REDIRECT,
         }
     }
 
@@ -128,7 +132,8 @@ impl ProxyError {
             | ProxyError::UriTooLong(_)
             | ProxyError::CodingNotImplemented(_)
             | ProxyError::MethodNotImplemented(_)
-            | ProxyError::Handshake { .. } => Source::Client,
+            | ProxyError::Handshake { .. }
+            | ProxyError::HttpsRedirect(_) => Source::Client,
         }
     }
 
@@ -154,6 +159,7 @@ impl ProxyError {
             ProxyError::Handshake { .. } => "websocket_handshake",
             ProxyError::TooManyWebSockets => "max_websockets",
             ProxyError::TooManyConnections(_) => "max_connections",
+            ProxyError::HttpsRedirect(_) => "https_redirect",
         }
     }
 
@@ -198,7 +204,9 @@ impl ProxyError {
     /// stream position cannot be trusted (request smuggling). So does a
     /// refused transfer coding: its body was not read.
     pub fn closes_connection(&self) -> bool {
-        self.status().is_client_error() || self.status() == StatusCode::NOT_IMPLEMENTED
+        let status = self.status();
+        (status.is_client_error() || status == StatusCode::NOT_IMPLEMENTED)
+            && !matches!(self, ProxyError::HttpsRedirect(_))
     }
 
     /// The plain-text page as raw HTTP/1.1 bytes with `Connection: close`,
@@ -269,6 +277,11 @@ impl ProxyError {
         for (name, value) in self.extra_headers() {
             resp.headers_mut()
                 .insert(*name, HeaderValue::from_static(value));
+        }
+        if let ProxyError::HttpsRedirect(to) = &self {
+            if let Ok(v) = HeaderValue::from_str(to) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
         }
         resp
     }

@@ -77,17 +77,28 @@ pub struct Peer {
     ip: HeaderValue,
     /// The address as a Forwarded `for=` node (IPv6 quoted and bracketed).
     node: String,
+    /// The connection came over TLS: the forwarding headers say `https`.
+    pub tls: bool,
 }
 
 impl Peer {
     pub fn new(addr: SocketAddr) -> Peer {
+        Peer::with_tls(addr, false)
+    }
+
+    pub fn with_tls(addr: SocketAddr, tls: bool) -> Peer {
         let text = addr.ip().to_string();
         let node = match addr.ip() {
             IpAddr::V4(_) => text.clone(),
             IpAddr::V6(_) => format!("\"[{text}]\""),
         };
         let ip = HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("unknown"));
-        Peer { addr, ip, node }
+        Peer {
+            addr,
+            ip,
+            node,
+            tls,
+        }
     }
 
     fn ip_text(&self) -> &str {
@@ -96,6 +107,7 @@ impl Peer {
 }
 
 static HTTP: HeaderValue = HeaderValue::from_static("http");
+static HTTPS: HeaderValue = HeaderValue::from_static("https");
 
 /// Adds X-Forwarded-For/Proto/Host and Forwarded. Client-sent values are
 /// kept (and appended to) only when `trust` is set; otherwise replaced.
@@ -109,7 +121,8 @@ pub fn add_forwarded(headers: &mut HeaderMap, peer: &Peer, trust: bool) {
         }
     }
     if !(trust && headers.contains_key(&XFP)) {
-        headers.insert(XFP.clone(), HTTP.clone());
+        let proto = if peer.tls { &HTTPS } else { &HTTP };
+        headers.insert(XFP.clone(), proto.clone());
     }
     if !(trust && headers.contains_key(&XFH)) {
         match &host {
@@ -128,7 +141,11 @@ pub fn add_forwarded(headers: &mut HeaderMap, peer: &Peer, trust: bool) {
         element.extend(h.chars().filter(|c| !matches!(c, '"' | '\\')));
         element.push('"');
     }
-    element.push_str(";proto=http");
+    element.push_str(if peer.tls {
+        ";proto=https"
+    } else {
+        ";proto=http"
+    });
     let forwarded = match trust
         .then(|| join_values(headers, &header::FORWARDED))
         .flatten()

@@ -14,6 +14,7 @@ mod affinity;
 mod app_io;
 mod body;
 mod client;
+mod connection;
 mod error;
 mod forward;
 mod guard;
@@ -33,7 +34,7 @@ use crate::supervisor::Supervisor;
 use affinity::Affinity;
 use pool::Pool;
 
-pub use server::{bind, serve};
+pub use server::{bind, serve, Endpoint};
 
 /// How long an idle kept-alive app connection is kept: below the common
 /// app servers' own keep-alive limits would be wasteful, above them the app
@@ -49,6 +50,9 @@ pub struct Gateway {
     pub pool: Arc<Pool>,
     pub ws: websocket::Registry,
     pub affinity: Affinity,
+    /// The bound port of the first https listener (`httpsRedirect` sends
+    /// clients there).
+    pub https_port: Option<u16>,
 }
 
 impl Gateway {
@@ -58,6 +62,7 @@ impl Gateway {
             pool: Arc::new(Pool::new(POOL_IDLE, POOL_CONNECT)),
             ws,
             affinity: Affinity::default(),
+            https_port: None,
         }
     }
 }

@@ -10,9 +10,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -20,16 +17,23 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::client::Client;
+use tokio_rustls::TlsAcceptor;
+
+use super::connection::{Connection, Protocols};
 use super::error::ProxyError;
-use super::guard::{GuardedIo, UpgradeGate};
-use super::service::handle;
 use super::Gateway;
 use crate::config::Config;
 
+/// One listening socket, and the TLS it terminates if it is an https one.
+pub struct Endpoint {
+    pub listener: TcpListener,
+    pub tls: Option<TlsAcceptor>,
+}
+
 /// Serves until `shutdown` is cancelled, then drains for up to
 /// shutdownTimeLimit.
-pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, shutdown: CancellationToken) {
+pub async fn serve(ep: Endpoint, gw: Arc<Gateway>, shutdown: CancellationToken) {
+    let Endpoint { listener, tls } = ep;
     let mut settings = AcceptSettings::new(gw.sup.config());
     let connections = TaskTracker::new();
     let mut accept_errors = AcceptErrors::default();
@@ -46,7 +50,15 @@ pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, shutdown: Cancellati
         // Every line logged for this connection (its requests, their
         // errors, the access log) carries its id and peer.
         let span = tracing::info_span!("conn", id = conn_id, %peer);
-        let conn = connection(&gw, &settings.builder, stream, peer, permit, &shutdown);
+        let conn = Connection {
+            gw: gw.clone(),
+            protocols: settings.protocols.clone(),
+            tls: tls.clone(),
+            peer,
+            place: permit,
+            shutdown: shutdown.clone(),
+        };
+        let conn = conn.serve(stream);
         connections.spawn(conn.instrument(span));
     }
     drop(listener);
@@ -58,43 +70,6 @@ pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, shutdown: Cancellati
         .is_err()
     {
         tracing::warn!("requests still running after shutdownTimeLimit; closing them");
-    }
-}
-
-/// One client connection served to its end: HTTP/1 behind the guard,
-/// upgrades allowed; on shutdown the request in flight finishes, then the
-/// connection closes.
-fn connection(
-    gw: &Arc<Gateway>,
-    builder: &http1::Builder,
-    stream: TcpStream,
-    peer: SocketAddr,
-    place: OwnedSemaphorePermit,
-    shutdown: &CancellationToken,
-) -> impl std::future::Future<Output = ()> + Send + 'static {
-    let _ = stream.set_nodelay(true);
-    let gw = gw.clone();
-    // The client owns its place under maxConnections from here on.
-    let gate = Arc::new(UpgradeGate::default());
-    let client = Arc::new(Client::new(peer, place, gate.clone()));
-    let svc = service_fn(move |req| handle(gw.clone(), req, client.clone()));
-    let conn = builder
-        .serve_connection(TokioIo::new(GuardedIo::new(stream, gate)), svc)
-        .with_upgrades();
-    let stop = shutdown.clone();
-    async move {
-        let mut conn = std::pin::pin!(conn);
-        let result = tokio::select! {
-            r = conn.as_mut() => r,
-            _ = stop.cancelled() => {
-                // Finish the request in flight, then close (no keep-alive).
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        };
-        if let Err(e) = result {
-            tracing::debug!("connection ended: {e}");
-        }
     }
 }
 
@@ -189,7 +164,7 @@ impl AcceptErrors {
 /// with the configuration serving (it changes when a recycle completes).
 struct AcceptSettings {
     cfg: Arc<Config>,
-    builder: http1::Builder,
+    protocols: Arc<Protocols>,
     places: Arc<Semaphore>,
     /// Places still to take away: maxConnections was lowered below the
     /// number of connections open, so they go as those connections end.
@@ -199,7 +174,7 @@ struct AcceptSettings {
 impl AcceptSettings {
     fn new(cfg: Arc<Config>) -> AcceptSettings {
         AcceptSettings {
-            builder: http1_builder(&cfg),
+            protocols: Arc::new(Protocols::new(&cfg)),
             places: Arc::new(Semaphore::new(cfg.max_connections as usize)),
             owed: 0,
             cfg,
@@ -222,7 +197,7 @@ impl AcceptSettings {
         } else {
             self.owed += old - new;
         }
-        self.builder = http1_builder(&cfg);
+        self.protocols = Arc::new(Protocols::new(&cfg));
         self.cfg = cfg;
     }
 
@@ -237,33 +212,6 @@ impl AcceptSettings {
         }
         self.places.clone().try_acquire_owned().ok()
     }
-}
-
-fn http1_builder(cfg: &Config) -> http1::Builder {
-    let mut builder = http1::Builder::new();
-    // hyper uses one timer for a request head and for the wait for the next
-    // request on a kept-alive connection; the shorter of the two limits wins.
-    let head_timeout = cfg
-        .header_read_timeout
-        .min(cfg.keep_alive_timeout.max(Duration::from_secs(1)));
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(head_timeout)
-        .keep_alive(!cfg.keep_alive_timeout.is_zero())
-        .max_headers(cfg.max_request_headers as usize + 1)
-        // Room for the line and headers; exact limits (414/431) are
-        // checked per request so each gets its own status.
-        .max_buf_size(
-            (cfg.max_request_header_bytes + cfg.max_request_line_bytes + 1024).max(8192) as usize,
-        )
-        // A client that half-closes after a complete request (`nc -N`, load
-        // balancers' health checks) still gets its answer, and the guard's
-        // refusal of a later pipelined head waits for the answers before it
-        // (the guard ends the stream there). The price, as in HAProxy
-        // without abortonclose: a client that closes completely while the
-        // app works is noticed when the answer is written, not before.
-        .half_close(true);
-    builder
 }
 
 /// Over maxConnections: a short 503 and close, without parsing anything.

@@ -38,6 +38,7 @@ pub async fn handle(
     let cfg = gw.sup.config();
     let html = accepts_html(&req);
     let method = req.method().clone();
+    let proto = req.version();
     let path = req
         .uri()
         .path_and_query()
@@ -57,10 +58,18 @@ pub async fn handle(
     if let Some(d) = upgrade.filter(|_| status == 101) {
         d.switched();
     }
+    if client.peer.tls && !cfg.hsts.is_zero() {
+        let value = format!("max-age={}", cfg.hsts.as_secs());
+        if let Ok(v) = http::HeaderValue::from_str(&value) {
+            resp.headers_mut()
+                .insert(header::STRICT_TRANSPORT_SECURITY, v);
+        }
+    }
     resp.body_mut().set_log(AccessLog {
         method,
         path,
         status,
+        proto,
         pid,
         start,
         bytes: 0,
@@ -78,11 +87,49 @@ async fn dispatch(
 ) -> Result<(Response<ResponseBody>, Option<u32>), ProxyError> {
     check_limits(cfg, &req)?;
     host::check(req.version(), req.headers())?;
-    if websocket::is_upgrade(&req) {
+    if cfg.https_redirect && !client.peer.tls && !is_acme_challenge(&req) {
+        return Err(ProxyError::HttpsRedirect(https_location(gw, &req)));
+    }
+    if req.method() == http::Method::CONNECT && !websocket::is_websocket(&req) {
+        // HTTP/2 lets a client ask for a tunnel; hpgate is not a forward
+        // proxy (HTTP/1.1 CONNECT never gets past the guard).
+        return Err(ProxyError::MethodNotImplemented("CONNECT"));
+    }
+    if websocket::is_websocket(&req) {
         websocket::handle(gw, cfg, req, client).await
     } else {
         forward::handle(gw, cfg, req, client).await
     }
+}
+
+/// ACME HTTP-01 challenges must be answered on plain HTTP (RFC 8555
+/// section 8.3), so `httpsRedirect` leaves them alone.
+fn is_acme_challenge(req: &Request<Incoming>) -> bool {
+    req.uri().path().starts_with("/.well-known/acme-challenge/")
+}
+
+/// The same host and target on the https listener (its port left out when
+/// it is 443).
+fn https_location(gw: &Gateway, req: &Request<Incoming>) -> String {
+    let host = req
+        .uri()
+        .host()
+        .map(str::to_string)
+        .or_else(|| {
+            let h = req.headers().get(header::HOST)?.to_str().ok()?;
+            // Host without its port (an IPv6 literal keeps its brackets).
+            Some(match h.rfind(':') {
+                Some(i) if !h[i..].contains(']') => h[..i].to_string(),
+                _ => h.to_string(),
+            })
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = match gw.https_port {
+        Some(443) | None => String::new(),
+        Some(p) => format!(":{p}"),
+    };
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    format!("https://{host}{port}{target}")
 }
 
 fn accepts_html(req: &Request<Incoming>) -> bool {

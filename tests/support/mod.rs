@@ -439,3 +439,45 @@ pub fn app_pid(g: &Gateway) -> Option<u32> {
         .strip_prefix("hello from ")
         .and_then(|s| s.trim().parse().ok())
 }
+
+/// A self-signed ECDSA P-256 certificate for localhost and 127.0.0.1.
+pub fn self_signed(site: &Site) -> (PathBuf, PathBuf) {
+    let (cert, key) = (site.path("cert.pem"), site.path("key.pem"));
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .args(["-days", "30", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .output()
+        .expect("openssl")
+        .status
+        .success();
+    assert!(ok, "openssl could not make a certificate");
+    (cert, key)
+}
+
+impl Gateway {
+    /// The address of the https listener, from its "listening on" line.
+    pub fn https_addr(&self) -> SocketAddr {
+        let logs = self.logs();
+        let rest = logs
+            .split("listening on https://")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no https listener: {logs}"));
+        let end = rest
+            .find(|c: char| !(c.is_ascii_hexdigit() || ".:[]".contains(c)))
+            .unwrap_or(rest.len());
+        rest[..end].parse().expect("https address")
+    }
+}

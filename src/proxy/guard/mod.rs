@@ -37,10 +37,25 @@ use scanner::{Scanner, Step};
 
 use super::error::ProxyError;
 
-pub struct GuardedIo {
+/// What the guard can sit on: a TCP stream, or TLS over one.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Writes what fits at once without waiting, for the last words of a
+    /// connection being dropped; a stream that cannot (TLS) does nothing.
+    fn write_now(&self, _bytes: &[u8]) {}
+}
+
+impl Stream for TcpStream {
+    fn write_now(&self, bytes: &[u8]) {
+        let _ = self.try_write(bytes);
+    }
+}
+
+impl Stream for tokio_rustls::server::TlsStream<TcpStream> {}
+
+pub struct GuardedIo<S: Stream = TcpStream> {
     /// Always present; taken only by `into_parts`, which consumes self
     /// (a `Drop` type cannot give a field away otherwise).
-    inner: Option<TcpStream>,
+    inner: Option<S>,
     scanner: Scanner,
     gate: Arc<UpgradeGate>,
     /// Bytes read after an upgrade request, not yet given to hyper.
@@ -64,8 +79,8 @@ enum Refused {
     Body,
 }
 
-impl GuardedIo {
-    pub fn new(inner: TcpStream, gate: Arc<UpgradeGate>) -> GuardedIo {
+impl<S: Stream> GuardedIo<S> {
+    pub fn new(inner: S, gate: Arc<UpgradeGate>) -> GuardedIo<S> {
         GuardedIo {
             inner: Some(inner),
             scanner: Scanner::default(),
@@ -79,12 +94,12 @@ impl GuardedIo {
 
     /// The socket and any bytes read but not yet given to hyper (after a
     /// 101 they belong to the new protocol).
-    pub fn into_parts(mut self) -> Option<(TcpStream, Bytes)> {
+    pub fn into_parts(mut self) -> Option<(S, Bytes)> {
         let rest = Bytes::copy_from_slice(&self.held[self.held_at..]);
         Some((self.inner.take()?, rest))
     }
 
-    fn sock(&mut self) -> io::Result<Pin<&mut TcpStream>> {
+    fn sock(&mut self) -> io::Result<Pin<&mut S>> {
         match self.inner.as_mut() {
             Some(s) => Ok(Pin::new(s)),
             None => Err(io::ErrorKind::NotConnected.into()),
@@ -177,7 +192,7 @@ impl GuardedIo {
     }
 }
 
-impl AsyncRead for GuardedIo {
+impl<S: Stream> AsyncRead for GuardedIo<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -224,7 +239,7 @@ impl AsyncRead for GuardedIo {
     }
 }
 
-impl AsyncWrite for GuardedIo {
+impl<S: Stream> AsyncWrite for GuardedIo<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -256,14 +271,14 @@ impl AsyncWrite for GuardedIo {
     }
 }
 
-impl Drop for GuardedIo {
+impl<S: Stream> Drop for GuardedIo<S> {
     fn drop(&mut self) {
         // hyper may drop the connection without shutting it down (after an
         // error): the refusal still goes out, best effort.
         if let Refused::Head { wire, written } = &self.state {
             let rest = wire.get(*written..).unwrap_or_default();
             if let (Some(sock), false) = (&self.inner, rest.is_empty()) {
-                let _ = sock.try_write(rest);
+                sock.write_now(rest);
             }
         }
     }

@@ -9,6 +9,7 @@ mod both;
 mod deflate;
 mod frame;
 mod handshake;
+mod over_h2;
 mod relay;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,7 +22,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::app_io::AppIo;
-use super::guard::GuardedIo;
+use super::guard::{GuardedIo, Stream};
+use relay::Generic;
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -34,7 +37,10 @@ use super::upstream::{self, Answer, Purpose};
 use super::Gateway;
 use crate::config::{Compression, Config};
 
-pub use handshake::is_upgrade;
+/// A WebSocket handshake: an HTTP/1.1 upgrade or an HTTP/2 extended CONNECT.
+pub fn is_websocket<B>(req: &Request<B>) -> bool {
+    handshake::is_upgrade(req) || over_h2::is_extended_connect(req)
+}
 
 /// Zero means "off" for the WebSocket timers.
 fn nonzero(d: std::time::Duration) -> Option<std::time::Duration> {
@@ -95,7 +101,13 @@ pub async fn handle(
     mut req: Request<Incoming>,
     client: &Client,
 ) -> Result<(Response<ResponseBody>, Option<u32>), ProxyError> {
-    handshake::validate(&req).map_err(|r| ProxyError::Handshake {
+    let h2 = over_h2::is_extended_connect(&req);
+    let checked = if h2 {
+        over_h2::validate(&req)
+    } else {
+        handshake::validate(&req)
+    };
+    checked.map_err(|r| ProxyError::Handshake {
         status: r.status,
         reason: r.reason,
     })?;
@@ -105,6 +117,9 @@ pub async fn handle(
         .ok_or(ProxyError::TooManyWebSockets)?;
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (mut parts, body) = req.into_parts();
+    if h2 {
+        over_h2::to_app(&mut parts);
+    }
     upstream::prepare(cfg, &mut parts, &client.peer, Purpose::Upgrade)?;
     let plan = plan(cfg, &mut parts.headers, slot);
     let answer = upstream::send(gw, cfg, parts, body, Purpose::Upgrade).await?;
@@ -112,7 +127,10 @@ pub async fn handle(
     if answer.resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         return Ok((refused(answer), Some(pid)));
     }
-    let (to_client, settings) = accept(cfg, &answer, &plan)?;
+    let (mut to_client, settings) = accept(cfg, &answer, &plan)?;
+    if h2 {
+        over_h2::to_client(&mut to_client);
+    }
     start_relay(gw, client, answer, plan.slot, client_upgrade, settings);
     Ok((to_client, Some(pid)))
 }
@@ -205,6 +223,7 @@ fn start_relay(
 ) {
     let app_upgrade = hyper::upgrade::on(answer.resp);
     let place = client.take_place();
+    let on_connection = client.websockets.token();
     let shutdown = gw.ws.shutdown.clone();
     let backend = answer.backend;
     let pid = backend.pid;
@@ -213,6 +232,7 @@ fn start_relay(
         async move {
             let _slot = slot;
             let _place = place;
+            let _on_connection = on_connection;
             let (c, a) = match tokio::try_join!(client_upgrade, app_upgrade) {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -220,45 +240,64 @@ fn start_relay(
                     return;
                 }
             };
-            let Some((client, client_pre, app, app_pre)) = into_streams(c, a) else {
-                tracing::error!(pid, "WebSocket connection is not a TCP stream; closing it");
-                return;
-            };
             let signals = relay::Signals {
                 shutdown,
                 retiring: backend.retiring.clone(),
                 gone: backend.gone.clone(),
             };
-            relay::run(client, client_pre, app, app_pre, settings, signals).await;
+            run_relay(c, a, settings, signals, pid).await;
             tracing::debug!(pid, "WebSocket closed");
         }
         .instrument(tracing::Span::current()),
     );
 }
 
-/// The TCP streams (and bytes already read) under both upgraded
-/// connections. A plain fn so the upgrade wrappers do not stay in the
-/// relay task's state for the connection's life.
-fn into_streams(
+/// Runs the relay on the streams under both upgraded connections: plain
+/// TCP where it can (the leanest idle WebSocket), TLS or an HTTP/2 stream
+/// otherwise. A plain fn so the upgrade wrappers do not stay in the relay
+/// task's state for the connection's life.
+async fn run_relay(
     client: hyper::upgrade::Upgraded,
     app: hyper::upgrade::Upgraded,
-) -> Option<(TcpStream, Bytes, TcpStream, Bytes)> {
-    let c = client.downcast::<TokioIo<GuardedIo>>().ok()?;
-    let a = app.downcast::<TokioIo<AppIo>>().ok()?;
-    let (client, held) = c.io.into_inner().into_parts()?;
-    // What hyper had read past the head comes first, then what the guard
-    // still held back.
-    let client_pre = match (c.read_buf.is_empty(), held.is_empty()) {
+    settings: relay::Settings,
+    signals: relay::Signals,
+    pid: u32,
+) {
+    let Ok(a) = app.downcast::<TokioIo<AppIo>>() else {
+        return tracing::error!(pid, "the app's WebSocket connection is not a TCP stream");
+    };
+    let (app, app_pre) = (a.io.into_inner().into_inner(), a.read_buf);
+    let client = match client.downcast::<TokioIo<GuardedIo<TcpStream>>>() {
+        Ok(c) => match guarded_parts(c) {
+            Some((tcp, pre)) => return relay::run(tcp, pre, app, app_pre, settings, signals).await,
+            None => return,
+        },
+        Err(other) => other,
+    };
+    let client = match client.downcast::<TokioIo<GuardedIo<TlsStream<TcpStream>>>>() {
+        Ok(c) => match guarded_parts(c) {
+            Some((tls, pre)) => {
+                return relay::run(Generic(tls), pre, app, app_pre, settings, signals).await
+            }
+            None => return,
+        },
+        Err(other) => other,
+    };
+    // An HTTP/2 stream (RFC 8441): hyper's own type, used as it is.
+    let stream = Generic(TokioIo::new(client));
+    relay::run(stream, Bytes::new(), app, app_pre, settings, signals).await
+}
+
+/// The stream under the guard, and the bytes already read past the
+/// handshake: what hyper had read first, then what the guard held back.
+fn guarded_parts<S: Stream>(c: hyper::upgrade::Parts<TokioIo<GuardedIo<S>>>) -> Option<(S, Bytes)> {
+    let (stream, held) = c.io.into_inner().into_parts()?;
+    let pre = match (c.read_buf.is_empty(), held.is_empty()) {
         (_, true) => c.read_buf,
         (true, false) => held,
         (false, false) => [c.read_buf, held].concat().into(),
     };
-    Some((
-        client,
-        client_pre,
-        a.io.into_inner().into_inner(),
-        a.read_buf,
-    ))
+    Some((stream, pre))
 }
 
 #[cfg(test)]

@@ -43,7 +43,7 @@ use direction::{Dir, Side};
 use order::{Order, Shared};
 use pump::pump;
 
-pub use io::Io;
+pub use io::{Generic, Io};
 
 /// How long the sides get to answer a close before the relay drops them.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
