@@ -44,7 +44,53 @@ pub struct Sources {
 
 /// Loads the effective configuration, or every problem found.
 pub fn load(src: &Sources, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
-    let file = match &src.config {
+    let file = find_file(src)?;
+    let site_root = file
+        .as_deref()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| src.cwd.clone());
+    let mut cfg = Config::defaults(site_root);
+    let mut errors = Vec::new();
+
+    let mut detailed_errors_set = false;
+    let mut at = Positions::default();
+    if let Some(path) = &file {
+        detailed_errors_set = read_web_config(
+            &mut cfg,
+            path,
+            !src.command.is_empty(),
+            env,
+            &mut errors,
+            &mut at,
+        );
+        cfg.config_file = Some(path.clone());
+    }
+
+    take_command(&mut cfg, src, at, &mut errors);
+
+    for (setting, raw, origin) in &src.settings {
+        if let Err(msg) = settings::apply(&mut cfg, setting, raw, &|_| None) {
+            errors.push(ConfigError::new(origin.clone(), msg));
+        }
+    }
+
+    if !detailed_errors_set {
+        // The app's output can hold secrets: show it only to local users
+        // unless the site owner opts in.
+        cfg.detailed_errors = cfg.listen.all_loopback();
+    }
+    if errors.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// The web.config to read: `--config`, else `./web.config`, else none
+/// when the command comes after `--`.
+fn find_file(src: &Sources) -> Result<Option<PathBuf>, ConfigErrors> {
+    Ok(match &src.config {
         Some((path, origin)) => {
             let path = src.cwd.join(path);
             if !path.is_file() {
@@ -70,30 +116,12 @@ pub fn load(src: &Sources, env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
                 None
             }
         }
-    };
+    })
+}
 
-    let site_root = file
-        .as_deref()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| src.cwd.clone());
-    let mut cfg = Config::defaults(site_root);
-    let mut errors = Vec::new();
-
-    let mut detailed_errors_set = false;
-    let mut at = Positions::default();
-    if let Some(path) = &file {
-        detailed_errors_set = read_web_config(
-            &mut cfg,
-            path,
-            !src.command.is_empty(),
-            env,
-            &mut errors,
-            &mut at,
-        );
-        cfg.config_file = Some(path.clone());
-    }
-
+/// The command after `--` replaces processPath and arguments; either way
+/// the program is resolved and checked where it was set.
+fn take_command(cfg: &mut Config, src: &Sources, mut at: Positions, errors: &mut Vec<ConfigError>) {
     if let Some((program, args)) = src.command.split_first() {
         cfg.process_path = program.clone();
         cfg.argv = args.to_vec();
@@ -107,24 +135,7 @@ pub fn load(src: &Sources, env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
                 arguments: Some(Origin::Flag("--")),
             };
         }
-        check_command(&cfg, at, &mut errors);
-    }
-
-    for (setting, raw, origin) in &src.settings {
-        if let Err(msg) = settings::apply(&mut cfg, setting, raw, &|_| None) {
-            errors.push(ConfigError::new(origin.clone(), msg));
-        }
-    }
-
-    if !detailed_errors_set {
-        // The app's output can hold secrets: show it only to local users
-        // unless the site owner opts in.
-        cfg.detailed_errors = cfg.listen.all_loopback();
-    }
-    if errors.is_empty() {
-        Ok(cfg)
-    } else {
-        Err(ConfigErrors(errors))
+        check_command(cfg, at, errors);
     }
 }
 
