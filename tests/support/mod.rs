@@ -165,6 +165,26 @@ impl Gateway {
         self.logs.lock().unwrap().clone()
     }
 
+    /// The address of the first https listener (`--listen https://...` in
+    /// the arguments): waits for its "listening on https://" line.
+    pub fn https_addr(&self) -> SocketAddr {
+        let mut found = None;
+        wait_until(Duration::from_secs(10), || {
+            found = self
+                .logs()
+                .split("listening on https://")
+                .nth(1)
+                .and_then(|rest| {
+                    let end = rest
+                        .find(|c: char| !(c.is_ascii_hexdigit() || ".:[]".contains(c)))
+                        .unwrap_or(rest.len());
+                    rest[..end].parse().ok()
+                });
+            found.is_some()
+        });
+        found.unwrap_or_else(|| panic!("no https listener; log:\n{}", self.logs()))
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
