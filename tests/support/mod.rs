@@ -486,18 +486,3 @@ pub fn self_signed(site: &Site) -> (PathBuf, PathBuf) {
     assert!(ok, "openssl could not make a certificate");
     (cert, key)
 }
-
-impl Gateway {
-    /// The address of the https listener, from its "listening on" line.
-    pub fn https_addr(&self) -> SocketAddr {
-        let logs = self.logs();
-        let rest = logs
-            .split("listening on https://")
-            .nth(1)
-            .unwrap_or_else(|| panic!("no https listener: {logs}"));
-        let end = rest
-            .find(|c: char| !(c.is_ascii_hexdigit() || ".:[]".contains(c)))
-            .unwrap_or(rest.len());
-        rest[..end].parse().expect("https address")
-    }
-}
