@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::client::Client;
 use super::guard::{GuardedIo, Stream, UpgradeGate};
@@ -29,17 +30,32 @@ use crate::config::Config;
 /// hold a large share of the app's connections.
 const H2_MAX_STREAMS: u32 = 128;
 
+/// Spawns HTTP/2 stream tasks inside the span of the connection that
+/// spawns them, so their log lines name the connection like HTTP/1.1's do.
+#[derive(Clone, Copy, Debug)]
+pub struct InSpan;
+
+impl<F> hyper::rt::Executor<F> for InSpan
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::spawn(fut.in_current_span());
+    }
+}
+
 /// hyper's settings for each protocol, from one configuration.
 pub struct Protocols {
     h1: http1::Builder,
-    h2: http2::Builder<TokioExecutor>,
+    h2: http2::Builder<InSpan>,
     /// A client gets this long for its TLS handshake (as for a head).
     handshake_limit: Duration,
 }
 
 impl Protocols {
     pub fn new(cfg: &Config) -> Protocols {
-        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        let mut h2 = http2::Builder::new(InSpan);
         h2.timer(TokioTimer::new())
             // RFC 8441: WebSockets over HTTP/2 (extended CONNECT).
             .enable_connect_protocol()
