@@ -252,13 +252,8 @@ fn request_timeout_does_not_run_while_the_client_owes_its_body() {
 #[test]
 fn max_web_sockets_holds_under_a_burst_of_handshakes() {
     let site = Site::new("ws-burst");
-    let server = repo_root().join("fixtures/websocket/echo_server.py");
-    site.web_config(
-        &format!(
-            "processPath=\"{}\" arguments=\"{}\"",
-            venv_python().display(),
-            server.display()
-        ),
+    site.python_app(
+        "fixtures/websocket/echo_server.py",
         "",
         &[("maxWebSockets", "5")],
     );

@@ -319,16 +319,7 @@ fn error_pages_are_well_framed() {
 #[test]
 fn websocket_bytes_sent_with_the_handshake_are_kept() {
     let site = Site::new("guard-ws-early");
-    let server = repo_root().join("fixtures/websocket/echo_server.py");
-    site.web_config(
-        &format!(
-            "processPath=\"{}\" arguments=\"{}\"",
-            venv_python().display(),
-            server.display()
-        ),
-        "",
-        &[],
-    );
+    site.python_app("fixtures/websocket/echo_server.py", "", &[]);
     let g = Gateway::start(&site.dir, &[]);
     assert!(g.wait_log("app process is ready", 15 * S), "{}", g.logs());
     // Handshake and a masked text frame "hi" in one write, before the 101.

@@ -39,31 +39,6 @@ fn run(cmd: &mut Command) -> Output {
     out
 }
 
-/// A self-signed P-256 certificate for 127.0.0.1 and localhost with this
-/// common name, as `NAME.pem` and `NAME.key` in the site folder.
-fn make_cert(site: &Site, name: &str, cn: &str) -> (PathBuf, PathBuf) {
-    let (cert, key) = (
-        site.path(&format!("{name}.pem")),
-        site.path(&format!("{name}.key")),
-    );
-    run(Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "30", "-subj", &format!("/CN={cn}")])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert));
-    (cert, key)
-}
-
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
@@ -206,13 +181,8 @@ fn http2_streams_20_mb_each_way() {
 /// The Python WebSocket echo server behind hpgate over https.
 fn echo_tls(name: &str, mode: &str) -> (Site, Gateway, PathBuf) {
     let site = Site::new(name);
-    let server = repo_root().join("fixtures/websocket/echo_server.py");
-    site.web_config(
-        &format!(
-            "processPath=\"{}\" arguments=\"{}\"",
-            venv_python().display(),
-            server.display()
-        ),
+    site.python_app(
+        "fixtures/websocket/echo_server.py",
         "",
         &[("webSocketCompression", mode), ("shutdownTimeLimit", "2")],
     );

@@ -29,16 +29,7 @@ fn echo_gateway(mode: &str, server_compression: &str) -> (Site, Gateway) {
 /// The echo server with these `hpgate:` settings, hpgate started in front.
 fn echo_with(name: &str, settings: &[(&str, &str)]) -> (Site, Gateway) {
     let site = Site::new(name);
-    let server = repo_root().join("fixtures/websocket/echo_server.py");
-    site.web_config(
-        &format!(
-            "processPath=\"{}\" arguments=\"{}\"",
-            venv_python().display(),
-            server.display()
-        ),
-        "",
-        settings,
-    );
+    site.python_app("fixtures/websocket/echo_server.py", "", settings);
     let g = Gateway::start(&site.dir, &[]);
     (site, g)
 }

@@ -22,15 +22,7 @@ fn gateway(
 ) -> (Site, Gateway, PathBuf) {
     let site = Site::new(name);
     let (cert, key) = self_signed(&site);
-    site.web_config(
-        &format!(
-            "processPath=\"{}\" arguments=\"{}\"",
-            venv_python().display(),
-            repo_root().join(app).display()
-        ),
-        env,
-        settings,
-    );
+    site.python_app(app, env, settings);
     let (c, k) = (cert.display().to_string(), key.display().to_string());
     let args = [
         "--listen",

@@ -69,6 +69,22 @@ impl Site {
 
     /// Writes web.config with the given `<httpPlatform>` attributes (raw XML
     /// text), inner XML for `<httpPlatform>`, and `hpgate:` appSettings.
+    /// Writes web.config for a Python script of this repository run by the
+    /// project's venv, with `inner` XML (environment variables) and
+    /// `hpgate:` settings.
+    pub fn python_app(&self, script: &str, inner: &str, settings: &[(&str, &str)]) {
+        let script = repo_root().join(script);
+        self.web_config(
+            &format!(
+                "processPath=\"{}\" arguments=\"{}\"",
+                venv_python().display(),
+                script.display()
+            ),
+            inner,
+            settings,
+        );
+    }
+
     pub fn web_config(&self, attrs: &str, inner: &str, settings: &[(&str, &str)]) {
         let app: String = settings
             .iter()
@@ -460,10 +476,20 @@ pub fn app_pid(g: &Gateway) -> Option<u32> {
         .and_then(|s| s.trim().parse().ok())
 }
 
-/// A self-signed ECDSA P-256 certificate for localhost and 127.0.0.1.
+/// A self-signed ECDSA P-256 certificate for localhost and 127.0.0.1, as
+/// `cert.pem` and `key.pem` in the site folder.
 pub fn self_signed(site: &Site) -> (PathBuf, PathBuf) {
-    let (cert, key) = (site.path("cert.pem"), site.path("key.pem"));
-    let ok = Command::new("openssl")
+    make_cert(site, "cert", "localhost")
+}
+
+/// The same with this common name, as `NAME.pem` and `NAME.key` (tests
+/// that swap certificates tell them apart by it).
+pub fn make_cert(site: &Site, name: &str, cn: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (
+        site.path(&format!("{name}.pem")),
+        site.path(&format!("{name}.key")),
+    );
+    let out = Command::new("openssl")
         .args([
             "req",
             "-x509",
@@ -471,18 +497,19 @@ pub fn self_signed(site: &Site) -> (PathBuf, PathBuf) {
             "ec",
             "-pkeyopt",
             "ec_paramgen_curve:P-256",
-            "-nodes",
         ])
+        .args(["-nodes", "-days", "30", "-subj", &format!("/CN={cn}")])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
         .arg(&cert)
-        .args(["-days", "30", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
         .output()
-        .expect("openssl")
-        .status
-        .success();
-    assert!(ok, "openssl could not make a certificate");
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (cert, key)
 }
