@@ -135,7 +135,9 @@ type Bound = (Vec<Endpoint>, Option<Arc<tls::acme::Challenges>>);
 async fn endpoints(cfg: &Config, stop: &CancellationToken) -> Result<Bound, (u8, String)> {
     let env = |name: &str| std::env::var(name).ok();
     let acme = tls::setup::acme(cfg, &env).map_err(|m| (2, m))?;
-    let challenges = acme.as_ref().map(|_| Arc::new(tls::acme::Challenges::default()));
+    let challenges = acme
+        .as_ref()
+        .map(|_| Arc::new(tls::acme::Challenges::default()));
     let tls = if cfg.listen.any_tls() {
         let sources = tls::setup::sources(cfg, &env).map_err(|m| (2, m))?;
         let (acceptor, resolver) =

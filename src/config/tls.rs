@@ -47,10 +47,14 @@ impl NameList {
         for name in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let name = name.trim_end_matches('.').to_ascii_lowercase();
             if name.starts_with("*.") {
-                return Err(format!("{name}: wildcard names need the DNS-01 challenge, which hpgate does not do"));
+                return Err(format!(
+                    "{name}: wildcard names need the DNS-01 challenge, which hpgate does not do"
+                ));
             }
             let label_ok = |l: &str| {
-                !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
             };
             if name.len() > 253 || !name.split('.').all(label_ok) {
                 return Err(format!("{name} is not a DNS name"));

@@ -118,7 +118,10 @@ fn acme_answer(gw: &Gateway, req: &Request<Incoming>) -> Option<Response<Respons
     if req.method() != http::Method::GET {
         return None;
     }
-    let token = req.uri().path().strip_prefix("/.well-known/acme-challenge/")?;
+    let token = req
+        .uri()
+        .path()
+        .strip_prefix("/.well-known/acme-challenge/")?;
     let answer = challenges.http_answer(token)?;
     let mut resp = Response::new(ResponseBody::full(answer.into()));
     resp.headers_mut().insert(

@@ -33,7 +33,10 @@ struct CertSet {
 
 impl CertSet {
     fn iter(&self) -> impl Iterator<Item = &LoadedCert> {
-        self.groups.iter().flat_map(|g| g.iter()).chain(self.acme.iter())
+        self.groups
+            .iter()
+            .flat_map(|g| g.iter())
+            .chain(self.acme.iter())
     }
 }
 

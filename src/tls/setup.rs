@@ -91,7 +91,9 @@ pub fn acme(
     }
     if let Some(raw) = env(ACME_CHALLENGE_ENV).filter(|v| !v.is_empty()) {
         let Some(only) = ChallengeKind::parse(&raw) else {
-            return Err(format!("{ACME_CHALLENGE_ENV}={raw}: give http-01 or tls-alpn-01"));
+            return Err(format!(
+                "{ACME_CHALLENGE_ENV}={raw}: give http-01 or tls-alpn-01"
+            ));
         };
         if only == ChallengeKind::Http01 && !plain {
             return Err(format!("{ACME_CHALLENGE_ENV}=http-01 needs a plain http:// listener (port 80 for a public CA)"));

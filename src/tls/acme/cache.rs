@@ -99,7 +99,10 @@ mod tests {
 
     #[test]
     fn layout_is_per_server_and_names() {
-        let c = Cache::new(Path::new("/c"), "https://acme-v02.api.letsencrypt.org/directory");
+        let c = Cache::new(
+            Path::new("/c"),
+            "https://acme-v02.api.letsencrypt.org/directory",
+        );
         assert_eq!(
             c.account_file(),
             Path::new("/c/acme-v02.api.letsencrypt.org_directory/account.json")

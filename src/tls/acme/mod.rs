@@ -136,7 +136,10 @@ pub async fn run(
             Err(e) => {
                 failures = failures.saturating_add(1);
                 let again = schedule::backoff(failures);
-                tracing::error!("ACME: no certificate for {names}: {e}; retrying in {}s", again.as_secs());
+                tracing::error!(
+                    "ACME: no certificate for {names}: {e}; retrying in {}s",
+                    again.as_secs()
+                );
             }
         }
     }
@@ -167,7 +170,10 @@ fn cached(cache: &Cache, names: &[String]) -> Option<LoadedCert> {
             Some(c)
         }
         Ok(_) => {
-            tracing::warn!("ACME: the cached certificate {} does not cover every name; ordering a new one", cert_file.display());
+            tracing::warn!(
+                "ACME: the cached certificate {} does not cover every name; ordering a new one",
+                cert_file.display()
+            );
             None
         }
         Err(e) => {
@@ -220,6 +226,10 @@ async fn account(cfg: &AcmeConfig, cache: &Cache) -> Result<Account, AcmeError> 
         .await
         .map_err(server)?;
     cache.save_account(&creds)?;
-    tracing::info!("ACME: account created at {}, saved in {}", cfg.directory, cache.account_file().display());
+    tracing::info!(
+        "ACME: account created at {}, saved in {}",
+        cfg.directory,
+        cache.account_file().display()
+    );
     Ok(account)
 }
