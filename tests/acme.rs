@@ -228,9 +228,9 @@ struct Setup {
     https: u16,
 }
 
-fn setup(name: &str, validity: Option<u64>) -> Setup {
+fn setup(name: &str, validity: Option<u64>, settings: &[(&str, &str)]) -> Setup {
     let site = Site::new(name);
-    site.testapp_config("echo", "", &[]);
+    site.testapp_config("echo", "", settings);
     let dir = site.path("pebble");
     std::fs::create_dir_all(&dir).unwrap();
     let (http, https) = (free_port(), free_port());
@@ -304,7 +304,7 @@ fn wait_obtained(g: &Gateway, p: &Pebble, times: usize, within: Duration) {
 
 #[test]
 fn tls_alpn_01_certificate_is_served_cached_and_reused() {
-    let s = setup("acme-alpn", None);
+    let s = setup("acme-alpn", None, &[]);
     let root = s.pebble.root();
     let mut g = s.hpgate("tls-alpn-01");
     wait_obtained(&g, &s.pebble, 1, Duration::from_secs(60));
@@ -327,7 +327,11 @@ fn tls_alpn_01_certificate_is_served_cached_and_reused() {
     let orders = s.pebble.logs().matches("POST /order-plz").count();
     assert_eq!(orders, 1, "{}", s.pebble.logs());
     // Pebble really validated (PEBBLE_VA_ALWAYS_VALID=0) over acme-tls/1.
-    assert!(g.logs().contains("ACME tls-alpn-01 validation answered"), "{}", g.logs());
+    assert!(
+        g.logs().contains("ACME tls-alpn-01 validation answered"),
+        "{}",
+        g.logs()
+    );
 
     // A restart serves the cached certificate and orders nothing.
     let g = s.hpgate("tls-alpn-01");
@@ -349,8 +353,9 @@ fn tls_alpn_01_certificate_is_served_cached_and_reused() {
 
 #[test]
 fn http_01_short_lived_certificate_is_renewed() {
-    // 30 s certificates: renewal is due after 20 s (two thirds).
-    let s = setup("acme-http", Some(30));
+    // 30 s certificates: renewal is due after 20 s (two thirds). The
+    // challenge is answered although plain HTTP redirects everything else.
+    let s = setup("acme-http", Some(30), &[("httpsRedirect", "true")]);
     let root = s.pebble.root();
     let g = s.hpgate("http-01");
     wait_obtained(&g, &s.pebble, 1, Duration::from_secs(60));
@@ -361,6 +366,8 @@ fn http_01_short_lived_certificate_is_renewed() {
     wait_obtained(&g, &s.pebble, 2, Duration::from_secs(90));
     let second = served_serial(s.https_addr(), &root).expect("the renewed chain verifies");
     assert_ne!(first, second, "the renewed certificate is served");
+    // The renewal reused the account.
+    assert_eq!(s.pebble.logs().matches("POST /sign-me-up").count(), 1);
 }
 
 #[test]
