@@ -404,3 +404,41 @@ fn without_a_certificate_tls_fails_cleanly_and_plain_http_works() {
     assert!(err.contains("AccessDenied"), "{err}");
     assert_eq!(g.get("/").status, 200, "{}", g.logs());
 }
+
+#[test]
+fn acme_configuration_errors_stop_the_start() {
+    let site = Site::new("acme-config");
+    site.testapp_config("echo", "", &[]);
+    let run = |args: &[&str]| {
+        let out = Command::new(support::hpgate_bin())
+            .arg("run")
+            .args(args)
+            .current_dir(site.path(""))
+            .env_remove("HPGATE_LISTEN")
+            .env_remove("HPGATE_CONFIG")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run hpgate");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&["--listen", "127.0.0.1:0", "--acme-domain", "a.example"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("acmeDomains needs an https:// listener"),
+        "{err}"
+    );
+    let (code, err) = run(&[
+        "--listen",
+        "https://127.0.0.1:0",
+        "--acme-domain",
+        "*.example.com",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("wildcard names need the DNS-01 challenge"),
+        "{err}"
+    );
+}
