@@ -53,6 +53,21 @@ pub struct GatewayArgs {
     /// PFX/PKCS#12 certificate and key; password from HPGATE_TLS_PFX_PASSWORD [env: HPGATE_TLS_PFX]
     #[arg(long, value_name = "PATH")]
     pub tls_pfx: Vec<String>,
+    /// Get a certificate for this name by ACME (Let's Encrypt by default); repeat for several [env: HPGATE_ACME_DOMAINS]
+    #[arg(long, value_name = "NAME")]
+    pub acme_domain: Vec<String>,
+    /// Contact e-mail for the ACME account [env: HPGATE_ACME_EMAIL]
+    #[arg(long, value_name = "ADDRESS")]
+    pub acme_email: Option<String>,
+    /// ACME directory URL, or `staging` for Let's Encrypt's staging [default: Let's Encrypt] [env: HPGATE_ACME_DIRECTORY]
+    #[arg(long, value_name = "URL")]
+    pub acme_directory: Option<String>,
+    /// PEM root to trust for the ACME directory's HTTPS (test servers) [env: HPGATE_ACME_DIRECTORY_CA]
+    #[arg(long, value_name = "PATH")]
+    pub acme_directory_ca: Option<String>,
+    /// Folder for the ACME account and certificates [default: .hpgate-acme in the site root] [env: HPGATE_ACME_CACHE]
+    #[arg(long, value_name = "DIR")]
+    pub acme_cache: Option<String>,
     /// WebSocket compression: passthrough, disable or offload [default: passthrough] [env: HPGATE_WEBSOCKET_COMPRESSION]
     #[arg(long, value_name = "MODE")]
     pub websocket_compression: Option<String>,
@@ -106,6 +121,11 @@ impl GatewayArgs {
             ("--tls-cert", joined(self.tls_cert)),
             ("--tls-key", joined(self.tls_key)),
             ("--tls-pfx", joined(self.tls_pfx)),
+            ("--acme-domain", joined(self.acme_domain)),
+            ("--acme-email", self.acme_email),
+            ("--acme-directory", self.acme_directory),
+            ("--acme-directory-ca", self.acme_directory_ca),
+            ("--acme-cache", self.acme_cache),
             ("--websocket-compression", self.websocket_compression),
             ("--log-format", self.log_format),
             ("--worker-threads", self.worker_threads),

@@ -74,7 +74,7 @@ async fn serve(cfg: Config, sources: Sources) -> ExitCode {
     // Signals first, so one that arrives during start-up is not lost.
     let mut signals = Signals::new();
     let stop = CancellationToken::new();
-    let endpoints = match endpoints(&cfg, &stop).await {
+    let (endpoints, challenges) = match endpoints(&cfg, &stop).await {
         Ok(e) => e,
         Err((code, msg)) => {
             tracing::error!("{msg}");
@@ -91,6 +91,7 @@ async fn serve(cfg: Config, sources: Sources) -> ExitCode {
         .find(|e| e.tls.is_some())
         .and_then(|e| e.listener.local_addr().ok())
         .map(|a| a.port());
+    gateway.acme = challenges;
     let gateway = Arc::new(gateway);
     let servers: Vec<_> = endpoints
         .into_iter()
@@ -124,16 +125,27 @@ async fn serve(cfg: Config, sources: Sources) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+type Bound = (Vec<Endpoint>, Option<Arc<tls::acme::Challenges>>);
+
 /// Binds every listener (an https one with the certificates loaded and
-/// watched from here on) and says where hpgate listens. Err carries the
-/// exit code: 2 for a certificate problem (a configuration error), 1 when
-/// a port cannot be bound.
-async fn endpoints(cfg: &Config, stop: &CancellationToken) -> Result<Vec<Endpoint>, (u8, String)> {
+/// watched from here on, and the ACME task started when configured) and
+/// says where hpgate listens. Err carries the exit code: 2 for a
+/// certificate problem (a configuration error), 1 when a port cannot be
+/// bound.
+async fn endpoints(cfg: &Config, stop: &CancellationToken) -> Result<Bound, (u8, String)> {
+    let env = |name: &str| std::env::var(name).ok();
+    let acme = tls::setup::acme(cfg, &env).map_err(|m| (2, m))?;
+    let challenges = acme
+        .as_ref()
+        .map(|_| Arc::new(tls::acme::Challenges::default()));
     let tls = if cfg.listen.any_tls() {
-        let env = |name: &str| std::env::var(name).ok();
         let sources = tls::setup::sources(cfg, &env).map_err(|m| (2, m))?;
-        let (acceptor, resolver) = tls::setup::acceptor(sources).map_err(|m| (2, m))?;
-        tokio::spawn(tls::watch(resolver, stop.clone()));
+        let (acceptor, resolver) =
+            tls::setup::acceptor(sources, challenges.clone()).map_err(|m| (2, m))?;
+        tokio::spawn(tls::watch(resolver.clone(), stop.clone()));
+        if let (Some(acme), Some(ch)) = (acme, &challenges) {
+            tokio::spawn(tls::acme::run(acme, resolver, ch.clone(), stop.clone()));
+        }
         Some(acceptor)
     } else {
         None
@@ -149,5 +161,5 @@ async fn endpoints(cfg: &Config, stop: &CancellationToken) -> Result<Vec<Endpoin
             tls: tls.clone().filter(|_| listen.tls),
         });
     }
-    Ok(out)
+    Ok((out, challenges))
 }

@@ -22,7 +22,7 @@ pub use listen::{Listen, Listeners};
 pub use paths::{is_windows_absolute, process_env_lookup as expand_lookup, PORT_PLACEHOLDER};
 pub use settings::{Config, DEFAULT_LISTEN, SETTINGS};
 pub use spec::{Place, Setting};
-pub use tls::{PathList, Secret};
+pub use tls::{NameList, PathList, Secret};
 pub use values::{format_span, split_arguments, Compression, LogFormat};
 
 use settings::Problems;

@@ -31,7 +31,7 @@ use std::time::Duration;
 use super::listen::Listeners;
 use super::paths;
 use super::spec::{boolean, count, seconds, settings, time_span, Cx, Place, Setting};
-use super::tls::{PathList, Secret};
+use super::tls::{NameList, PathList, Secret};
 use super::values::{self, Compression, LogFormat};
 use super::xml::{Attr, Element};
 
@@ -41,6 +41,40 @@ const KIB: u64 = 1024;
 const MIB: u64 = 1024 * 1024;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8086";
+
+/// Let's Encrypt's directory, the default ACME server.
+pub const ACME_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Let's Encrypt's staging directory (`acmeDirectory` `staging`).
+pub const ACME_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+fn acme_directory(raw: &str) -> Result<String, String> {
+    let raw = raw.trim();
+    if raw.eq_ignore_ascii_case("staging") {
+        return Ok(ACME_STAGING.into());
+    }
+    if raw.eq_ignore_ascii_case("production") {
+        return Ok(ACME_PRODUCTION.into());
+    }
+    if !raw.starts_with("https://") || raw.len() <= "https://".len() {
+        return Err("is not an https:// URL (or `staging`)".into());
+    }
+    Ok(raw.to_string())
+}
+
+fn acme_email(raw: &str) -> Result<String, String> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(String::new());
+    }
+    let ok = raw.split_once('@').is_some_and(|(user, host)| {
+        !user.is_empty() && host.contains('.') && !raw.contains(char::is_whitespace)
+    });
+    if ok {
+        Ok(raw.to_string())
+    } else {
+        Err("is not an e-mail address".into())
+    }
+}
 
 // The one declaration of every setting; see the module doc.
 settings! {
@@ -95,6 +129,53 @@ settings! {
         default: Secret::default(),
         doc_default: "empty", doc_range: "text",
         parse: |raw: &str, _: &Cx| Ok::<_, String>(Secret(Some(raw.to_string()))),
+        restart: true,
+    }
+    /// Names to get certificates for by ACME (docs/tls.md), one order for
+    /// all of them.
+    acme_domains: NameList {
+        name: "acmeDomains", place: AppSetting,
+        default: NameList::default(),
+        doc_default: "none", doc_range: "comma-separated DNS names (no wildcards)",
+        parse: |raw: &str, _: &Cx| NameList::parse(raw),
+        flag: "--acme-domain", env: "HPGATE_ACME_DOMAINS",
+        restart: true,
+    }
+    acme_email: String {
+        name: "acmeEmail", place: AppSetting,
+        default: String::new(),
+        doc_default: "none", doc_range: "an e-mail address",
+        parse: |raw: &str, _: &Cx| acme_email(raw),
+        flag: "--acme-email", env: "HPGATE_ACME_EMAIL",
+        restart: true,
+    }
+    acme_directory: String {
+        name: "acmeDirectory", place: AppSetting,
+        default: ACME_PRODUCTION.to_string(),
+        doc_default: "Let's Encrypt", doc_range: "an `https://` URL, or `staging`",
+        parse: |raw: &str, _: &Cx| acme_directory(raw),
+        flag: "--acme-directory", env: "HPGATE_ACME_DIRECTORY",
+        restart: true,
+    }
+    /// Extra trust for the ACME server's own HTTPS (test CAs like pebble).
+    acme_directory_ca: PathList {
+        name: "acmeDirectoryCa", place: AppSetting,
+        default: PathList::default(),
+        doc_default: "none", doc_range: "a PEM file path",
+        parse: |raw: &str, cx: &Cx| {
+            let raw = raw.trim();
+            let paths = (!raw.is_empty()).then(|| paths::resolve(cx.site_root, raw));
+            Ok::<_, String>(PathList(paths.into_iter().collect()))
+        },
+        flag: "--acme-directory-ca", env: "HPGATE_ACME_DIRECTORY_CA",
+        restart: true,
+    }
+    acme_cache: PathBuf {
+        name: "acmeCache", place: AppSetting,
+        default: paths::resolve(&site_root, ".hpgate-acme"),
+        doc_default: "`.hpgate-acme`", doc_range: "a folder path",
+        parse: |raw: &str, cx: &Cx| Ok::<_, String>(paths::resolve(cx.site_root, raw.trim())),
+        flag: "--acme-cache", env: "HPGATE_ACME_CACHE",
         restart: true,
     }
     /// `Strict-Transport-Security: max-age` on HTTPS responses (0: none).

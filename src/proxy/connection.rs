@@ -94,7 +94,12 @@ impl Connection {
             Ok(Err(e)) => return tracing::debug!("TLS handshake failed: {e}"),
             Err(_) => return tracing::debug!("TLS handshake not done within {limit:?}"),
         };
-        if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+        let alpn = tls.get_ref().1.alpn_protocol();
+        if alpn == Some(crate::tls::acme::ACME_TLS_ALPN) {
+            // A TLS-ALPN-01 validation: the handshake was the answer.
+            return tracing::debug!("ACME tls-alpn-01 validation answered");
+        }
+        if alpn == Some(b"h2") {
             self.http2(tls).await
         } else {
             self.http1(tls).await

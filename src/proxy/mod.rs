@@ -53,6 +53,8 @@ pub struct Gateway {
     /// The bound port of the first https listener (`httpsRedirect` sends
     /// clients there).
     pub https_port: Option<u16>,
+    /// ACME HTTP-01 answers, when ACME is on.
+    pub acme: Option<Arc<crate::tls::acme::Challenges>>,
 }
 
 impl Gateway {
@@ -63,6 +65,7 @@ impl Gateway {
             ws,
             affinity: Affinity::default(),
             https_port: None,
+            acme: None,
         }
     }
 }

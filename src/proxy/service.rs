@@ -85,6 +85,9 @@ async fn dispatch(
     req: Request<Incoming>,
     client: &Client,
 ) -> Result<(Response<ResponseBody>, Option<u32>), ProxyError> {
+    if let Some(answer) = acme_answer(gw, &req) {
+        return Ok((answer, None));
+    }
     check_limits(cfg, &req)?;
     host::check(req.version(), req.headers())?;
     if cfg.https_redirect && !client.peer.tls && !is_acme_challenge(&req) {
@@ -106,6 +109,26 @@ async fn dispatch(
 /// section 8.3), so `httpsRedirect` leaves them alone.
 fn is_acme_challenge(req: &Request<Incoming>) -> bool {
     req.uri().path().starts_with("/.well-known/acme-challenge/")
+}
+
+/// The key authorization for an open ACME HTTP-01 challenge (RFC 8555
+/// section 8.3), before anything else: the app never sees these.
+fn acme_answer(gw: &Gateway, req: &Request<Incoming>) -> Option<Response<ResponseBody>> {
+    let challenges = gw.acme.as_ref()?;
+    if req.method() != http::Method::GET {
+        return None;
+    }
+    let token = req
+        .uri()
+        .path()
+        .strip_prefix("/.well-known/acme-challenge/")?;
+    let answer = challenges.http_answer(token)?;
+    let mut resp = Response::new(ResponseBody::full(answer.into()));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/octet-stream"),
+    );
+    Some(resp)
 }
 
 /// The same host and target on the https listener (its port left out when

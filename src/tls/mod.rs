@@ -12,6 +12,7 @@
 //! Crypto is rustls with the `ring` provider: aws-lc-rs needs cmake and
 //! NASM and breaks the x86_64-pc-windows-gnu cross build.
 
+pub mod acme;
 mod error;
 mod folder;
 mod load;
@@ -101,8 +102,10 @@ pub fn install_provider() {
 }
 
 /// The rustls server configuration: TLS 1.3 and 1.2, ALPN `h2` then
-/// `http/1.1`, no client certificates, certificates from `resolver`.
+/// `http/1.1` (and `acme-tls/1` last when the resolver answers ACME
+/// validations), no client certificates, certificates from `resolver`.
 pub fn server_config(resolver: Arc<Resolver>) -> rustls::ServerConfig {
+    let acme = resolver.answers_challenges();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -110,5 +113,8 @@ pub fn server_config(resolver: Arc<Resolver>) -> rustls::ServerConfig {
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    if acme {
+        cfg.alpn_protocols.push(acme::ACME_TLS_ALPN.to_vec());
+    }
     cfg
 }

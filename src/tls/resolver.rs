@@ -5,7 +5,9 @@
 //! Owns the choice: exact DNS name first, then a wildcard (`*.example.com`
 //! covers exactly one more label), preferring a certificate whose key can
 //! sign with a scheme the client offers; no SNI or no match gets the first
-//! certificate (the default). It must not read files itself.
+//! certificate (the default). ACME certificates come after the files'.
+//! A ClientHello offering `acme-tls/1` is a TLS-ALPN-01 validation and gets
+//! the challenge certificate or nothing. It must not read files itself.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,20 +18,25 @@ use rustls::sign::CertifiedKey;
 use rustls::SignatureScheme;
 use time::OffsetDateTime;
 
+use super::acme::{Challenges, ACME_TLS_ALPN};
 use super::error::{CertWarning, TlsError};
 use super::load::LoadedCert;
 use super::watch::{stamp, Stamp};
 use super::CertSource;
 
-/// The certificates of every source, in source order.
+/// The certificates of every source, in source order, then ACME's.
 #[derive(Debug, Default)]
 struct CertSet {
     groups: Vec<Arc<Vec<LoadedCert>>>,
+    acme: Arc<Vec<LoadedCert>>,
 }
 
 impl CertSet {
     fn iter(&self) -> impl Iterator<Item = &LoadedCert> {
-        self.groups.iter().flat_map(|g| g.iter())
+        self.groups
+            .iter()
+            .flat_map(|g| g.iter())
+            .chain(self.acme.iter())
     }
 }
 
@@ -42,6 +49,8 @@ pub struct Resolver {
     set: ArcSwap<CertSet>,
     reloaded: AtomicU64,
     failed: AtomicU64,
+    /// Set when ACME answers TLS-ALPN-01 challenges here.
+    challenges: Option<Arc<Challenges>>,
 }
 
 /// How many reloads the watcher made and how many failed (kept the old
@@ -64,10 +73,35 @@ impl Resolver {
         Ok(Resolver {
             sources,
             stamps,
-            set: ArcSwap::from_pointee(CertSet { groups }),
+            set: ArcSwap::from_pointee(CertSet {
+                groups,
+                acme: Arc::default(),
+            }),
             reloaded: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            challenges: None,
         })
+    }
+
+    /// Answers TLS-ALPN-01 validations with `challenges`' certificates.
+    pub fn with_challenges(mut self, challenges: Arc<Challenges>) -> Resolver {
+        self.challenges = Some(challenges);
+        self
+    }
+
+    /// Whether TLS-ALPN-01 validations are answered (then the server's
+    /// ALPN list offers `acme-tls/1`).
+    pub fn answers_challenges(&self) -> bool {
+        self.challenges.is_some()
+    }
+
+    /// Swaps in the ACME certificates.
+    pub(crate) fn set_acme(&self, certs: Vec<LoadedCert>) {
+        let certs = Arc::new(certs);
+        self.set.rcu(|old| CertSet {
+            groups: old.groups.clone(),
+            acme: certs.clone(),
+        });
     }
 
     pub fn sources(&self) -> &[CertSource] {
@@ -110,7 +144,10 @@ impl Resolver {
             if let Some(slot) = groups.get_mut(index) {
                 *slot = Arc::new(certs.clone());
             }
-            CertSet { groups }
+            CertSet {
+                groups,
+                acme: old.acme.clone(),
+            }
         });
         self.reloaded.fetch_add(1, Ordering::Relaxed);
     }
@@ -152,6 +189,14 @@ fn wildcard_covers(pattern: &str, host: &str) -> bool {
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(challenges) = &self.challenges {
+            let validation = hello
+                .alpn()
+                .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN));
+            if validation {
+                return hello.server_name().and_then(|n| challenges.tls_cert(n));
+            }
+        }
         self.choose(hello.server_name(), hello.signature_schemes())
     }
 }

@@ -1,6 +1,7 @@
 //! Certificates are made at test time: rcgen for ECDSA P-256 chains, the
 //! `openssl` command for RSA, SEC1, encrypted keys and PFX files.
 
+mod acme;
 mod handshake;
 mod load;
 mod reload;
