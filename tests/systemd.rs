@@ -330,3 +330,36 @@ fn a_socket_named_https_is_a_tls_listener() {
 fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
+
+/// packaging/systemd's units pass `systemd-analyze verify` with nothing to
+/// say (ExecStart pointed at the binary under test: verify checks it exists).
+#[test]
+fn unit_files_verify_clean() {
+    let have = Command::new("systemd-analyze")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        eprintln!("skipped: systemd-analyze not installed");
+        return;
+    }
+    let site = Site::new("systemd-units");
+    let units = support::repo_root().join("packaging/systemd");
+    let service = std::fs::read_to_string(units.join("hpgate.service")).expect("service");
+    assert!(service.contains("ExecStart=/usr/local/bin/hpgate run"));
+    site.write(
+        "hpgate.service",
+        &service.replace("/usr/local/bin/hpgate", hpgate_bin()),
+    );
+    let socket = std::fs::read_to_string(units.join("hpgate.socket")).expect("socket");
+    site.write("hpgate.socket", &socket);
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(site.path("hpgate.service"))
+        .arg(site.path("hpgate.socket"))
+        .output()
+        .expect("systemd-analyze");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.trim().is_empty(), "{said}");
+}
