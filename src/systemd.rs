@@ -89,6 +89,8 @@ mod imp {
     use std::io;
     use std::os::unix::net::UnixDatagram;
 
+    use nix::sys::socket::sockopt;
+
     use super::Passed;
 
     pub fn send(socket: &str, state: &str) -> io::Result<()> {
@@ -127,6 +129,11 @@ mod imp {
                 .take_tcp_listener(i)
                 .map_err(|e| format!("socket activation: passed descriptor {fd}: {e}"))?
                 .ok_or_else(|| format!("socket activation: passed descriptor {fd} is missing"))?;
+            // Accept=yes passes a connected socket, which would only fail at accept().
+            let listening = nix::sys::socket::getsockopt(&listener, sockopt::AcceptConn);
+            if !listening.unwrap_or(false) {
+                return Err(format!("socket activation: passed descriptor {fd} is not a listening socket (Accept=yes is not supported; use Accept=no)"));
+            }
             let name = names.get(i).copied().unwrap_or("unknown").to_string();
             out.push(Passed { listener, name });
         }

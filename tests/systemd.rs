@@ -363,3 +363,37 @@ fn unit_files_verify_clean() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && said.trim().is_empty(), "{said}");
 }
+
+/// `Accept=yes` (a connected socket per connection) is refused with a
+/// message that says what to use, instead of failing at every accept.
+#[test]
+fn a_connected_socket_is_refused() {
+    if !have_socket_activate() {
+        eprintln!("skipped: systemd-socket-activate not installed");
+        return;
+    }
+    let site = Site::new("systemd-accept");
+    site.testapp_config("serve", "", &[]);
+    let port = free_port();
+    let mut cmd = Command::new("systemd-socket-activate");
+    cmd.args(["--accept", "-l", &format!("127.0.0.1:{port}")])
+        .arg(hpgate_bin())
+        .arg("run")
+        .current_dir(&site.dir);
+    let activator = Proc::start(cmd);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut conn = None;
+    wait_until(Duration::from_secs(10), || {
+        conn = std::net::TcpStream::connect(addr).ok();
+        conn.is_some()
+    });
+    assert!(conn.is_some(), "systemd-socket-activate did not listen");
+    let refused = "is not a listening socket (Accept=yes is not supported; use Accept=no)";
+    assert!(
+        wait_until(Duration::from_secs(10), || activator
+            .logs()
+            .contains(refused)),
+        "{}",
+        activator.logs()
+    );
+}
