@@ -114,21 +114,13 @@ async fn serve(cfg: Config, sources: Sources, mut systemd: Systemd) -> ExitCode 
         .into_iter()
         .map(|ep| tokio::spawn(proxy::serve(ep, gateway.clone(), stop.clone())))
         .collect();
-    let reload = move || config::load(&sources, &config::expand_lookup);
-    let (reloader, requests) = watch_files::reloader();
-    let watcher = tokio::spawn(watch_files::run(
-        sup.clone(),
-        reload,
-        requests,
-        stop.clone(),
-    ));
     let systemd = Arc::new(systemd);
     let told = Told {
         systemd: systemd.clone(),
         sup: sup.clone(),
         stop: stop.clone(),
     };
-    tokio::spawn(told.run(hangup, reloader));
+    let watcher = told.watch(sources, hangup);
 
     let which = signals.next().await;
     tracing::info!("{which} received: shutting down (a second signal exits at once)");
@@ -228,6 +220,17 @@ struct Told {
 }
 
 impl Told {
+    /// Starts watching the site's files (and SIGHUP: the same reload) and
+    /// telling systemd; returns the watcher, to wait for at shutdown.
+    fn watch(self, sources: Sources, hangup: Hangup) -> tokio::task::JoinHandle<()> {
+        let reload = move || config::load(&sources, &config::expand_lookup);
+        let (reloader, requests) = watch_files::reloader();
+        let (sup, stop) = (self.sup.clone(), self.stop.clone());
+        let watcher = tokio::spawn(watch_files::run(sup, reload, requests, stop));
+        tokio::spawn(self.run(hangup, reloader));
+        watcher
+    }
+
     /// READY=1 once the app answers, then RELOADING=1 / READY=1 around each
     /// SIGHUP reload (a SIGHUP during start-up waits for READY); meanwhile
     /// WATCHDOG=1 every half WATCHDOG_USEC until hpgate exits, shutdown
