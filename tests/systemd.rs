@@ -397,3 +397,32 @@ fn a_connected_socket_is_refused() {
         activator.logs()
     );
 }
+
+/// SIGHUP with a broken web.config: RELOADING=1, then READY=1 (the reload
+/// is over), and the old app process keeps serving.
+#[test]
+fn reload_of_a_broken_config_keeps_the_old_app() {
+    let site = Site::new("systemd-reload-broken");
+    let notify = Notify::bind(&site);
+    let gw = notified_gateway(&site, &notify, &[]);
+    let addr = hpgate_addr(&gw);
+    let ready = notify.next(Duration::from_secs(20));
+    assert!(ready.is_some(), "no READY=1; log:\n{}", gw.logs());
+    let before = app_pid(addr).expect("the app answers");
+    site.write("web.config", "<configuration><system.webServer>");
+    gw.signal("HUP");
+    assert_eq!(
+        notify.next(Duration::from_secs(10)).as_deref(),
+        Some("RELOADING=1")
+    );
+    assert_eq!(
+        notify.next(Duration::from_secs(10)).as_deref(),
+        Some("READY=1")
+    );
+    assert!(
+        gw.logs().contains("configuration changed but has errors"),
+        "{}",
+        gw.logs()
+    );
+    assert_eq!(app_pid(addr), Some(before));
+}
