@@ -12,4 +12,5 @@ pub mod logging;
 pub mod proxy;
 pub mod signals;
 pub mod supervisor;
+pub mod systemd;
 pub mod tls;

@@ -8,16 +8,24 @@
 //! A second signal exits at once; the OS guards still take the app
 //! processes down with hpgate.
 //! The stop signal is a cancellation token passed down, not global state.
+//!
+//! Under systemd (`Type=notify`) it also says READY=1 once the app answers,
+//! RELOADING=1 / READY=1 around a SIGHUP reload, STOPPING=1 on a stop
+//! signal, and WATCHDOG=1 every half WATCHDOG_USEC; and with socket
+//! activation it serves on the passed sockets instead of binding.
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, Sources};
 use crate::proxy::{self, websocket, Endpoint, Gateway};
-use crate::signals::Signals;
+use crate::signals::{Hangup, Signals};
 use crate::supervisor::{watch_files, Supervisor};
+use crate::systemd::{Passed, Systemd};
 use crate::tls;
 
 /// `hpgate config`: print the effective configuration or the errors.
@@ -53,6 +61,14 @@ pub fn run(sources: Sources) -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
+    // Before any thread starts: reading systemd's variables removes them.
+    let systemd = match Systemd::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     crate::logging::init(cfg.log_format);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
@@ -67,14 +83,16 @@ pub fn run(sources: Sources) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(serve(cfg, sources))
+    runtime.block_on(serve(cfg, sources, systemd))
 }
 
-async fn serve(cfg: Config, sources: Sources) -> ExitCode {
+async fn serve(cfg: Config, sources: Sources, mut systemd: Systemd) -> ExitCode {
     // Signals first, so one that arrives during start-up is not lost.
     let mut signals = Signals::new();
+    let hangup = Hangup::new();
     let stop = CancellationToken::new();
-    let (endpoints, challenges) = match endpoints(&cfg, &stop).await {
+    let passed = std::mem::take(&mut systemd.passed);
+    let (endpoints, challenges) = match endpoints(&cfg, passed, &stop).await {
         Ok(e) => e,
         Err((code, msg)) => {
             tracing::error!("{msg}");
@@ -97,11 +115,17 @@ async fn serve(cfg: Config, sources: Sources) -> ExitCode {
         .into_iter()
         .map(|ep| tokio::spawn(proxy::serve(ep, gateway.clone(), stop.clone())))
         .collect();
-    let reload = move || config::load(&sources, &config::expand_lookup);
-    let watcher = tokio::spawn(watch_files::run(sup.clone(), reload, stop.clone()));
+    let systemd = Arc::new(systemd);
+    let told = Told {
+        systemd: systemd.clone(),
+        sup: sup.clone(),
+        stop: stop.clone(),
+    };
+    let watcher = told.watch(sources, hangup);
 
     let which = signals.next().await;
     tracing::info!("{which} received: shutting down (a second signal exits at once)");
+    systemd.notify("STOPPING=1");
     tokio::spawn(async move {
         let again = signals.next().await;
         tracing::warn!("{again} received again: exiting now");
@@ -128,17 +152,25 @@ async fn serve(cfg: Config, sources: Sources) -> ExitCode {
 type Bound = (Vec<Endpoint>, Option<Arc<tls::acme::Challenges>>);
 
 /// Binds every listener (an https one with the certificates loaded and
-/// watched from here on, and the ACME task started when configured) and
-/// says where hpgate listens. Err carries the exit code: 2 for a
-/// certificate problem (a configuration error), 1 when a port cannot be
-/// bound.
-async fn endpoints(cfg: &Config, stop: &CancellationToken) -> Result<Bound, (u8, String)> {
+/// watched from here on) and says where hpgate listens. Err carries the
+/// exit code: 2 for a certificate problem (a configuration error), 1 when
+/// a port cannot be bound.
+async fn endpoints(
+    cfg: &Config,
+    passed: Vec<Passed>,
+    stop: &CancellationToken,
+) -> Result<Bound, (u8, String)> {
     let env = |name: &str| std::env::var(name).ok();
     let acme = tls::setup::acme(cfg, &env).map_err(|m| (2, m))?;
     let challenges = acme
         .as_ref()
         .map(|_| Arc::new(tls::acme::Challenges::default()));
-    let tls = if cfg.listen.any_tls() {
+    let wants_tls = if passed.is_empty() {
+        cfg.listen.any_tls()
+    } else {
+        passed.iter().any(Passed::is_https)
+    };
+    let tls = if wants_tls {
         let sources = tls::setup::sources(cfg, &env).map_err(|m| (2, m))?;
         let (acceptor, resolver) =
             tls::setup::acceptor(sources, challenges.clone()).map_err(|m| (2, m))?;
@@ -150,6 +182,9 @@ async fn endpoints(cfg: &Config, stop: &CancellationToken) -> Result<Bound, (u8,
     } else {
         None
     };
+    if !passed.is_empty() {
+        return Ok((adopt(passed, tls)?, challenges));
+    }
     let mut out = Vec::new();
     for listen in cfg.listen.iter() {
         let listener = proxy::bind(listen.addr).await.map_err(|m| (1, m))?;
@@ -162,4 +197,82 @@ async fn endpoints(cfg: &Config, stop: &CancellationToken) -> Result<Bound, (u8,
         });
     }
     Ok((out, challenges))
+}
+
+/// The endpoints of socket activation: one per passed socket, TLS on those
+/// named `https`; the listen setting is not used.
+fn adopt(passed: Vec<Passed>, tls: Option<TlsAcceptor>) -> Result<Vec<Endpoint>, (u8, String)> {
+    tracing::info!(
+        "socket activation: serving on the {} socket(s) systemd passed; the listen setting is not used",
+        passed.len()
+    );
+    let mut out = Vec::new();
+    for p in passed {
+        let https = p.is_https();
+        let listener = proxy::adopt(p.listener).map_err(|m| (1, m))?;
+        let scheme = if https { "https" } else { "http" };
+        match listener.local_addr() {
+            Ok(addr) => tracing::info!("listening on {scheme}://{addr} (socket {})", p.name),
+            Err(_) => tracing::info!("listening on socket {} ({scheme})", p.name),
+        }
+        out.push(Endpoint {
+            listener,
+            tls: tls.clone().filter(|_| https),
+        });
+    }
+    Ok(out)
+}
+
+/// Keeps systemd told (`Type=notify`); a no-op when it does not listen.
+struct Told {
+    systemd: Arc<Systemd>,
+    sup: Supervisor,
+    stop: CancellationToken,
+}
+
+impl Told {
+    /// Starts watching the site's files (and SIGHUP: the same reload) and
+    /// telling systemd; returns the watcher, to wait for at shutdown.
+    fn watch(self, sources: Sources, hangup: Hangup) -> tokio::task::JoinHandle<()> {
+        let reload = move || config::load(&sources, &config::expand_lookup);
+        let (reloader, requests) = watch_files::reloader();
+        let (sup, stop) = (self.sup.clone(), self.stop.clone());
+        let watcher = tokio::spawn(watch_files::run(sup, reload, requests, stop));
+        tokio::spawn(self.run(hangup, reloader));
+        watcher
+    }
+
+    /// READY=1 once the app answers, then RELOADING=1 / READY=1 around each
+    /// SIGHUP reload (a SIGHUP during start-up waits for READY); meanwhile
+    /// WATCHDOG=1 every half WATCHDOG_USEC until hpgate exits, shutdown
+    /// included (it may take up to shutdownTimeLimit).
+    async fn run(self, mut hangup: Hangup, reloader: watch_files::Reloader) {
+        if let Some(every) = self.systemd.watchdog() {
+            tokio::spawn(keep_alive(self.systemd.clone(), every));
+        }
+        tokio::select! {
+            _ = self.sup.started() => self.systemd.notify("READY=1\nSTATUS=serving"),
+            _ = self.stop.cancelled() => return,
+        }
+        loop {
+            tokio::select! {
+                _ = hangup.next() => {}
+                _ = self.stop.cancelled() => return,
+            }
+            tracing::info!("SIGHUP received: reloading the configuration");
+            self.systemd.notify("RELOADING=1");
+            tokio::select! {
+                _ = reloader.reload() => self.systemd.notify("READY=1"),
+                _ = self.stop.cancelled() => return,
+            }
+        }
+    }
+}
+
+async fn keep_alive(systemd: Arc<Systemd>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        systemd.notify("WATCHDOG=1");
+    }
 }

@@ -1,5 +1,6 @@
 //! Stop signals: SIGTERM and SIGINT on Unix, Ctrl-C and Ctrl-Break on
-//! Windows. One public type over an OS-specific inside.
+//! Windows. One public type over an OS-specific inside. Also SIGHUP, the
+//! reload request ([`Hangup`]).
 
 #[cfg(unix)]
 mod imp {
@@ -82,5 +83,38 @@ pub use imp::Signals;
 impl Default for Signals {
     fn default() -> Self {
         Signals::new()
+    }
+}
+
+/// SIGHUP, which asks for a reload (`systemctl reload`). Windows has no
+/// such signal: there it never arrives.
+pub struct Hangup {
+    #[cfg(unix)]
+    inner: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangup {
+    /// Installs the handler: from here on SIGHUP no longer ends hpgate.
+    pub fn new() -> Hangup {
+        Hangup {
+            #[cfg(unix)]
+            inner: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
+        }
+    }
+
+    /// The next SIGHUP; several before this is called count as one.
+    pub async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some(s) = &mut self.inner {
+            s.recv().await;
+            return;
+        }
+        std::future::pending::<()>().await
+    }
+}
+
+impl Default for Hangup {
+    fn default() -> Self {
+        Hangup::new()
     }
 }

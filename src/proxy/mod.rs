@@ -34,7 +34,7 @@ use crate::supervisor::Supervisor;
 use affinity::Affinity;
 use pool::Pool;
 
-pub use server::{bind, serve, Endpoint};
+pub use server::{adopt, bind, serve, Endpoint};
 
 /// How long an idle kept-alive app connection is kept: below the common
 /// app servers' own keep-alive limits would be wasteful, above them the app

@@ -239,3 +239,15 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
         format!("cannot listen on {addr}: {e}{hint}")
     })
 }
+
+/// Takes over a socket that is already listening (socket activation):
+/// tokio needs it non-blocking.
+pub fn adopt(listener: std::net::TcpListener) -> Result<TcpListener, String> {
+    let addr = listener
+        .local_addr()
+        .map_or_else(|_| "a passed socket".to_string(), |a| a.to_string());
+    listener
+        .set_nonblocking(true)
+        .and_then(|()| TcpListener::from_std(listener))
+        .map_err(|e| format!("cannot serve on {addr} (passed by systemd): {e}"))
+}

@@ -333,6 +333,27 @@ impl Supervisor {
         self.offline_page().is_some()
     }
 
+    /// Returns once the site answers: a process of the serving generation
+    /// is ready, or starting it has failed for good (requests get the
+    /// 502 that says why), or the site is offline or stopping. systemd's
+    /// READY=1 waits for this.
+    pub async fn started(&self) {
+        let mut changes = self.shared.epoch.subscribe();
+        loop {
+            let generation = self.current();
+            if !generation.ready().is_empty()
+                || !generation.pending()
+                || self.is_offline()
+                || self.shared.shutting_down.load(Ordering::Acquire)
+            {
+                return;
+            }
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Stops every process: in-flight requests first, then the stop signal,
     /// then a kill; all by `deadline` (a process still gets a moment
     /// between the stop signal and the kill).
