@@ -74,6 +74,14 @@ def interleaved(paths, fn, ops_key):
     return results
 
 
+def negotiated(port, ca):
+    """The protocol version and cipher a fresh connection gets (openssl s_client), for the notes."""
+    out = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-CAfile", ca],
+                         input="", capture_output=True, text=True, timeout=10).stdout
+    m = re.search(r"New, (\S+), Cipher is (\S+)", out)
+    return f"{m.group(1)} {m.group(2)}" if m else "handshake failed"
+
+
 def tls_cases():
     certs = Certs()
     tool = bench_tool("wsbench")
@@ -86,6 +94,8 @@ def tls_cases():
         time.sleep(1)
         paths = stack.paths()
         rows += wrk_cases(stack, [("8a. TLS small GET, 64 kept-alive conns", "/small", 64, None, "req/s")], "https")
+        for row in rows:
+            row["note"] = negotiated(paths[row["path"]][0], certs.ca)
         res = interleaved(paths, lambda port: handshakes(tool, certs.ca, port, 16), "round_trips")
         for name, rs in res.items():
             row = ws_row("8b. TLS full handshake + small GET, 16 conns", name, rs)
