@@ -161,7 +161,10 @@ async fn open(url: &Url) -> Res<Stream> {
     let Some(tls) = &url.tls else {
         return Ok(Either::Left(tcp));
     };
-    let host = url.addr.rsplit_once(':').map_or(url.addr.as_str(), |(h, _)| h);
+    let host = url
+        .addr
+        .rsplit_once(':')
+        .map_or(url.addr.as_str(), |(h, _)| h);
     let name = rustls_pki_types::ServerName::try_from(host.to_string())?;
     Ok(Either::Right(Box::new(tls.connect(name, tcp).await?)))
 }
@@ -633,7 +636,11 @@ async fn handshake(args: &[String]) -> Res<()> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     all.sort_unstable();
-    let pct = |p: f64| all.get(((all.len().max(1) - 1) as f64 * p) as usize).copied().unwrap_or(0);
+    let pct = |p: f64| {
+        all.get(((all.len().max(1) - 1) as f64 * p) as usize)
+            .copied()
+            .unwrap_or(0)
+    };
     println!(
         "{{\"round_trips\":{},\"per_sec\":{:.1},\"p50_us\":{},\"p99_us\":{}}}",
         all.len(),
