@@ -12,6 +12,14 @@
 //!   the bytes on the wire and compare every echo with what it sent.
 //! - `idle --url ... --conns N`: opens N WebSockets, prints `ready N`, and
 //!   holds them until stdin closes.
+//! - `handshake --url https://H:P/PATH --tls CAFILE --conns N --secs S`: N
+//!   tasks each open a TLS connection, send one GET with `Connection:
+//!   close`, read to the end and start over, for S seconds; prints the same
+//!   JSON line (a round trip is one connection). Session resumption is off
+//!   in the client, so every connection is a full handshake.
+//!
+//! `--tls CAFILE` (a PEM file with the server's certificate) makes `echo`
+//! and `idle` speak wss:// (rustls, HTTP/1.1 by ALPN).
 //!
 //! Everything runs on one thread, like `wrk -t1`, to leave the second core
 //! to the proxy and the backend.
@@ -22,6 +30,12 @@ use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::rustls;
+use tokio_rustls::TlsConnector;
+use tokio_util::either::Either;
+
+/// The client's connection: plain TCP, or TLS over it with `--tls`.
+type Stream = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -35,9 +49,10 @@ fn main() {
         Some("server") => rt.block_on(server(&args[1..])),
         Some("echo") => rt.block_on(echo(&args[1..])),
         Some("idle") => rt.block_on(idle(&args[1..])),
+        Some("handshake") => rt.block_on(handshake(&args[1..])),
         // `cargo bench` with no arguments: nothing to do.
         _ => {
-            eprintln!("usage: wsbench server|echo|idle ... (driven by scripts/bench)");
+            eprintln!("usage: wsbench server|echo|idle|handshake ... (driven by scripts/bench)");
             Ok(())
         }
     };
@@ -93,21 +108,65 @@ async fn server(args: &[String]) -> Res<()> {
 struct Url {
     addr: String,
     path: String,
+    /// Set for wss:// and https:// (`--tls CAFILE` required).
+    tls: Option<TlsConnector>,
 }
 
 fn parse_url(args: &[String]) -> Res<Url> {
     let url = flag(args, "--url").ok_or("--url is required")?;
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or("--url must start with ws://")?;
+    let (secure, rest) = match url.split_once("://") {
+        Some(("ws" | "http", rest)) => (false, rest),
+        Some(("wss" | "https", rest)) => (true, rest),
+        _ => return Err("--url must start with ws://, wss:// or https://".into()),
+    };
     let (addr, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
+    let tls = match (secure, flag(args, "--tls")) {
+        (false, _) => None,
+        (true, Some(ca)) => Some(connector(ca)?),
+        (true, None) => return Err("wss:// and https:// need --tls CAFILE".into()),
+    };
     Ok(Url {
         addr: addr.to_string(),
         path: path.to_string(),
+        tls,
     })
+}
+
+/// A TLS client trusting only CAFILE, HTTP/1.1 by ALPN, no session
+/// resumption: every connection does a full handshake.
+fn connector(ca_file: &str) -> Res<TlsConnector> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file)? {
+        roots.add(cert?)?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(TlsConnector::from(std::sync::Arc::new(config)))
+}
+
+/// Connects to the URL's address, with TLS if the URL asks for it.
+async fn open(url: &Url) -> Res<Stream> {
+    let tcp = TcpStream::connect(&url.addr).await?;
+    tcp.set_nodelay(true)?;
+    let Some(tls) = &url.tls else {
+        return Ok(Either::Left(tcp));
+    };
+    let host = url
+        .addr
+        .rsplit_once(':')
+        .map_or(url.addr.as_str(), |(h, _)| h);
+    let name = rustls_pki_types::ServerName::try_from(host.to_string())?;
+    Ok(Either::Right(Box::new(tls.connect(name, tcp).await?)))
 }
 
 /// What the handshake settled for compression.
@@ -119,7 +178,7 @@ struct Deflate {
 }
 
 struct Client {
-    stream: TcpStream,
+    stream: Stream,
     buf: Vec<u8>,
     deflate: Option<Deflate>,
     rng: u64,
@@ -129,8 +188,7 @@ struct Client {
 
 impl Client {
     async fn connect(url: &Url, offer_deflate: bool, seed: u64) -> Res<Client> {
-        let mut stream = TcpStream::connect(&url.addr).await?;
-        stream.set_nodelay(true)?;
+        let mut stream = open(url).await?;
         let ext = if offer_deflate {
             "Sec-WebSocket-Extensions: permessage-deflate\r\n"
         } else {
@@ -142,6 +200,7 @@ impl Client {
             url.path, url.addr
         );
         stream.write_all(head.as_bytes()).await?;
+        stream.flush().await?;
         let mut buf = Vec::with_capacity(8192);
         let end = loop {
             if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -212,6 +271,7 @@ impl Client {
         frame.extend_from_slice(&mask);
         frame.extend(body.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
         self.stream.write_all(&frame).await?;
+        self.stream.flush().await?;
         self.sent_wire += frame.len() as u64;
         Ok(())
     }
@@ -517,5 +577,76 @@ async fn idle(args: &[String]) -> Res<()> {
         line.clear();
     }
     drop(held);
+    Ok(())
+}
+
+// ---------------------------------------------------------------- handshake
+
+/// One new TLS connection: handshake, one GET with `Connection: close`,
+/// the response read to the end. Fails unless the status is 200.
+async fn one_connection(url: &Url, request: &[u8]) -> Res<()> {
+    let mut stream = open(url).await?;
+    stream.write_all(request).await?;
+    stream.flush().await?;
+    let mut response = Vec::with_capacity(1024);
+    // Some servers end a `Connection: close` exchange without close_notify.
+    match stream.read_to_end(&mut response).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
+        Err(e) => return Err(e.into()),
+    }
+    if !response.starts_with(b"HTTP/1.1 200") {
+        let line = String::from_utf8_lossy(&response[..response.len().min(40)]).into_owned();
+        return Err(format!("unexpected response: {line:?}").into());
+    }
+    Ok(())
+}
+
+async fn handshake(args: &[String]) -> Res<()> {
+    let url = std::sync::Arc::new(parse_url(args)?);
+    if url.tls.is_none() {
+        return Err("handshake needs an https:// --url and --tls CAFILE".into());
+    }
+    let conns = num(args, "--conns", 1)?;
+    let secs = num(args, "--secs", 5)?;
+    let request: std::sync::Arc<[u8]> = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        url.path, url.addr
+    )
+    .into_bytes()
+    .into();
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let (url, request) = (url.clone(), request.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                one_connection(&url, &request).await?;
+                latencies.push(t.elapsed().as_micros() as u32);
+            }
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(latencies)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await?.map_err(|e| e.to_string())?);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len().max(1) - 1) as f64 * p) as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "{{\"round_trips\":{},\"per_sec\":{:.1},\"p50_us\":{},\"p99_us\":{}}}",
+        all.len(),
+        all.len() as f64 / elapsed,
+        pct(0.5),
+        pct(0.99)
+    );
     Ok(())
 }

@@ -9,7 +9,10 @@ divided by the operations served: the steadiest figure when load generator,
 proxy and backend share two cores.
 
 Prints the tables, rewrites the part of docs/benchmarks.md after the
-results marker, and draws docs/benchmarks.svg.
+results marker, and draws docs/benchmarks.svg. The TLS part (`tls`) and the
+before/after part (`compare`, needs BENCH_HPGATE_BEFORE) rewrite their own
+sections of that page instead (between `<!-- tls results -->` and
+`<!-- /tls results -->`, likewise `compare`), so they can run alone.
 """
 import datetime
 import os
@@ -23,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_cases import IDLE_CONNS, RUNS, SECS, WRK_THREADS, http_cases, lifecycle_case, ws_cases, wsbench_path  # noqa: E402
 from bench_stack import HPGATE, ROOT  # noqa: E402
 from bench_svg import draw  # noqa: E402
+from bench_tls import compare_cases, tls_cases  # noqa: E402
 
 
 def spread(values, fmt):
@@ -50,13 +54,53 @@ def figures(facts):
     return "\n".join(lines)
 
 
+def loadavg():
+    return " ".join(open("/proc/loadavg").read().split()[:3])
+
+
+def write_section(doc, name, body):
+    """Replaces (or adds, just above the main results marker) one named results section."""
+    text = open(doc).read()
+    start, end = f"<!-- {name} results -->", f"<!-- /{name} results -->"
+    block = f"{start}\n\n{body}\n\n{end}"
+    if start in text and end in text:
+        text = text.split(start)[0] + block + text.split(end, 1)[1]
+    else:
+        marker = "<!-- results -->"
+        head, sep, tail = text.partition(marker)
+        text = f"{head}{block}\n\n{sep}{tail}" if sep else f"{text}\n{block}\n"
+    open(doc, "w").write(text)
+
+
+def side_part(name, fn, doc, stamp, machine):
+    """Runs the tls or compare part and writes its own section."""
+    before = loadavg()
+    rows, _ = fn()
+    after = loadavg()
+    report = table(rows)
+    print(report)
+    runs = (f"Run {stamp} on {machine}; {SECS} s per run, {RUNS} runs per path, interleaved; "
+            f"load average (1, 5, 15 min) {before} before, {after} after.")
+    write_section(doc, name, f"{runs}\n\n{report}")
+
+
 def main():
     # SIGTERM unwinds like Ctrl-C, so every stack's close() runs: no proxy
     # or backend is left behind.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     only = set(sys.argv[1:])  # e.g. `scripts/bench http ws life` (default: all)
     want = lambda part: not only or part in only
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Linux {platform.release()}"
+    doc = os.path.join(ROOT, "docs", "benchmarks.md")
+    if want("tls"):
+        side_part("tls", tls_cases, doc, stamp, machine)
+    if "compare" in only or (not only and os.environ.get("BENCH_HPGATE_BEFORE")):
+        side_part("compare", compare_cases, doc, stamp, machine)
+    if only and not only & {"http", "ws", "life"}:
+        return
     rows, facts = [], {}
+    load_before = loadavg()
     if want("http"):
         r, f = http_cases()
         rows += r
@@ -71,13 +115,11 @@ def main():
 
     report = table(rows) + "\n\n" + figures(facts)
     print(report)
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Linux {platform.release()}"
     setup = (f"wrk -t{WRK_THREADS}; wsbench (one thread); {SECS} s per run, {RUNS} runs per path, interleaved; "
              f"{IDLE_CONNS} idle WebSockets (open-files limit 20,000 per process)")
     if only:
         setup += f"; parts run: {', '.join(sorted(only))}"
-    doc = os.path.join(ROOT, "docs", "benchmarks.md")
+    setup += f"; load average {load_before} before, {loadavg()} after"
     text = open(doc).read() if os.path.exists(doc) else ""
     marker = "<!-- results -->"
     head = text.split(marker)[0] if marker in text else text + "\n"

@@ -52,11 +52,11 @@ def parse_wrk(text):
             "p50": lat("50"), "p99": lat("99"), "bad": (num(r"Non-2xx or 3xx responses: (\d+)") or 0) + errors}
 
 
-def wrk(port, path, conns, script=None):
+def wrk(port, path, conns, script=None, scheme="http"):
     cmd = ["wrk", f"-t{WRK_THREADS}", f"-c{conns}", f"-d{SECS}s", "--latency"]
     if script:
         cmd += ["-s", script]
-    out = subprocess.run(cmd + [f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True).stdout
+    out = subprocess.run(cmd + [f"{scheme}://127.0.0.1:{port}{path}"], capture_output=True, text=True).stdout
     return parse_wrk(out)
 
 
@@ -87,7 +87,7 @@ def http_cases():
     os.chmod(work, 0o755)
     cmd, upload = http_backend(work)
     rows, rest = [], {}
-    stack = Stack(cmd)
+    stack = Stack(cmd, before=True)
     try:
         time.sleep(1)
         rest["7. hpgate RSS at rest, fresh (KiB)"] = rss_kib(stack.hpgate.pids)
@@ -98,7 +98,7 @@ def http_cases():
     finally:
         stack.close()
     # Uploads go to a backend that reads every body to the end (benches/sink.rs).
-    stack = Stack(f'exec {bench_tool("sink")} --port "$HTTP_PLATFORM_PORT"')
+    stack = Stack(f'exec {bench_tool("sink")} --port "$HTTP_PLATFORM_PORT"', before=True)
     try:
         rows += wrk_cases(stack, [("2b. 1 MiB upload, 16 conns", "/upload", 16, upload, "MiB/s")])
     finally:
@@ -106,14 +106,14 @@ def http_cases():
     return rows, rest
 
 
-def wrk_cases(stack, cases):
+def wrk_cases(stack, cases, scheme="http"):
     rows = []
     paths = stack.paths()
     for case, path, conns, script, unit in cases:
         results = {name: [] for name in paths}
         for _ in range(RUNS):
             for name, (port, pids) in paths.items():  # interleaved
-                r, times = measured(pids, lambda: wrk(port, path, conns, script))
+                r, times = measured(pids, lambda: wrk(port, path, conns, script, scheme))
                 set_cpu(r, times, r["requests"], bool(pids))
                 results[name].append(r)
         for name, rs in results.items():
@@ -143,10 +143,14 @@ def wsbench_path():
     return bench_tool("wsbench")
 
 
-def ws_echo(tool, port, conns, mix="small", deflate=False):
-    cmd = [tool, "echo", "--url", f"ws://127.0.0.1:{port}/", "--conns", str(conns), "--secs", str(SECS), "--mix", mix]
+def ws_echo(tool, port, conns, mix="small", deflate=False, tls=None):
+    """tls: a CA file; the echo then runs over wss://."""
+    url = f"wss://127.0.0.1:{port}/" if tls else f"ws://127.0.0.1:{port}/"
+    cmd = [tool, "echo", "--url", url, "--conns", str(conns), "--secs", str(SECS), "--mix", mix]
     if deflate:
         cmd.append("--deflate")
+    if tls:
+        cmd += ["--tls", tls]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         return {"round_trips": 0, "per_sec": None, "p50_us": None, "p99_us": None, "error": p.stderr.strip()}
@@ -154,7 +158,7 @@ def ws_echo(tool, port, conns, mix="small", deflate=False):
 
 
 def ws_cases(tool):
-    stack = Stack(f'exec {tool} server --port "$HTTP_PLATFORM_PORT"', offload=True)
+    stack = Stack(f'exec {tool} server --port "$HTTP_PLATFORM_PORT"', offload=True, before=True)
     rows, extra = [], {}
     try:
         paths = stack.paths()

@@ -14,6 +14,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HPGATE = os.path.join(ROOT, "target", "release", "hpgate")
+# An older hpgate binary to compare with (adds the path "hpgate (before)").
+HPGATE_BEFORE = os.environ.get("BENCH_HPGATE_BEFORE") or None
 CLK = os.sysconf("SC_CLK_TCK")
 
 
@@ -77,12 +79,15 @@ def rss_kib(pids):
 class Hpgate:
     """One hpgate in front of `script` (a shell script that starts the app)."""
 
-    def __init__(self, workdir, name, script, args=(), env=None):
+    def __init__(self, workdir, name, script, args=(), env=None, binary=HPGATE, tls=None):
         self.port = free_port()
         self.log_path = os.path.join(workdir, f"{name}.log")
         log = open(self.log_path, "w")
+        listen = ["--listen", f"127.0.0.1:{self.port}"]
+        if tls:  # an HTTPS listener with the bench's certificate
+            listen = ["--listen", f"https://127.0.0.1:{self.port}", "--tls-cert", tls.cert, "--tls-key", tls.key]
         self.proc = subprocess.Popen(
-            [HPGATE, "run", "--listen", f"127.0.0.1:{self.port}", *args, "--", script],
+            [binary, "run", *listen, *args, "--", script],
             cwd=workdir, stderr=log, stdout=log,
             env={**os.environ, "HPGATE_LOG": "warn,hpgate=info", **(env or {})})
         wait_port(self.port)
@@ -113,27 +118,35 @@ class Stack:
     with WebSocket compression done in the gateway.
     """
 
-    def __init__(self, script_body, offload=False):
+    def __init__(self, script_body, offload=False, tls=None, before=False):
         self.dir = tempfile.mkdtemp(prefix="hpgate-bench-")
         os.chmod(self.dir, 0o755)  # nginx workers run as an unprivileged user
         self.procs = []
+        self.tls = tls
+        self.before = None
         try:
             self._start(script_body, offload)
+            if before and HPGATE_BEFORE:
+                # Like "hpgate" (one thread), its own copy of the backend.
+                self.before = Hpgate(self.dir, "hpgate-before", self.script, ["--worker-threads", "1"],
+                                     binary=HPGATE_BEFORE)
+                self.procs.append(self.before.proc)
         except BaseException:
             self.close()
             raise
 
     def _start(self, script_body, offload):
-        script = os.path.join(self.dir, "backend.sh")
+        script = self.script = os.path.join(self.dir, "backend.sh")
         open(script, "w").write(f"#!/bin/sh\n{script_body}\n")
         os.chmod(script, 0o755)
+        tls = self.tls
         # One worker thread, as nginx (worker_processes 1) and HAProxy
         # (nbthread 1) run here; a second hpgate with the default (one
         # thread per CPU) supervises its own copy of the backend.
         one = ["--worker-threads", "1"]
-        self.hpgate = Hpgate(self.dir, "hpgate", script, one)
+        self.hpgate = Hpgate(self.dir, "hpgate", script, one, tls=tls)
         self.procs.append(self.hpgate.proc)
-        self.hpgate_default = Hpgate(self.dir, "hpgate-default", script)
+        self.hpgate_default = Hpgate(self.dir, "hpgate-default", script, tls=tls)
         self.procs.append(self.hpgate_default.proc)
         self.offload = None
         if offload:
@@ -142,14 +155,22 @@ class Stack:
         backend = self.hpgate.backend_port
         self.nginx_port, self.haproxy_port = free_port(), free_port()
         conf = os.path.join(self.dir, "nginx-proxy.conf")
+        listen, ssl = f"127.0.0.1:{self.nginx_port}", ""
+        if tls:
+            # nginx 1.22 (Debian 12) predates `http2 on;`: HTTP/2 is a listen flag there.
+            # Session cache and keep-alive as nginx's docs recommend for HTTPS.
+            listen += " ssl http2"
+            # Its default protocols before 1.23.4 stop at TLS 1.2: TLS 1.3 named, as the others do it.
+            ssl = (f"ssl_certificate {tls.cert}; ssl_certificate_key {tls.key}; ssl_protocols TLSv1.2 TLSv1.3; "
+                   "ssl_session_cache shared:SSL:10m; ssl_session_timeout 10m; keepalive_requests 1000000;")
         # As nginx's docs recommend for WebSocket and streaming.
         open(conf, "w").write(f"""worker_processes 1; pid {self.dir}/nginx-proxy.pid; error_log /dev/null;
 worker_rlimit_nofile 20000;
 events {{ worker_connections 16000; }}
-http {{ access_log off; client_max_body_size 4m;
+http {{ access_log off; client_max_body_size 4m; {ssl}
   upstream app {{ server 127.0.0.1:{backend}; keepalive 64; }}
   map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
-  server {{ listen 127.0.0.1:{self.nginx_port};
+  server {{ listen {listen};
     location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_buffering off; proxy_request_buffering off;
       proxy_read_timeout 1h; proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection $connection_upgrade;
       proxy_set_header Host $host; }} }} }}
@@ -169,7 +190,7 @@ defaults
   timeout tunnel 1h
   http-reuse always
 frontend f
-  bind 127.0.0.1:{self.haproxy_port}
+  bind 127.0.0.1:{self.haproxy_port}{f" ssl crt {tls.combined} alpn h2,http/1.1" if tls else ""}
   default_backend b
 backend b
   server app 127.0.0.1:{backend}
@@ -182,13 +203,18 @@ backend b
 
     def paths(self):
         """name -> (port, pids whose CPU and memory count as the proxy's)."""
-        return {
+        out = {
             "direct": (self.hpgate.backend_port, []),
             "nginx": (self.nginx_port, [self.nginx.pid] + self.nginx_workers),
             "haproxy": (self.haproxy_port, [self.haproxy.pid]),
             "hpgate": (self.hpgate.port, self.hpgate.pids),
             "hpgate 2 threads": (self.hpgate_default.port, self.hpgate_default.pids),
         }
+        if self.tls:  # the backend speaks plain HTTP: no direct TLS path
+            del out["direct"]
+        if self.before:
+            out["hpgate (before)"] = (self.before.port, self.before.pids)
+        return out
 
     def close(self):
         for p in reversed(self.procs):
