@@ -2,7 +2,6 @@
 environment's scripts folder; `python -m hpgate ARGS` runs it."""
 
 import os
-import sys
 import sysconfig
 
 __all__ = ["find_binary"]
@@ -13,8 +12,6 @@ def _candidate_dirs():
     environment's, then the user scheme's (`pip install --user`)."""
     yield sysconfig.get_path("scripts")
     user_scheme = {"nt": "nt_user", "posix": "posix_user"}.get(os.name)
-    if sys.platform == "darwin" and sys._framework:  # pragma: no cover
-        user_scheme = "osx_framework_user"
     if user_scheme and user_scheme in sysconfig.get_scheme_names():
         yield sysconfig.get_path("scripts", user_scheme)
 
