@@ -127,7 +127,12 @@ impl Gateway {
     }
 
     pub fn start_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Gateway {
-        let mut cmd = Command::new(hpgate_bin());
+        Gateway::start_bin(Path::new(hpgate_bin()), dir, args, env)
+    }
+
+    /// `start_env` with another hpgate binary (the one a wheel installed).
+    pub fn start_bin(bin: &Path, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Gateway {
+        let mut cmd = Command::new(bin);
         cmd.arg("run")
             .arg("--listen")
             .arg("127.0.0.1:0")
