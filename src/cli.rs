@@ -31,6 +31,9 @@ pub enum Command {
     Run(GatewayArgs),
     /// Print the effective configuration as JSON and exit (exit code 2 on errors).
     Config(GatewayArgs),
+    /// Windows: install, uninstall, start or stop hpgate as a Windows service (docs/windows.md).
+    #[command(subcommand)]
+    Service(ServiceCommand),
     /// Internal: kills app process groups when hpgate dies (started by hpgate itself).
     #[command(name = "__watchdog", hide = true)]
     Watchdog,
@@ -82,10 +85,42 @@ pub struct GatewayArgs {
     pub command: Vec<String>,
 }
 
+/// `hpgate service ...`: the Windows Service Control Manager.
+#[derive(Subcommand, Debug, Clone)]
+pub enum ServiceCommand {
+    /// Register a service that runs `hpgate service run` with these options (as Administrator).
+    Install(ServiceRunArgs),
+    /// Delete the service.
+    Uninstall(ServiceName),
+    /// Ask the Service Control Manager to start the service.
+    Start(ServiceName),
+    /// Ask the Service Control Manager to stop the service (a graceful shutdown).
+    Stop(ServiceName),
+    /// Internal: what the Service Control Manager starts.
+    #[command(hide = true)]
+    Run(ServiceRunArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServiceName {
+    /// Name of the Windows service
+    #[arg(long, value_name = "NAME", default_value = "hpgate")]
+    pub name: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServiceRunArgs {
+    #[command(flatten)]
+    pub service: ServiceName,
+    #[command(flatten)]
+    pub run: GatewayArgs,
+}
+
 /// What `main` should do.
 pub enum Action {
     Run(Sources),
     PrintConfig(Sources),
+    Service(Box<ServiceCommand>),
     Watchdog,
 }
 
@@ -95,6 +130,7 @@ impl Cli {
             None => Action::Run(self.run.sources(env, cwd)),
             Some(Command::Run(args)) => Action::Run(args.sources(env, cwd)),
             Some(Command::Config(args)) => Action::PrintConfig(args.sources(env, cwd)),
+            Some(Command::Service(cmd)) => Action::Service(Box::new(cmd)),
             Some(Command::Watchdog) => Action::Watchdog,
         }
     }

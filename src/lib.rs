@@ -10,6 +10,7 @@ pub mod config;
 pub mod lifecycle;
 pub mod logging;
 pub mod proxy;
+pub mod service;
 pub mod signals;
 pub mod supervisor;
 pub mod systemd;

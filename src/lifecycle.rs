@@ -50,6 +50,12 @@ pub fn print_config(sources: &Sources) -> ExitCode {
 
 /// `hpgate run`.
 pub fn run(sources: Sources) -> ExitCode {
+    run_until(sources, CancellationToken::new())
+}
+
+/// `hpgate run` that also stops, the same graceful way as on a stop
+/// signal, when `request` is cancelled (the Windows service's Stop).
+pub fn run_until(sources: Sources, request: CancellationToken) -> ExitCode {
     let cfg = match config::load(&sources, &config::expand_lookup) {
         Ok(cfg) => cfg,
         Err(errors) => {
@@ -83,10 +89,15 @@ pub fn run(sources: Sources) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(serve(cfg, sources, systemd))
+    runtime.block_on(serve(cfg, sources, systemd, request))
 }
 
-async fn serve(cfg: Config, sources: Sources, mut systemd: Systemd) -> ExitCode {
+async fn serve(
+    cfg: Config,
+    sources: Sources,
+    mut systemd: Systemd,
+    request: CancellationToken,
+) -> ExitCode {
     // Signals first, so one that arrives during start-up is not lost.
     let mut signals = Signals::new();
     let hangup = Hangup::new();
@@ -123,7 +134,10 @@ async fn serve(cfg: Config, sources: Sources, mut systemd: Systemd) -> ExitCode 
     };
     let watcher = told.watch(sources, hangup);
 
-    let which = signals.next().await;
+    let which = tokio::select! {
+        which = signals.next() => which,
+        _ = request.cancelled() => "stop request",
+    };
     tracing::info!("{which} received: shutting down (a second signal exits at once)");
     systemd.notify("STOPPING=1");
     tokio::spawn(async move {

@@ -20,6 +20,7 @@ fn main() -> ExitCode {
     match cli.action(&env, cwd) {
         Action::Run(sources) => hpgate::lifecycle::run(sources),
         Action::PrintConfig(sources) => hpgate::lifecycle::print_config(&sources),
+        Action::Service(cmd) => hpgate::service::main(*cmd),
         Action::Watchdog => hpgate::supervisor::run_watchdog(),
     }
 }

@@ -23,7 +23,9 @@ pub use paths::{is_windows_absolute, process_env_lookup as expand_lookup, PORT_P
 pub use settings::{Config, DEFAULT_LISTEN, SETTINGS};
 pub use spec::{Place, Setting};
 pub use tls::{NameList, PathList, Secret};
-pub use values::{format_span, split_arguments, Compression, LogFormat};
+pub use values::{
+    format_span, join_arguments, split_arguments, split_windows, Compression, LogFormat,
+};
 
 use settings::Problems;
 use xml::Element;
