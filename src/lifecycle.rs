@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin;
 use crate::config::{self, Config, Sources};
 use crate::proxy::{self, websocket, Endpoint, Gateway};
 use crate::signals::{Hangup, Signals};
@@ -99,10 +100,26 @@ async fn serve(cfg: Config, sources: Sources, mut systemd: Systemd) -> ExitCode 
             return ExitCode::from(code);
         }
     };
+    let admin_listener = match admin_bind(&cfg).await {
+        Ok(l) => l,
+        Err(msg) => {
+            tracing::error!("{msg}");
+            return ExitCode::from(1);
+        }
+    };
+    let public: Vec<String> = endpoints.iter().map(describe).collect();
     let cfg = Arc::new(cfg);
 
     let sup = Supervisor::start(cfg.clone());
     let ws = websocket::Registry::default();
+    let admin = admin_listener.map(|l| {
+        let admin = Arc::new(admin::Admin {
+            sup: sup.clone(),
+            ws: ws.clone(),
+            listeners: public,
+        });
+        tokio::spawn(admin::serve(l, admin, stop.clone()))
+    });
     let mut gateway = Gateway::new(sup.clone(), ws.clone());
     gateway.https_port = endpoints
         .iter()
@@ -141,12 +158,39 @@ async fn serve(cfg: Config, sources: Sources, mut systemd: Systemd) -> ExitCode 
     for server in servers {
         let _ = server.await;
     }
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
     ws.tasks.close();
     let _ = tokio::time::timeout_at(deadline, ws.tasks.wait()).await;
     sup.shutdown(deadline).await;
     let _ = watcher.await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// Binds the admin listener when `adminListen` is set.
+async fn admin_bind(cfg: &Config) -> Result<Option<tokio::net::TcpListener>, String> {
+    if cfg.admin_listen.is_empty() {
+        return Ok(None);
+    }
+    let addr = cfg
+        .admin_listen
+        .parse()
+        .map_err(|e| format!("adminListen \"{}\": {e}", cfg.admin_listen))?;
+    let listener = admin::bind(addr).await?;
+    let addr = listener.local_addr().unwrap_or(addr);
+    tracing::info!("admin listener on http://{addr} (/metrics, /livez, /readyz, /status)");
+    Ok(Some(listener))
+}
+
+/// A public endpoint as /status names it.
+fn describe(ep: &Endpoint) -> String {
+    let scheme = if ep.tls.is_some() { "https" } else { "http" };
+    match ep.listener.local_addr() {
+        Ok(a) => format!("{scheme}://{a}"),
+        Err(_) => format!("{scheme}://?"),
+    }
 }
 
 type Bound = (Vec<Endpoint>, Option<Arc<tls::acme::Challenges>>);

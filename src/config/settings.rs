@@ -76,6 +76,20 @@ fn acme_email(raw: &str) -> Result<String, String> {
     }
 }
 
+/// The admin address: `:PORT` means loopback here (unlike `listen`), so
+/// the admin endpoints are private unless an address says otherwise.
+fn admin_listen(raw: &str) -> Result<String, String> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(String::new());
+    }
+    let addr = match raw.strip_prefix(':') {
+        Some(port) => format!("127.0.0.1:{port}"),
+        None => raw.to_string(),
+    };
+    Ok(super::listen::parse_addr(&addr)?.to_string())
+}
+
 // The one declaration of every setting; see the module doc.
 settings! {
     fn defaults(site_root);
@@ -457,6 +471,15 @@ settings! {
         doc_default: "0 (one per CPU)", doc_range: "0–256",
         parse: count(0, 256, "a thread count (0 = one per CPU)"),
         flag: "--worker-threads", env: "HPGATE_WORKER_THREADS",
+        restart: true,
+    }
+    /// The admin listener (/metrics, /livez, /readyz, /status); empty: off.
+    admin_listen: String {
+        name: "adminListen", place: AppSetting,
+        default: String::new(),
+        doc_default: "none (off)", doc_range: "`HOST:PORT`, `[IPv6]:PORT`, or `:PORT` (loopback)",
+        parse: |raw: &str, _: &Cx| admin_listen(raw),
+        flag: "--admin", env: "HPGATE_ADMIN",
         restart: true,
     }
     /// Size at which the stdout log continues in a new file.
