@@ -244,3 +244,104 @@ fn documented_alert_rules_pass_promtool() {
         panic!("promtool check rules:\n{e}");
     }
 }
+
+/// hpgate's own 503s (app_offline.htm) are counted by cause.
+#[test]
+fn unavailable_answers_are_counted_by_cause() {
+    let site = Site::new("admin-unavailable");
+    site.testapp_config("serve", "", &[("shutdownTimeLimit", "1")]);
+    let (g, admin) = start(&site);
+    site.write("app_offline.htm", "down");
+    assert!(wait_until(5 * S, || g.get("/").status == 503));
+    let m = get(admin, "/metrics").text();
+    let series = r#"hpgate_unavailable_responses_total{status="503",cause="offline"}"#;
+    assert!(value(&m, series).is_some_and(|n| n >= 1.0), "{m}");
+}
+
+/// A Prometheus server kept running for one test; killed on drop.
+struct Prometheus {
+    child: std::process::Child,
+    addr: SocketAddr,
+    _site: Site,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Starts Prometheus on loopback, scraping `target` every second.
+fn prometheus(target: SocketAddr) -> Prometheus {
+    let site = Site::new("admin-prometheus");
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: hpgate\n    static_configs:\n      - targets: ['{target}']\n"
+    );
+    site.write("prometheus.yml", &config);
+    let addr = free_addr();
+    let child = Command::new("prometheus")
+        .arg(format!(
+            "--config.file={}",
+            site.path("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            site.path("data").display()
+        ))
+        .arg(format!("--web.listen-address={addr}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus (Debian package prometheus; scripts/setup installs it)");
+    let p = Prometheus {
+        child,
+        addr,
+        _site: site,
+    };
+    assert!(
+        wait_until(30 * S, || get(p.addr, "/-/ready").status == 200),
+        "prometheus did not get ready"
+    );
+    p
+}
+
+/// The value Prometheus's API returns for an instant `query` (ASCII).
+fn query(p: &Prometheus, query: &str) -> Option<f64> {
+    let encoded: String = query
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '_' | '(' | ')' => c.to_string(),
+            _ => format!("%{:02X}", c as u32),
+        })
+        .collect();
+    let r = get(p.addr, &format!("/api/v1/query?query={encoded}"));
+    let json: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+    json["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}
+
+/// A real Prometheus scrapes the admin listener and sees the requests.
+#[test]
+fn prometheus_scrapes_the_request_counter() {
+    let site = Site::new("admin-scrape");
+    site.testapp_config("serve", "", &[]);
+    let (g, admin) = start(&site);
+    for _ in 0..7 {
+        let r = request(g.addr, "DELETE", "/", &[], b"");
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let p = prometheus(admin);
+    let q = "sum(hpgate_requests_total{method=\"DELETE\"})";
+    let mut seen = None;
+    let got = wait_until(60 * S, || {
+        seen = query(&p, q);
+        seen == Some(7.0)
+    });
+    assert!(got, "Prometheus saw {seen:?} for {q}");
+    assert_eq!(query(&p, "up{job=\"hpgate\"}"), Some(1.0));
+}
