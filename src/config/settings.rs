@@ -692,6 +692,16 @@ pub fn resolve_process_path(site_root: &Path, configured: &str) -> String {
 mod tests {
     use super::*;
 
+    /// `:PORT` is loopback for the admin listener; empty is off.
+    #[test]
+    fn admin_listen_defaults_to_loopback() {
+        assert_eq!(admin_listen(":9180").as_deref(), Ok("127.0.0.1:9180"));
+        assert_eq!(admin_listen(" ").as_deref(), Ok(""));
+        assert_eq!(admin_listen("0.0.0.0:9180").as_deref(), Ok("0.0.0.0:9180"));
+        assert_eq!(admin_listen("[::1]:9").as_deref(), Ok("[::1]:9"));
+        assert!(admin_listen("nope").is_err());
+    }
+
     /// `| `name` | cells... |` rows of the markdown table under `heading`.
     fn table_rows(doc: &str, heading: &str) -> Vec<Vec<String>> {
         let section = doc.split(heading).nth(1).unwrap_or("");
