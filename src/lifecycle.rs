@@ -101,33 +101,21 @@ async fn serve(cfg: Config, sources: Sources, mut systemd: Systemd) -> ExitCode 
         }
     };
     let admin_listener = match admin_bind(&cfg).await {
-        Ok(l) => l,
+        Ok(l) => l.map(|l| (l, endpoints.iter().map(describe).collect())),
         Err(msg) => {
             tracing::error!("{msg}");
             return ExitCode::from(1);
         }
     };
-    let public: Vec<String> = endpoints.iter().map(describe).collect();
     let cfg = Arc::new(cfg);
 
     let sup = Supervisor::start(cfg.clone());
     let ws = websocket::Registry::default();
-    let admin = admin_listener.map(|l| {
-        let admin = Arc::new(admin::Admin {
-            sup: sup.clone(),
-            ws: ws.clone(),
-            listeners: public,
-        });
+    let admin = admin_listener.map(|(l, listeners)| {
+        let admin = Arc::new(admin::Admin::new(&sup, &ws, listeners));
         tokio::spawn(admin::serve(l, admin, stop.clone()))
     });
-    let mut gateway = Gateway::new(sup.clone(), ws.clone());
-    gateway.https_port = endpoints
-        .iter()
-        .find(|e| e.tls.is_some())
-        .and_then(|e| e.listener.local_addr().ok())
-        .map(|a| a.port());
-    gateway.acme = challenges;
-    let gateway = Arc::new(gateway);
+    let gateway = gateway(&sup, &ws, &endpoints, challenges);
     let servers: Vec<_> = endpoints
         .into_iter()
         .map(|ep| tokio::spawn(proxy::serve(ep, gateway.clone(), stop.clone())))
@@ -155,11 +143,8 @@ async fn serve(cfg: Config, sources: Sources, mut systemd: Systemd) -> ExitCode 
     let deadline = tokio::time::Instant::now() + grace;
     stop.cancel();
     ws.shutdown.cancel();
-    for server in servers {
+    for server in servers.into_iter().chain(admin) {
         let _ = server.await;
-    }
-    if let Some(admin) = admin {
-        let _ = admin.await;
     }
     ws.tasks.close();
     let _ = tokio::time::timeout_at(deadline, ws.tasks.wait()).await;
@@ -167,6 +152,23 @@ async fn serve(cfg: Config, sources: Sources, mut systemd: Systemd) -> ExitCode 
     let _ = watcher.await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// The state every public connection shares.
+fn gateway(
+    sup: &Supervisor,
+    ws: &websocket::Registry,
+    endpoints: &[Endpoint],
+    challenges: Option<Arc<tls::acme::Challenges>>,
+) -> Arc<Gateway> {
+    let mut gateway = Gateway::new(sup.clone(), ws.clone());
+    gateway.https_port = endpoints
+        .iter()
+        .find(|e| e.tls.is_some())
+        .and_then(|e| e.listener.local_addr().ok())
+        .map(|a| a.port());
+    gateway.acme = challenges;
+    Arc::new(gateway)
 }
 
 /// Binds the admin listener when `adminListen` is set.

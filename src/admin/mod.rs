@@ -118,6 +118,14 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, stop: CancellationT
 type Answer = Response<Full<Bytes>>;
 
 impl Admin {
+    pub fn new(sup: &Supervisor, ws: &websocket::Registry, listeners: Vec<String>) -> Admin {
+        Admin {
+            sup: sup.clone(),
+            ws: ws.clone(),
+            listeners,
+        }
+    }
+
     fn answer(&self, req: &Request<Incoming>) -> Answer {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
