@@ -34,6 +34,8 @@ pub enum Command {
     /// Windows: install, uninstall, start or stop hpgate as a Windows service (docs/windows.md).
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// Show a running hpgate's processes and readiness (from its admin listener); exit 3 when not ready.
+    Status(StatusArgs),
     /// Internal: kills app process groups when hpgate dies (started by hpgate itself).
     #[command(name = "__watchdog", hide = true)]
     Watchdog,
@@ -80,6 +82,9 @@ pub struct GatewayArgs {
     /// Threads that run the proxy; 0 is one per CPU [default: 0] [env: HPGATE_WORKER_THREADS]
     #[arg(long, value_name = "N")]
     pub worker_threads: Option<String>,
+    /// Admin listener for /metrics, /livez, /readyz and /status: HOST:PORT, or :PORT for loopback [default: off] [env: HPGATE_ADMIN]
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<String>,
     /// The app's command and arguments, replacing processPath and arguments (%HTTP_PLATFORM_PORT% works here too)
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -116,11 +121,23 @@ pub struct ServiceRunArgs {
     pub run: GatewayArgs,
 }
 
+#[derive(Args, Debug, Clone, Default)]
+pub struct StatusArgs {
+    /// The admin listener to ask: HOST:PORT, or :PORT for loopback [env: HPGATE_ADMIN]
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<String>,
+    /// Print the JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// What `main` should do.
 pub enum Action {
     Run(Sources),
     PrintConfig(Sources),
     Service(Box<ServiceCommand>),
+    /// `hpgate status`: the admin address (None: not given), JSON or a table.
+    Status(Option<String>, bool),
     Watchdog,
 }
 
@@ -131,6 +148,16 @@ impl Cli {
             Some(Command::Run(args)) => Action::Run(args.sources(env, cwd)),
             Some(Command::Config(args)) => Action::PrintConfig(args.sources(env, cwd)),
             Some(Command::Service(cmd)) => Action::Service(Box::new(cmd)),
+            Some(Command::Status(args)) => {
+                let addr = args
+                    .admin
+                    .or_else(|| env("HPGATE_ADMIN").filter(|v| !v.is_empty()))
+                    .map(|a| match a.strip_prefix(':') {
+                        Some(port) => format!("127.0.0.1:{port}"),
+                        None => a,
+                    });
+                Action::Status(addr, args.json)
+            }
             Some(Command::Watchdog) => Action::Watchdog,
         }
     }
@@ -165,6 +192,7 @@ impl GatewayArgs {
             ("--websocket-compression", self.websocket_compression),
             ("--log-format", self.log_format),
             ("--worker-threads", self.worker_threads),
+            ("--admin", self.admin),
         ];
         let settings = SETTINGS
             .iter()

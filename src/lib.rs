@@ -5,6 +5,7 @@
 //! tests drive the binary itself.
 #![deny(unsafe_code)]
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod lifecycle;

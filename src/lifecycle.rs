@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin;
 use crate::config::{self, Config, Sources};
 use crate::proxy::{self, websocket, Endpoint, Gateway};
 use crate::signals::{Hangup, Signals};
@@ -110,18 +111,22 @@ async fn serve(
             return ExitCode::from(code);
         }
     };
+    let admin_listener = match admin_bind(&cfg).await {
+        Ok(l) => l.map(|l| (l, endpoints.iter().map(describe).collect())),
+        Err(msg) => {
+            tracing::error!("{msg}");
+            return ExitCode::from(1);
+        }
+    };
     let cfg = Arc::new(cfg);
 
     let sup = Supervisor::start(cfg.clone());
     let ws = websocket::Registry::default();
-    let mut gateway = Gateway::new(sup.clone(), ws.clone());
-    gateway.https_port = endpoints
-        .iter()
-        .find(|e| e.tls.is_some())
-        .and_then(|e| e.listener.local_addr().ok())
-        .map(|a| a.port());
-    gateway.acme = challenges;
-    let gateway = Arc::new(gateway);
+    let admin = admin_listener.map(|(l, listeners)| {
+        let admin = Arc::new(admin::Admin::new(&sup, &ws, listeners));
+        tokio::spawn(admin::serve(l, admin, stop.clone()))
+    });
+    let gateway = gateway(&sup, &ws, &endpoints, challenges);
     let servers: Vec<_> = endpoints
         .into_iter()
         .map(|ep| tokio::spawn(proxy::serve(ep, gateway.clone(), stop.clone())))
@@ -152,7 +157,7 @@ async fn serve(
     let deadline = tokio::time::Instant::now() + grace;
     stop.cancel();
     ws.shutdown.cancel();
-    for server in servers {
+    for server in servers.into_iter().chain(admin) {
         let _ = server.await;
     }
     ws.tasks.close();
@@ -161,6 +166,47 @@ async fn serve(
     let _ = watcher.await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// The state every public connection shares.
+fn gateway(
+    sup: &Supervisor,
+    ws: &websocket::Registry,
+    endpoints: &[Endpoint],
+    challenges: Option<Arc<tls::acme::Challenges>>,
+) -> Arc<Gateway> {
+    let mut gateway = Gateway::new(sup.clone(), ws.clone());
+    gateway.https_port = endpoints
+        .iter()
+        .find(|e| e.tls.is_some())
+        .and_then(|e| e.listener.local_addr().ok())
+        .map(|a| a.port());
+    gateway.acme = challenges;
+    Arc::new(gateway)
+}
+
+/// Binds the admin listener when `adminListen` is set.
+async fn admin_bind(cfg: &Config) -> Result<Option<tokio::net::TcpListener>, String> {
+    if cfg.admin_listen.is_empty() {
+        return Ok(None);
+    }
+    let addr = cfg
+        .admin_listen
+        .parse()
+        .map_err(|e| format!("adminListen \"{}\": {e}", cfg.admin_listen))?;
+    let listener = admin::bind(addr).await?;
+    let addr = listener.local_addr().unwrap_or(addr);
+    tracing::info!("admin listener on http://{addr} (/metrics, /livez, /readyz, /status)");
+    Ok(Some(listener))
+}
+
+/// A public endpoint as /status names it.
+fn describe(ep: &Endpoint) -> String {
+    let scheme = if ep.tls.is_some() { "https" } else { "http" };
+    match ep.listener.local_addr() {
+        Ok(a) => format!("{scheme}://{a}"),
+        Err(_) => format!("{scheme}://?"),
+    }
 }
 
 type Bound = (Vec<Endpoint>, Option<Arc<tls::acme::Challenges>>);

@@ -21,6 +21,13 @@ fn main() -> ExitCode {
         Action::Run(sources) => hpgate::lifecycle::run(sources),
         Action::PrintConfig(sources) => hpgate::lifecycle::print_config(&sources),
         Action::Service(cmd) => hpgate::service::main(*cmd),
+        Action::Status(Some(addr), json) => hpgate::admin::client::run(&addr, json),
+        Action::Status(None, _) => {
+            eprintln!(
+                "error: hpgate status needs the admin address: --admin HOST:PORT or HPGATE_ADMIN"
+            );
+            ExitCode::from(2)
+        }
         Action::Watchdog => hpgate::supervisor::run_watchdog(),
     }
 }

@@ -76,6 +76,20 @@ fn acme_email(raw: &str) -> Result<String, String> {
     }
 }
 
+/// The admin address: `:PORT` means loopback here (unlike `listen`), so
+/// the admin endpoints are private unless an address says otherwise.
+fn admin_listen(raw: &str) -> Result<String, String> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(String::new());
+    }
+    let addr = match raw.strip_prefix(':') {
+        Some(port) => format!("127.0.0.1:{port}"),
+        None => raw.to_string(),
+    };
+    Ok(super::listen::parse_addr(&addr)?.to_string())
+}
+
 // The one declaration of every setting; see the module doc.
 settings! {
     fn defaults(site_root);
@@ -459,6 +473,15 @@ settings! {
         flag: "--worker-threads", env: "HPGATE_WORKER_THREADS",
         restart: true,
     }
+    /// The admin listener (/metrics, /livez, /readyz, /status); empty: off.
+    admin_listen: String {
+        name: "adminListen", place: AppSetting,
+        default: String::new(),
+        doc_default: "none (off)", doc_range: "`HOST:PORT`, `[IPv6]:PORT`, or `:PORT` (loopback)",
+        parse: |raw: &str, _: &Cx| admin_listen(raw),
+        flag: "--admin", env: "HPGATE_ADMIN",
+        restart: true,
+    }
     /// Size at which the stdout log continues in a new file.
     stdout_log_max_bytes: u64 {
         name: "stdoutLogMaxBytes", place: AppSetting,
@@ -668,6 +691,16 @@ pub fn resolve_process_path(site_root: &Path, configured: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `:PORT` is loopback for the admin listener; empty is off.
+    #[test]
+    fn admin_listen_defaults_to_loopback() {
+        assert_eq!(admin_listen(":9180").as_deref(), Ok("127.0.0.1:9180"));
+        assert_eq!(admin_listen(" ").as_deref(), Ok(""));
+        assert_eq!(admin_listen("0.0.0.0:9180").as_deref(), Ok("0.0.0.0:9180"));
+        assert_eq!(admin_listen("[::1]:9").as_deref(), Ok("[::1]:9"));
+        assert!(admin_listen("nope").is_err());
+    }
 
     /// `| `name` | cells... |` rows of the markdown table under `heading`.
     fn table_rows(doc: &str, heading: &str) -> Vec<Vec<String>> {

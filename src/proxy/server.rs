@@ -59,7 +59,15 @@ pub async fn serve(ep: Endpoint, gw: Arc<Gateway>, shutdown: CancellationToken) 
             shutdown: shutdown.clone(),
         };
         let conn = conn.serve(stream);
-        connections.spawn(conn.instrument(span));
+        let open = gw.sup.metrics().connections.clone();
+        open.inc();
+        connections.spawn(
+            async move {
+                conn.await;
+                open.dec();
+            }
+            .instrument(span),
+        );
     }
     drop(listener);
     connections.close();

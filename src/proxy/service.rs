@@ -51,10 +51,16 @@ pub async fn handle(
         Ok(ok) => ok,
         Err(e) => {
             e.log(&method, &path);
-            (e.into_response(html, cfg.detailed_errors), None)
+            let kind = e.kind();
+            let resp = e.into_response(html, cfg.detailed_errors);
+            gw.sup.metrics().unavailable(resp.status().as_u16(), kind);
+            (resp, None)
         }
     };
     let status = resp.status().as_u16();
+    gw.sup
+        .metrics()
+        .request(status, &method, proto, start.elapsed());
     if let Some(d) = upgrade.filter(|_| status == 101) {
         d.switched();
     }

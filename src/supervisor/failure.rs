@@ -46,6 +46,33 @@ pub enum Cause {
     },
 }
 
+impl Cause {
+    /// A short stable name for metrics labels and /status.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Cause::Spawn { .. } => "spawn_failed",
+            Cause::ExitedEarly { .. } => "exited_early",
+            Cause::NotListening { .. } => "not_listening",
+            Cause::Crashed { .. } => "crashed",
+            Cause::GaveUp { .. } => "gave_up",
+            Cause::StillStarting { .. } => "still_starting",
+            Cause::TooManyCrashes { .. } => "too_many_crashes",
+        }
+    }
+
+    /// True for a process that ended or never started (not a verdict
+    /// about several attempts).
+    pub fn is_exit(&self) -> bool {
+        matches!(
+            self,
+            Cause::Spawn { .. }
+                | Cause::ExitedEarly { .. }
+                | Cause::NotListening { .. }
+                | Cause::Crashed { .. }
+        )
+    }
+}
+
 impl Failure {
     pub fn new(cause: Cause, output_tail: String) -> Arc<Failure> {
         Arc::new(Failure { cause, output_tail })

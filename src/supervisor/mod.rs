@@ -15,6 +15,7 @@ mod rapid_fail;
 mod ready;
 mod slot;
 mod spawn;
+mod status;
 pub mod watch_files;
 
 use std::future::Future;
@@ -31,7 +32,9 @@ use tokio_util::task::TaskTracker;
 pub use failure::{Cause, Failure};
 pub use os::run_watchdog;
 pub use slot::{exit_seen, Backend};
+pub use status::{ProcessStatus, Readiness};
 
+use crate::admin::metrics::Metrics;
 use crate::config::Config;
 use rapid_fail::RapidFail;
 use slot::{Slot, SlotCtx, SlotState};
@@ -110,6 +113,7 @@ struct Shared {
     retiring: TaskTracker,
     /// The shutdown deadline, once hpgate is stopping (see `SlotCtx`).
     stop_by: watch::Sender<Option<Deadline>>,
+    metrics: Arc<Metrics>,
 }
 
 /// Handle to the supervisor; cheap to clone.
@@ -125,7 +129,15 @@ impl Supervisor {
         let rapid = Arc::new(Mutex::new(RapidFail::new(cfg.rapid_fails_per_minute)));
         let watchdog = Arc::new(os::Watchdog::start());
         let stop_by = watch::Sender::new(None);
-        let first = spawn_generation(FIRST_GENERATION, cfg, &epoch, &rapid, &watchdog, &stop_by);
+        let metrics = Arc::new(Metrics::new());
+        let first = Spawn {
+            epoch: &epoch,
+            rapid: &rapid,
+            watchdog: &watchdog,
+            stop_by: &stop_by,
+            metrics: &metrics,
+        }
+        .generation(FIRST_GENERATION, cfg);
         Supervisor {
             shared: Arc::new(Shared {
                 current: RwLock::new(first),
@@ -138,6 +150,7 @@ impl Supervisor {
                 round_robin: AtomicUsize::new(0),
                 retiring: TaskTracker::new(),
                 stop_by,
+                metrics,
             }),
         }
     }
@@ -216,14 +229,20 @@ impl Supervisor {
     /// Starts the processes of a new generation (not yet serving).
     fn new_generation(&self, cfg: Arc<Config>) -> Arc<Generation> {
         let id = self.shared.next_generation.fetch_add(1, Ordering::Relaxed);
-        spawn_generation(
-            id,
-            cfg,
-            &self.shared.epoch,
-            &self.shared.rapid,
-            &self.shared.watchdog,
-            &self.shared.stop_by,
-        )
+        let sh = &self.shared;
+        Spawn {
+            epoch: &sh.epoch,
+            rapid: &sh.rapid,
+            watchdog: &sh.watchdog,
+            stop_by: &sh.stop_by,
+            metrics: &sh.metrics,
+        }
+        .generation(id, cfg)
+    }
+
+    /// hpgate's metrics (the supervisor counts starts, exits, recycles).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
     }
 
     /// Starts a generation from `cfg`, switches traffic to it once ready and
@@ -247,6 +266,7 @@ impl Supervisor {
             }
         } else if self.swap_in(next.clone(), true) {
             tracing::info!("recycled: traffic now goes to the new processes");
+            self.shared.metrics.recycles.inc();
             return true;
         } else {
             return false;
@@ -368,33 +388,37 @@ impl Supervisor {
     }
 }
 
-fn spawn_generation(
-    id: u64,
-    cfg: Arc<Config>,
-    epoch: &Arc<watch::Sender<u64>>,
-    rapid: &Arc<Mutex<RapidFail>>,
-    watchdog: &Arc<os::Watchdog>,
-    stop_by: &watch::Sender<Option<Deadline>>,
-) -> Arc<Generation> {
-    let ctx = Arc::new(SlotCtx {
-        cfg: cfg.clone(),
-        rapid: rapid.clone(),
-        watchdog: watchdog.clone(),
-        stop_by: stop_by.subscribe(),
-    });
-    let stop = CancellationToken::new();
-    let tasks = TaskTracker::new();
-    let slots: Vec<Arc<Slot>> = (0..cfg.processes_per_application as usize)
-        .map(|i| Arc::new(Slot::new(i, epoch.clone())))
-        .collect();
-    for s in &slots {
-        tasks.spawn(slot::run(s.clone(), ctx.clone(), stop.clone()));
+/// What starting a generation needs from the supervisor.
+struct Spawn<'a> {
+    epoch: &'a Arc<watch::Sender<u64>>,
+    rapid: &'a Arc<Mutex<RapidFail>>,
+    watchdog: &'a Arc<os::Watchdog>,
+    stop_by: &'a watch::Sender<Option<Deadline>>,
+    metrics: &'a Arc<Metrics>,
+}
+
+impl Spawn<'_> {
+    fn generation(self, id: u64, cfg: Arc<Config>) -> Arc<Generation> {
+        let ctx = Arc::new(SlotCtx {
+            cfg: cfg.clone(),
+            rapid: self.rapid.clone(),
+            watchdog: self.watchdog.clone(),
+            stop_by: self.stop_by.subscribe(),
+        });
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let slots: Vec<Arc<Slot>> = (0..cfg.processes_per_application as usize)
+            .map(|i| Arc::new(Slot::new(i, self.epoch.clone(), self.metrics.clone())))
+            .collect();
+        for s in &slots {
+            tasks.spawn(slot::run(s.clone(), ctx.clone(), stop.clone()));
+        }
+        tracing::debug!(generation = id, "starting app processes");
+        Arc::new(Generation {
+            cfg,
+            slots,
+            stop,
+            tasks,
+        })
     }
-    tracing::debug!(generation = id, "starting app processes");
-    Arc::new(Generation {
-        cfg,
-        slots,
-        stop,
-        tasks,
-    })
 }

@@ -23,6 +23,7 @@ use super::output::TAIL_LINES;
 use super::rapid_fail::RapidFail;
 use super::ready::{describe_status, wait_ready};
 use super::spawn::{free_port, spawn, Started};
+use crate::admin::metrics::{CauseLabel, Metrics};
 use crate::config::Config;
 
 /// The first backoff step; each further failure doubles it.
@@ -96,21 +97,65 @@ pub struct Slot {
     /// Wakes a slot that gave up (a request arrived).
     pub kick: Notify,
     epoch: Arc<watch::Sender<u64>>,
+    /// What /status shows; written only on state changes.
+    pub info: Mutex<SlotInfo>,
+    metrics: Arc<Metrics>,
+}
+
+/// A slot's history for /status.
+#[derive(Debug, Clone, Default)]
+pub struct SlotInfo {
+    /// Process starts, the first included.
+    pub starts: u64,
+    /// When the serving process became ready.
+    pub ready_since: Option<Instant>,
+    /// The last exit or failed start, and its cause's short name.
+    pub last_exit: Option<(String, &'static str)>,
 }
 
 impl Slot {
-    pub fn new(index: usize, epoch: Arc<watch::Sender<u64>>) -> Slot {
+    pub fn new(index: usize, epoch: Arc<watch::Sender<u64>>, metrics: Arc<Metrics>) -> Slot {
         Slot {
             index,
             state: watch::Sender::new(SlotState::Starting),
             kick: Notify::new(),
             epoch,
+            info: Mutex::new(SlotInfo::default()),
+            metrics,
         }
     }
 
     fn set(&self, s: SlotState) {
+        self.note(&s);
         self.state.send_replace(s);
         self.epoch.send_modify(|e| *e = e.wrapping_add(1));
+    }
+
+    /// Counts starts and exits; remembers what /status shows.
+    fn note(&self, s: &SlotState) {
+        let Ok(mut info) = self.info.lock() else {
+            return;
+        };
+        match s {
+            SlotState::Starting => {
+                info.starts += 1;
+                info.ready_since = None;
+                self.metrics.starts.inc();
+            }
+            SlotState::Ready(_) => info.ready_since = Some(Instant::now()),
+            SlotState::Down { failure, .. } => {
+                info.ready_since = None;
+                let cause = failure.cause.kind();
+                if failure.cause.is_exit() {
+                    self.metrics
+                        .exits
+                        .get_or_create(&CauseLabel { cause })
+                        .inc();
+                }
+                info.last_exit = Some((failure.cause.to_string(), cause));
+            }
+            SlotState::Stopped => info.ready_since = None,
+        }
     }
 }
 
