@@ -50,25 +50,13 @@ fn chromium_chats_through_hpgate_in_every_mode() {
 #[test]
 fn chromium_chats_over_https_with_websockets_over_http2() {
     let site = Site::new("browser-https");
-    let (cert, key) = self_signed(&site);
     let app = repo_root().join("fixtures/chat/app.py");
     site.web_config(
         &format!("processPath=\"{}\" arguments=\"{}\"", venv_python().display(), app.display()),
         "<environmentVariables><environmentVariable name=\"CHAT_MODE\" value=\"threading\"/></environmentVariables>",
         &[("webSocketCompression", "offload")],
     );
-    let (c, k) = (cert.display().to_string(), key.display().to_string());
-    let g = Gateway::start(
-        &site.dir,
-        &[
-            "--listen",
-            "https://127.0.0.1:0",
-            "--tls-cert",
-            &c,
-            "--tls-key",
-            &k,
-        ],
-    );
+    let (g, _cert) = start_https(&site);
     assert!(g.wait_log("app process is ready", Duration::from_secs(20)));
     let out = Command::new("node")
         .arg(repo_root().join("fixtures/browser/chat.mjs"))

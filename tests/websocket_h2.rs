@@ -21,18 +21,8 @@ fn gateway(
     settings: &[(&str, &str)],
 ) -> (Site, Gateway, PathBuf) {
     let site = Site::new(name);
-    let (cert, key) = self_signed(&site);
     site.python_app(app, env, settings);
-    let (c, k) = (cert.display().to_string(), key.display().to_string());
-    let args = [
-        "--listen",
-        "https://127.0.0.1:0",
-        "--tls-cert",
-        &c,
-        "--tls-key",
-        &k,
-    ];
-    let g = Gateway::start(&site.dir, &args);
+    let (g, cert) = start_https(&site);
     assert!(g.wait_log("app process is ready", 15 * S), "{}", g.logs());
     (site, g, cert)
 }
@@ -109,20 +99,8 @@ fn the_apps_refusal_is_relayed_and_shutdown_closes_with_1001() {
     // The test app is no WebSocket server: its answer to the handshake (a
     // 403 here) reaches the client as an ordinary HTTP/2 response.
     let site = Site::new("h2ws-refused");
-    let (cert, key) = self_signed(&site);
     site.testapp_config("serve", "", &[]);
-    let (c, k) = (cert.display().to_string(), key.display().to_string());
-    let g = Gateway::start(
-        &site.dir,
-        &[
-            "--listen",
-            "https://127.0.0.1:0",
-            "--tls-cert",
-            &c,
-            "--tls-key",
-            &k,
-        ],
-    );
+    let (g, cert) = start_https(&site);
     assert!(g.wait_log("app process is ready", 15 * S), "{}", g.logs());
     let v = h2_client(&g, &cert, &["--path", "/status?code=403"]);
     assert_eq!(v["status"], 403, "{v}");

@@ -481,6 +481,22 @@ pub fn app_pid(g: &Gateway) -> Option<u32> {
         .and_then(|s| s.trim().parse().ok())
 }
 
+/// hpgate in `site` with an https listener (beside the plain one) serving
+/// a new self-signed certificate; returns the certificate for clients to trust.
+pub fn start_https(site: &Site) -> (Gateway, PathBuf) {
+    let (cert, key) = self_signed(site);
+    let (c, k) = (cert.display().to_string(), key.display().to_string());
+    let args = [
+        "--listen",
+        "https://127.0.0.1:0",
+        "--tls-cert",
+        &c,
+        "--tls-key",
+        &k,
+    ];
+    (Gateway::start(&site.dir, &args), cert)
+}
+
 /// A self-signed ECDSA P-256 certificate for localhost and 127.0.0.1, as
 /// `cert.pem` and `key.pem` in the site folder.
 pub fn self_signed(site: &Site) -> (PathBuf, PathBuf) {
