@@ -1,6 +1,7 @@
 //! The wheels scripts/wheels builds: the Linux wheel, installed into a fresh
 //! venv, runs as `hpgate` and as `python -m hpgate` and serves the chat
-//! fixture through a Socket.IO round trip; the Windows wheel carries
+//! fixture through a Socket.IO round trip; the musl wheel holds a static
+//! binary that runs anywhere; the Windows wheel carries
 //! `hpgate.exe` in its scripts. They run when HPGATE_TEST_WHEELS names the
 //! folder of built wheels (scripts/test sets it after building them once:
 //! a release build with zig takes minutes); otherwise they say so and pass.
@@ -171,4 +172,34 @@ fn windows_wheel_holds_hpgate_exe_in_its_scripts() {
     let meta =
         std::fs::read_to_string(out.path(&format!("hpgate-{VERSION}.dist-info/WHEEL"))).unwrap();
     assert!(meta.contains("Tag: py3-none-win_amd64"), "{meta}");
+}
+
+/// The musl wheel (Alpine and other musl distributions): a static binary,
+/// so it runs here too, and the tag pip on musl looks for.
+#[test]
+fn musl_wheel_holds_a_static_binary_that_runs() {
+    let Some(dir) = wheels_dir("musl wheel") else {
+        return;
+    };
+    let wheel = wheel(&dir, "musllinux_1_2_x86_64");
+    let out = Site::new("wheel-musl");
+    run(Command::new("python3")
+        .args(["-m", "zipfile", "-e"])
+        .arg(&wheel)
+        .arg(&out.dir));
+    let meta =
+        std::fs::read_to_string(out.path(&format!("hpgate-{VERSION}.dist-info/WHEEL"))).unwrap();
+    assert!(meta.contains("musllinux_1_2_x86_64"), "{meta}");
+    let exe = out.path(&format!("hpgate-{VERSION}.data/scripts/hpgate"));
+    // No program interpreter: nothing of the host's C library is needed.
+    let elf = run(Command::new("readelf").arg("-l").arg(&exe));
+    let headers = String::from_utf8_lossy(&elf.stdout);
+    assert!(!headers.contains("INTERP"), "not static: {headers}");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let version = run(Command::new(&exe).arg("--version"));
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("hpgate {VERSION}")
+    );
 }
