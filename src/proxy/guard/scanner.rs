@@ -280,13 +280,35 @@ impl Scanner {
 
     fn head_end(&mut self) -> Result<(), ProxyError> {
         let h = &mut self.head;
-        let cl: Vec<&[u8]> = h.cl.iter().map(|&(a, b)| &h.values[a..b]).collect();
-        let te: Vec<&[u8]> = h.te.iter().map(|&(a, b)| &h.values[a..b]).collect();
-        let body = rules::decide(&Framing {
-            http10: &h.tail == b"HTTP/1.0",
-            content_length: &cl,
-            transfer_encoding: &te,
-        })?;
+        let body = {
+            let value = |&(a, b): &(usize, usize)| &h.values[a..b];
+            // No allocation per request: two Content-Length values are
+            // enough to decide (more is "repeated" too), and one
+            // Transfer-Encoding line is the common case.
+            let mut cl_buf: [&[u8]; 2] = [&[], &[]];
+            for (slot, range) in cl_buf.iter_mut().zip(&h.cl) {
+                *slot = value(range);
+            }
+            let cl = &cl_buf[..h.cl.len().min(2)];
+            let te_one: [&[u8]; 1];
+            let te_many: Vec<&[u8]>;
+            let te: &[&[u8]] = match h.te.as_slice() {
+                [] => &[],
+                [one] => {
+                    te_one = [value(one)];
+                    &te_one
+                }
+                many => {
+                    te_many = many.iter().map(value).collect();
+                    &te_many
+                }
+            };
+            rules::decide(&Framing {
+                http10: &h.tail == b"HTTP/1.0",
+                content_length: cl,
+                transfer_encoding: te,
+            })?
+        };
         let upgrade = h.upgrade;
         h.reset();
         self.expect = upgrade;
