@@ -17,9 +17,8 @@
 //! identity needs the Windows security API): the checks run as the current
 //! account and the report says so; fixes are given as icacls commands.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 
 use serde::{Deserialize, Serialize};
 
@@ -360,6 +359,8 @@ enum ProbeAnswer {
 
 #[cfg(unix)]
 fn probe(req: &ProbeRequest) -> Result<Option<Denied>, String> {
+    use std::io::Write;
+    use std::process::Stdio;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find hpgate itself: {e}"))?;
     let input = serde_json::to_vec(req).map_err(|e| e.to_string())?;
     let mut child = std::process::Command::new(exe)

@@ -226,19 +226,9 @@ pub fn check(inst: Option<&Installation>, account: &Account, report: &mut Report
         );
         parts.push((what, chain(base, Need::Execute)));
     }
-    let mut lib = chain(stdlib, Need::Enter);
-    lib.push(Ask {
-        path: stdlib.clone(),
-        need: Need::Tree,
-    });
-    parts.push(("the standard library".into(), lib));
+    parts.push(("the standard library".into(), chain(stdlib, Need::Tree)));
     for sp in &inst.site_packages {
-        let mut asks = chain(sp, Need::Enter);
-        asks.push(Ask {
-            path: sp.clone(),
-            need: Need::Tree,
-        });
-        parts.push(("site-packages".into(), asks));
+        parts.push(("site-packages".into(), chain(sp, Need::Tree)));
     }
     for (what, asks) in &parts {
         match account.first_denied(asks) {

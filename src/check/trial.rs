@@ -122,6 +122,15 @@ fn failed_line(cause: &Cause, out: &str, report: &mut Report) {
     } else {
         format!("; last output:\n           | {last}")
     };
+    // Found listening elsewhere before the limit: not "after N s".
+    let what = match cause {
+        Cause::NotListening {
+            pid, port, detail, ..
+        } if detail.starts_with(": it listens") => {
+            format!("the process (pid {pid}) is not listening on 127.0.0.1:{port}{detail}")
+        }
+        _ => cause.to_string(),
+    };
     let fix = match cause {
         Cause::NotListening { detail, .. } if detail.starts_with(": it listens") => {
             "make the app listen on 127.0.0.1:%HTTP_PLATFORM_PORT% (see the port check)"
@@ -131,7 +140,7 @@ fn failed_line(cause: &Cause, out: &str, report: &mut Report) {
         }
         _ => "read the app's output above (and the output check below)",
     };
-    report.fail(NAME, format!("{cause}{quoted}"), fix);
+    report.fail(NAME, format!("{what}{quoted}"), fix);
 }
 
 fn output_lines(out: &str, python: Option<&Installation>, report: &mut Report) {
