@@ -56,6 +56,12 @@ pub fn check(cfg: &Config, account: &Account, report: &mut Report) {
         );
         return;
     }
+    writable(folder, existing, account, report);
+}
+
+/// Whether the account can create files in `folder`, or in `existing`
+/// (the nearest folder above it that exists) to create it.
+fn writable(folder: &Path, existing: &Path, account: &Account, report: &mut Report) {
     match account.first_denied(&chain(existing, Need::Write)) {
         Ok(None) if existing == folder => report.ok(
             NAME,

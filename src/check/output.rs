@@ -34,23 +34,6 @@ pub fn recognize(output: &str, python: Option<&Installation>) -> Vec<Finding> {
             "pass allow_unsafe_werkzeug=True to socketio.run() for a small internal site, or use a production server (eventlet, gevent, or gunicorn with one of their workers; waitress carries long-polling only)",
         );
     }
-    if let Some(module) = missing_module(output) {
-        let (who, pip) = match python {
-            Some(p) => (
-                p.describe(),
-                format!("{} -m pip install {module}", p.interpreter.display()),
-            ),
-            None => (
-                "the app's interpreter".to_string(),
-                format!("pip install {module} into the app's environment"),
-            ),
-        };
-        add(
-            Status::Failure,
-            format!("ModuleNotFoundError: No module named '{module}', in {who}"),
-            &format!("{pip} (the package may have another name), or point processPath at the venv that has it"),
-        );
-    }
     if [
         "Address already in use",
         "[Errno 98]",
@@ -79,7 +62,27 @@ pub fn recognize(output: &str, python: Option<&Installation>) -> Vec<Finding> {
             WAITRESS,
         );
     }
+    found.extend(missing_module(output).map(|m| module_finding(m, python)));
+    found.sort_by(|a, b| b.status.cmp(&a.status));
     found
+}
+
+fn module_finding(module: &str, python: Option<&Installation>) -> Finding {
+    let (who, pip) = match python {
+        Some(p) => (
+            p.describe(),
+            format!("{} -m pip install {module}", p.interpreter.display()),
+        ),
+        None => (
+            "the app's interpreter".to_string(),
+            format!("pip install {module} into the app's environment"),
+        ),
+    };
+    Finding {
+        status: Status::Failure,
+        message: format!("ModuleNotFoundError: No module named '{module}', in {who}"),
+        fix: format!("{pip} (the package may have another name), or point processPath at the venv that has it"),
+    }
 }
 
 /// `x` of `ModuleNotFoundError: No module named 'x'`.

@@ -120,17 +120,7 @@ fn layout(interpreter: PathBuf) -> Installation {
         .as_ref()
         .and_then(|h| base_interpreter(h, version.as_deref()));
     if version.is_none() {
-        version = base
-            .as_ref()
-            .or(Some(&interpreter))
-            .and_then(|p| std::fs::canonicalize(p).ok())
-            .and_then(|p| {
-                p.file_name()?
-                    .to_str()?
-                    .strip_prefix("python")
-                    .map(String::from)
-            })
-            .filter(|v| v.contains('.'));
+        version = version_from_name(base.as_ref().unwrap_or(&interpreter));
     }
     let prefix = if bin.ends_with("bin") {
         bin.parent().map(Path::to_path_buf).unwrap_or(bin.clone())
@@ -138,12 +128,36 @@ fn layout(interpreter: PathBuf) -> Installation {
         bin.clone()
     };
     let stdlib = stdlib_in(&prefix, version.as_deref());
-    let candidates = match &venv {
-        Some(v) => lib_candidates(v, version.as_deref()),
-        None => stdlib.iter().cloned().collect(),
+    let site_packages = site_packages(venv.as_deref(), stdlib.as_deref(), version.as_deref());
+    Installation {
+        interpreter,
+        venv,
+        base,
+        home,
+        stdlib,
+        site_packages,
+    }
+}
+
+/// "3.11" from an interpreter whose real name is `python3.11`.
+fn version_from_name(p: &Path) -> Option<String> {
+    let real = std::fs::canonicalize(p).ok()?;
+    let name = real.file_name()?.to_str()?.strip_prefix("python")?;
+    name.contains('.').then(|| name.to_string())
+}
+
+/// The venv's site-packages (or the installation's own), one entry per
+/// real folder: lib64 is often a link to lib.
+fn site_packages(
+    venv: Option<&Path>,
+    stdlib: Option<&Path>,
+    version: Option<&str>,
+) -> Vec<PathBuf> {
+    let candidates = match venv {
+        Some(v) => lib_candidates(v, version),
+        None => stdlib.map(Path::to_path_buf).into_iter().collect(),
     };
-    // lib64 is often a link to lib: one entry per real folder.
-    let mut site_packages: Vec<PathBuf> = Vec::new();
+    let mut found: Vec<PathBuf> = Vec::new();
     let mut real = Vec::new();
     for sp in candidates
         .iter()
@@ -153,17 +167,10 @@ fn layout(interpreter: PathBuf) -> Installation {
         let r = std::fs::canonicalize(&sp).unwrap_or(sp.clone());
         if !real.contains(&r) {
             real.push(r);
-            site_packages.push(sp);
+            found.push(sp);
         }
     }
-    Installation {
-        interpreter,
-        venv,
-        base,
-        home,
-        stdlib,
-        site_packages,
-    }
+    found
 }
 
 fn base_interpreter(home: &Path, version: Option<&str>) -> Option<PathBuf> {
@@ -212,24 +219,7 @@ pub fn check(inst: Option<&Installation>, account: &Account, report: &mut Report
         );
         return true;
     };
-    let mut parts: Vec<(String, Vec<Ask>)> = Vec::new();
-    if let Some(v) = &inst.venv {
-        parts.push((
-            "the venv's pyvenv.cfg".into(),
-            chain(&v.join("pyvenv.cfg"), Need::Read),
-        ));
-    }
-    if let (Some(base), Some(home)) = (&inst.base, &inst.home) {
-        let what = format!(
-            "the base interpreter pyvenv.cfg names (home = {})",
-            home.display()
-        );
-        parts.push((what, chain(base, Need::Execute)));
-    }
-    parts.push(("the standard library".into(), chain(stdlib, Need::Tree)));
-    for sp in &inst.site_packages {
-        parts.push(("site-packages".into(), chain(sp, Need::Tree)));
-    }
+    let parts = parts(inst, stdlib);
     for (what, asks) in &parts {
         match account.first_denied(asks) {
             Ok(None) => {}
@@ -252,24 +242,49 @@ pub fn check(inst: Option<&Installation>, account: &Account, report: &mut Report
             }
         }
     }
+    ok_line(inst, stdlib, account, report);
+    true
+}
+
+/// What the interpreter needs, in the order it needs it, each with a name.
+fn parts(inst: &Installation, stdlib: &Path) -> Vec<(String, Vec<Ask>)> {
+    let mut parts: Vec<(String, Vec<Ask>)> = Vec::new();
+    if let Some(v) = &inst.venv {
+        let cfg = v.join("pyvenv.cfg");
+        parts.push(("the venv's pyvenv.cfg".into(), chain(&cfg, Need::Read)));
+    }
+    if let (Some(base), Some(home)) = (&inst.base, &inst.home) {
+        let what = format!(
+            "the base interpreter pyvenv.cfg names (home = {})",
+            home.display()
+        );
+        parts.push((what, chain(base, Need::Execute)));
+    }
+    parts.push(("the standard library".into(), chain(stdlib, Need::Tree)));
+    for sp in &inst.site_packages {
+        parts.push(("site-packages".into(), chain(sp, Need::Tree)));
+    }
+    parts
+}
+
+fn ok_line(inst: &Installation, stdlib: &Path, account: &Account, report: &mut Report) {
     let sp: Vec<String> = inst
         .site_packages
         .iter()
         .map(|p| p.display().to_string())
         .collect();
+    let sp = if sp.is_empty() {
+        String::new()
+    } else {
+        format!(", site-packages {}", sp.join(", "))
+    };
     report.ok(
         NAME,
         format!(
-            "{} can read the whole installation of {}: standard library {}{}",
+            "{} can read the whole installation of {}: standard library {}{sp}",
             account.name(),
             inst.describe(),
-            stdlib.display(),
-            if sp.is_empty() {
-                String::new()
-            } else {
-                format!(", site-packages {}", sp.join(", "))
-            }
+            stdlib.display()
         ),
     );
-    true
 }
