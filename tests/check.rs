@@ -71,11 +71,23 @@ fn nix_uid() -> u32 {
 fn a_good_site_is_all_ok() {
     let (code, lines) = check(&["--config", &fixture("good"), "--listen", "127.0.0.1:0"]);
     assert_eq!(code, 0, "{lines:#?}");
-    assert!(line(&lines, "start", "ok").contains("ready on its port after"));
+    let start = line(&lines, "start", "ok");
+    assert!(start.contains("ready on its port after"), "{start}");
     assert!(line(&lines, "python", "ok").contains("standard library"));
     assert_eq!(
         line(&lines, "port", "ok"),
         "arguments pass %HTTP_PLATFORM_PORT%"
+    );
+    // The trial start leaves nothing running.
+    let pid: u32 = start
+        .split("(pid ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|p| p.parse().ok())
+        .expect("pid in the start line");
+    assert!(
+        !support::pid_alive(pid),
+        "app pid {pid} outlived hpgate check"
     );
 }
 
@@ -98,6 +110,15 @@ fn an_app_that_ignores_the_port_is_caught_without_waiting_out_the_limit() {
     assert!(port.contains("does not read HTTP_PLATFORM_PORT"), "{port}");
     // startupTimeLimit is 20 s; the diagnosis comes well before.
     assert!(started.elapsed().as_secs() < 15, "{:?}", started.elapsed());
+}
+
+#[test]
+fn an_ipv6_only_app_is_named_at_once() {
+    let (code, lines) = check(&["--config", &fixture("ipv6-only"), "--listen", "127.0.0.1:0"]);
+    assert_eq!(code, 2);
+    let start = line(&lines, "start", "failure");
+    assert!(start.contains("(IPv6) only"), "{start}");
+    assert!(line(&lines, "port", "ok").contains("it reads the variable"));
 }
 
 #[test]
@@ -295,4 +316,23 @@ fn socket_io_websocket_and_the_development_server_warning() {
         "{msg}"
     );
     assert!(line(&lines, "output", "warning").contains("development server"));
+}
+
+#[test]
+fn socket_io_on_waitress_in_two_processes_gets_its_hints() {
+    let (code, lines) = check(&[
+        "--config",
+        &fixture("socketio-waitress"),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code, 0, "{lines:#?}");
+    let said = lines
+        .iter()
+        .filter(|l| l["check"] == "socketio")
+        .filter_map(|l| l["message"].as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(said.contains("long-polling only"), "{said}");
+    assert!(said.contains("message queue"), "{said}");
 }

@@ -33,6 +33,10 @@ pub fn check(cfg: &Config, trial: &Outcome, report: &mut Report) {
             NAME,
             format!("arguments do not contain %HTTP_PLATFORM_PORT%, but the app listened on the port handed in HTTP_PLATFORM_PORT ({port}): it reads the variable"),
         ),
+        Outcome::Ipv6Only { port } => report.ok(
+            NAME,
+            format!("arguments do not contain %HTTP_PLATFORM_PORT%, but the app listened on the port handed in HTTP_PLATFORM_PORT ({port}), on IPv6 only (see the start check): it reads the variable"),
+        ),
         Outcome::Elsewhere { detail } => report.warn(
             NAME,
             format!("arguments do not contain %HTTP_PLATFORM_PORT% and the app does not read HTTP_PLATFORM_PORT{detail}; it will never be ready"),

@@ -31,7 +31,11 @@ pub enum Outcome {
     Ready {
         port: u16,
     },
-    /// It listened, but not on the port it was handed (or IPv6 only).
+    /// It listened on the port it was handed, but on [::1] only.
+    Ipv6Only {
+        port: u16,
+    },
+    /// It listened, but not on the port it was handed.
     Elsewhere {
         detail: String,
     },
@@ -64,7 +68,7 @@ pub async fn check(
     let outcome = match result {
         Ok(after) => {
             let _ = trial.output_settled(QUIET, QUIET_MAX).await;
-            ready_line(cfg, account, after, limit, report);
+            ready_line(cfg, account, trial.pid(), after, limit, report);
             socketio::check(cfg, port, report).await;
             Outcome::Ready { port }
         }
@@ -72,6 +76,9 @@ pub async fn check(
             let out = trial.final_output().await;
             failed_line(&cause, &out, report);
             match cause {
+                Cause::NotListening { detail, .. } if detail.contains("(IPv6) only") => {
+                    Outcome::Ipv6Only { port }
+                }
                 Cause::NotListening { detail, .. } if detail.starts_with(": it listens") => {
                     Outcome::Elsewhere { detail }
                 }
@@ -87,6 +94,7 @@ pub async fn check(
 fn ready_line(
     cfg: &Config,
     account: &Account,
+    pid: u32,
     after: Duration,
     limit: Duration,
     report: &mut Report,
@@ -99,7 +107,7 @@ fn ready_line(
         }
     };
     let msg = format!(
-        "the app was ready on its port after {:.2} s (startupTimeLimit is {} s){who}",
+        "the app (pid {pid}) was ready on its port after {:.2} s (startupTimeLimit is {} s){who}",
         after.as_secs_f64(),
         cfg.startup_time_limit.as_secs()
     );
@@ -132,6 +140,9 @@ fn failed_line(cause: &Cause, out: &str, report: &mut Report) {
         _ => cause.to_string(),
     };
     let fix = match cause {
+        Cause::NotListening { detail, .. } if detail.contains("(IPv6) only") => {
+            "make the app listen on 127.0.0.1 (not localhost or ::1), on the handed port"
+        }
         Cause::NotListening { detail, .. } if detail.starts_with(": it listens") => {
             "make the app listen on 127.0.0.1:%HTTP_PLATFORM_PORT% (see the port check)"
         }

@@ -53,6 +53,10 @@ impl Trial {
         self.port
     }
 
+    pub fn pid(&self) -> u32 {
+        self.started.pid
+    }
+
     /// Waits until the app listens on its port (the time it took), exits,
     /// listens elsewhere, or `limit` passes (zero: no limit).
     pub async fn ready(&mut self, limit: Duration) -> Result<Duration, Cause> {
