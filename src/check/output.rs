@@ -63,7 +63,7 @@ pub fn recognize(output: &str, python: Option<&Installation>) -> Vec<Finding> {
         );
     }
     found.extend(missing_module(output).map(|m| module_finding(m, python)));
-    found.sort_by(|a, b| b.status.cmp(&a.status));
+    found.sort_by_key(|f| std::cmp::Reverse(f.status));
     found
 }
 
