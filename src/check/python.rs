@@ -288,3 +288,37 @@ fn ok_line(inst: &Installation, stdlib: &Path, account: &Account, report: &mut R
         ),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Windows venv (Scripts\python.exe, home = the install folder with
+    /// Lib\os.py) is read the same way on any system.
+    #[test]
+    fn reads_a_windows_style_venv() {
+        let root = std::env::temp_dir().join(format!("hpgate-check-py-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let install = root.join("Python310");
+        let venv = root.join("site").join(".venv");
+        for d in [
+            install.join("Lib"),
+            venv.join("Scripts"),
+            venv.join("Lib/site-packages"),
+        ] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(install.join("Lib/os.py"), "").unwrap();
+        std::fs::write(install.join("python.exe"), "").unwrap();
+        std::fs::write(venv.join("Scripts/python.exe"), "").unwrap();
+        let cfg = format!("home = {}\nversion = 3.10.11\n", install.display());
+        std::fs::write(venv.join("pyvenv.cfg"), cfg).unwrap();
+
+        let inst = layout(venv.join("Scripts/python.exe"));
+        assert_eq!(inst.venv.as_deref(), Some(venv.as_path()));
+        assert_eq!(inst.base, Some(install.join("python.exe")));
+        assert_eq!(inst.stdlib, Some(install.join("Lib")));
+        assert_eq!(inst.site_packages, vec![venv.join("Lib/site-packages")]);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
