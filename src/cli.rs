@@ -36,6 +36,11 @@ pub enum Command {
     Service(ServiceCommand),
     /// Show a running hpgate's processes and readiness (from its admin listener); exit 3 when not ready.
     Status(StatusArgs),
+    /// Check the site before running it: configuration, permissions (also --as another account), log folder, listen addresses, a trial start, Socket.IO; exit 0 all ok, 1 warnings only, 2 a failure.
+    Check(CheckArgs),
+    /// Internal: answers access questions as another account (started by `hpgate check --as`).
+    #[command(name = "__access-probe", hide = true)]
+    AccessProbe,
     /// Internal: kills app process groups when hpgate dies (started by hpgate itself).
     #[command(name = "__watchdog", hide = true)]
     Watchdog,
@@ -131,6 +136,18 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+#[derive(Args, Debug, Clone, Default)]
+pub struct CheckArgs {
+    /// Check for this account (Linux, as root: its uid, gid and groups) instead of the current one
+    #[arg(long = "as", value_name = "USER")]
+    pub as_user: Option<String>,
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub run: GatewayArgs,
+}
+
 /// What `main` should do.
 pub enum Action {
     Run(Sources),
@@ -138,6 +155,8 @@ pub enum Action {
     Service(Box<ServiceCommand>),
     /// `hpgate status`: the admin address (None: not given), JSON or a table.
     Status(Option<String>, bool),
+    Check(Sources, crate::check::Options),
+    AccessProbe,
     Watchdog,
 }
 
@@ -158,6 +177,14 @@ impl Cli {
                     });
                 Action::Status(addr, args.json)
             }
+            Some(Command::Check(args)) => {
+                let opts = crate::check::Options {
+                    as_user: args.as_user,
+                    json: args.json,
+                };
+                Action::Check(args.run.sources(env, cwd), opts)
+            }
+            Some(Command::AccessProbe) => Action::AccessProbe,
             Some(Command::Watchdog) => Action::Watchdog,
         }
     }

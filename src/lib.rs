@@ -6,6 +6,7 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod lifecycle;

@@ -28,6 +28,8 @@ fn main() -> ExitCode {
             );
             ExitCode::from(2)
         }
+        Action::Check(sources, opts) => hpgate::check::run(&sources, &opts),
+        Action::AccessProbe => hpgate::check::access::probe_main(),
         Action::Watchdog => hpgate::supervisor::run_watchdog(),
     }
 }

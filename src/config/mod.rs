@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 
 pub use error::{line_column, ConfigError, ConfigErrors, Origin};
 pub use listen::{Listen, Listeners};
-pub use paths::{is_windows_absolute, process_env_lookup as expand_lookup, PORT_PLACEHOLDER};
+pub use paths::{
+    find_program, is_windows_absolute, process_env_lookup as expand_lookup, PORT_PLACEHOLDER,
+};
 pub use settings::{Config, DEFAULT_LISTEN, SETTINGS};
 pub use spec::{Place, Setting};
 pub use tls::{NameList, PathList, Secret};

@@ -16,6 +16,7 @@ mod ready;
 mod slot;
 mod spawn;
 mod status;
+mod trial;
 pub mod watch_files;
 
 use std::future::Future;
@@ -33,6 +34,13 @@ pub use failure::{Cause, Failure};
 pub use os::run_watchdog;
 pub use slot::{exit_seen, Backend};
 pub use status::{ProcessStatus, Readiness};
+pub(crate) use trial::Trial;
+
+/// Processes holding a TCP listener on `port` (pid, command name), where
+/// the system tells (Linux); for `hpgate check`'s "in use by".
+pub(crate) fn port_owners(port: u16) -> Vec<(u32, String)> {
+    os::port_owners(port)
+}
 
 use crate::admin::metrics::Metrics;
 use crate::config::Config;

@@ -58,22 +58,54 @@ pub async fn wait_ready(
 
 /// Explains a process that never listened on 127.0.0.1:PORT.
 async fn diagnose(pid: u32, port: u16) -> String {
+    elsewhere(pid, port).await.unwrap_or_else(|| {
+        "; it is not listening on any TCP port yet (if it needs longer to start, raise startupTimeLimit)"
+            .into()
+    })
+}
+
+/// Where the process listens instead of 127.0.0.1:PORT (IPv6 only, or
+/// other ports), as the tail of a [`Cause::NotListening`] sentence; None
+/// when it listens nowhere yet.
+async fn elsewhere(pid: u32, port: u16) -> Option<String> {
     let v6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
     if let Ok(Ok(_)) = timeout(CONNECT_TIMEOUT, TcpStream::connect(v6)).await {
-        return format!(
+        return Some(format!(
             ": it listens on [::1]:{port} (IPv6) only; make it listen on 127.0.0.1 (for waitress: --listen 127.0.0.1:%HTTP_PLATFORM_PORT%)"
-        );
+        ));
     }
     let others = os::listening_addrs(pid);
-    if !others.is_empty() {
-        let list: Vec<String> = others.iter().map(|a| a.to_string()).collect();
-        return format!(
-            ": it listens on {} instead; pass %HTTP_PLATFORM_PORT% in arguments (for example --port %HTTP_PLATFORM_PORT%) or read the HTTP_PLATFORM_PORT environment variable",
-            list.join(", ")
-        );
+    if others.is_empty() {
+        return None;
     }
-    "; it is not listening on any TCP port yet (if it needs longer to start, raise startupTimeLimit)"
-        .into()
+    let list: Vec<String> = others.iter().map(|a| a.to_string()).collect();
+    Some(format!(
+        ": it listens on {} instead; pass %HTTP_PLATFORM_PORT% in arguments (for example --port %HTTP_PLATFORM_PORT%) or read the HTTP_PLATFORM_PORT environment variable",
+        list.join(", ")
+    ))
+}
+
+/// Resolves once the process listens somewhere, but still not on
+/// 127.0.0.1:PORT after a second look, with the same diagnosis as a start
+/// that timed out: `hpgate check` need not wait out startupTimeLimit.
+pub async fn listens_elsewhere(pid: u32, port: u16) -> String {
+    const LOOK: Duration = Duration::from_millis(250);
+    let target = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut seen = false;
+    loop {
+        sleep(LOOK).await;
+        let here = matches!(
+            timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await,
+            Ok(Ok(_))
+        );
+        match elsewhere(pid, port).await {
+            // Seen twice in a row: an app that binds the handed port after
+            // another one (a debug port) had its chance.
+            Some(detail) if seen && !here => return detail,
+            Some(_) if !here => seen = true,
+            _ => seen = false,
+        }
+    }
 }
 
 /// "exit code 1" / "signal 9 (SIGKILL)".

@@ -23,6 +23,8 @@ use tokio::net::TcpStream;
 
 use super::app_io::AppIo;
 use super::guard::{GuardedIo, Stream};
+/// Frames for `hpgate check`'s WebSocket probe of the app.
+pub(crate) use frame::{build as build_frame, new_mask};
 use relay::Generic;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;

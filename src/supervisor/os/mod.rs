@@ -11,9 +11,9 @@ mod orphans;
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]
-pub use unix::{listening_addrs, prepare, run_watchdog, spawn, Guard, Watchdog};
+pub use unix::{listening_addrs, port_owners, prepare, run_watchdog, spawn, Guard, Watchdog};
 
 #[cfg(windows)]
 mod windows;
 #[cfg(windows)]
-pub use windows::{listening_addrs, prepare, run_watchdog, spawn, Guard, Watchdog};
+pub use windows::{listening_addrs, port_owners, prepare, run_watchdog, spawn, Guard, Watchdog};

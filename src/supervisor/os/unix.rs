@@ -345,23 +345,12 @@ const TCP_LISTEN: &str = "0A";
 #[cfg(target_os = "linux")]
 fn linux_listeners(pgid: u32) -> Vec<SocketAddr> {
     use std::collections::HashSet;
-    use std::fs;
 
     let mut inodes = HashSet::new();
-    let Ok(procs) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    for entry in procs.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        else {
-            continue;
-        };
+    for pid in proc_pids() {
         // Field 5 of /proc/PID/stat is the process group; the command name
         // (field 2) may hold spaces, so count from the closing parenthesis.
-        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
         let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
@@ -370,31 +359,82 @@ fn linux_listeners(pgid: u32) -> Vec<SocketAddr> {
         if after.split_whitespace().nth(2) != Some(&pgid.to_string()) {
             continue;
         }
-        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            if let Ok(target) = fs::read_link(fd.path()) {
-                let t = target.to_string_lossy();
-                if let Some(inode) = t.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')) {
-                    inodes.insert(inode.to_string());
-                }
-            }
-        }
+        inodes.extend(socket_inodes(pid));
     }
+    listen_table()
+        .into_iter()
+        .filter(|(_, inode)| inodes.contains(inode))
+        .map(|(addr, _)| addr)
+        .collect()
+}
+
+/// Processes holding a TCP listener on `port`: pid and command name
+/// (Linux /proc; empty elsewhere, or when /proc hides other users' files).
+pub fn port_owners(port: u16) -> Vec<(u32, String)> {
+    #[cfg(target_os = "linux")]
+    {
+        let inodes: Vec<String> = listen_table()
+            .into_iter()
+            .filter(|(a, _)| a.port() == port)
+            .map(|(_, inode)| inode)
+            .collect();
+        if inodes.is_empty() {
+            return Vec::new();
+        }
+        proc_pids()
+            .filter(|pid| socket_inodes(*pid).iter().any(|i| inodes.contains(i)))
+            .map(|pid| {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                (pid, comm.trim().to_string())
+            })
+            .collect()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = port;
+        Vec::new()
+    }
+}
+
+/// Every process id in /proc.
+#[cfg(target_os = "linux")]
+fn proc_pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+}
+
+/// The socket inodes among a process's open files.
+#[cfg(target_os = "linux")]
+fn socket_inodes(pid: u32) -> Vec<String> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    fds.flatten()
+        .filter_map(|fd| {
+            let target = std::fs::read_link(fd.path()).ok()?;
+            let t = target.to_string_lossy();
+            let inode = t.strip_prefix("socket:[")?.strip_suffix(']')?;
+            Some(inode.to_string())
+        })
+        .collect()
+}
+
+/// Every listening TCP socket of the system: address and inode.
+#[cfg(target_os = "linux")]
+fn listen_table() -> Vec<(SocketAddr, String)> {
     let mut found = Vec::new();
     for (file, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
-        let Ok(table) = fs::read_to_string(file) else {
+        let Ok(table) = std::fs::read_to_string(file) else {
             continue;
         };
         for line in table.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
-            if cols.len() > NET_INODE
-                && cols[NET_STATE] == TCP_LISTEN
-                && inodes.contains(cols[NET_INODE])
-            {
+            if cols.len() > NET_INODE && cols[NET_STATE] == TCP_LISTEN {
                 if let Some(addr) = parse_proc_addr(cols[NET_LOCAL], v6) {
-                    found.push(addr);
+                    found.push((addr, cols[NET_INODE].to_string()));
                 }
             }
         }

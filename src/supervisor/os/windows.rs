@@ -191,3 +191,8 @@ fn warn_failed(call: &str, pid: u32) {
 pub fn listening_addrs(_pid: u32) -> Vec<SocketAddr> {
     Vec::new()
 }
+
+/// Processes holding a listener on a port: not looked up on Windows.
+pub fn port_owners(_port: u16) -> Vec<(u32, String)> {
+    Vec::new()
+}
