@@ -168,18 +168,9 @@ fn the_seed_web_config_runs_unchanged() {
         w.drive_c().join(python).join("python.exe"),
     )
     .unwrap();
-    let out = w
-        .exe("hpgate.exe", &["config", "--config", &win_path(&seed)])
-        .output()
-        .unwrap();
-    let shown = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{shown}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(shown.contains("waitress"), "{shown}");
     let site = Site::new("wine-seed");
+    let (ok, shown) = run_exe(w, &site, &["config", "--config", &win_path(&seed)]);
+    assert!(ok && shown.contains("waitress"), "{shown}");
     std::fs::copy(&seed, site.path("web.config")).unwrap();
     let g = WinGateway::start(w, &site, &[]);
     let r = g.get("/");
@@ -564,4 +555,97 @@ fn failure_page_for_a_program_windows_refuses() {
     } else {
         assert!(page.contains("[0x80070006]"), "wine's error 6: {page}");
     }
+}
+
+// -- the Windows service ----------------------------------------------------
+
+/// `wine hpgate.exe args...` to its end (deadline one minute), with its
+/// output in a file of the site: wine's service manager, started by the
+/// first command that needs it, inherits that command's standard handles
+/// and outlives it, so no pipe may be handed over.
+fn run_exe(w: &Wine, site: &Site, args: &[&str]) -> (bool, String) {
+    let out = site.path("hpgate-cli.txt");
+    let file = std::fs::File::create(&out).unwrap();
+    let mut child = w
+        .exe("hpgate.exe", args)
+        .current_dir(&site.dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let mut status = None;
+    let done = wait_until(60 * S, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    if !done {
+        let _ = child.kill();
+    }
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    (status.is_some_and(|s| s.success()), text)
+}
+
+fn service(w: &Wine, site: &Site, args: &[&str]) -> (bool, String) {
+    run_exe(w, site, &[&["service"], args].concat())
+}
+
+/// Stops and removes the test service, whatever the test did.
+struct Installed<'a>(&'a Wine, &'a Site, String);
+
+impl Drop for Installed<'_> {
+    fn drop(&mut self) {
+        let _ = service(self.0, self.1, &["stop", "--name", &self.2]);
+        let _ = service(self.0, self.1, &["uninstall", "--name", &self.2]);
+    }
+}
+
+#[test]
+fn service_install_start_stop_uninstall() {
+    let Some(w) = wine() else { return };
+    let site = app_site(w, "wine-service", "", "", &[("shutdownTimeLimit", "30")]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let name = format!("hpgate-test-{}", std::process::id());
+    let config = win_path(&site.path("web.config"));
+    let listen = format!("127.0.0.1:{port}");
+    let (ok, text) = service(
+        w,
+        &site,
+        &[
+            "install", "--name", &name, "--config", &config, "--listen", &listen,
+        ],
+    );
+    assert!(ok, "{text}");
+    let _installed = Installed(w, &site, name.clone());
+    assert!(text.contains("service run --name"), "{text}");
+    let (ok, text) = service(w, &site, &["start", "--name", &name]);
+    assert!(ok, "{text}");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let log = site.path("logs/hpgate-service.log");
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        wait_until(30 * S, || request(addr, "GET", "/pid", &[], b"").status
+            == 200),
+        "{}",
+        read_log()
+    );
+    let app = win_path(&site.path("winapp.exe"));
+    assert_eq!(processes_with(&app).len(), 1);
+    // The stop does not wait shutdownTimeLimit (30 s) for an app that
+    // Ctrl-Break cannot reach (a service has no console).
+    let t0 = Instant::now();
+    let (ok, text) = service(w, &site, &["stop", "--name", &name]);
+    assert!(ok, "{text}\n{}", read_log());
+    assert!(t0.elapsed() < 20 * S, "{:?}", t0.elapsed());
+    assert!(read_log().contains("INFO stopped"), "{}", read_log());
+    assert!(
+        wait_until(10 * S, || processes_with(&app).is_empty()),
+        "the app outlived the service"
+    );
+    let (ok, text) = service(w, &site, &["uninstall", "--name", &name]);
+    assert!(ok, "{text}");
 }

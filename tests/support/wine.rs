@@ -26,7 +26,13 @@ pub fn wine() -> Option<&'static Wine> {
         let w = Wine { root };
         // One wine server for the whole run, kept a while between tests, so
         // each `wine` start is quick (the first one boots it).
-        let _ = w.command("wineserver").arg("-p30").status();
+        let _ = w
+            .command("wineserver")
+            .arg("-p30")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         Some(w)
     });
     if found.is_none() {
