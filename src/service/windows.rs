@@ -183,7 +183,7 @@ fn service_main(_scm_args: Vec<OsString>) {
         ServiceControl::Stop | ServiceControl::Shutdown => {
             let hint = wait2.lock().map_or(STOP_MARGIN, |w| *w);
             if let Some(h) = status2.get() {
-                let _ = h.set_service_status(state(ServiceState::StopPending, hint, 0));
+                report(h, state(ServiceState::StopPending, hint, 0));
             }
             request2.cancel();
             ServiceControlHandlerResult::NoError
@@ -196,7 +196,15 @@ fn service_main(_scm_args: Vec<OsString>) {
     };
     let _ = status.set(handle);
     let code = run_gateway(args, request, &wait, handle);
-    let _ = handle.set_service_status(state(ServiceState::Stopped, Duration::ZERO, code));
+    report(&handle, state(ServiceState::Stopped, Duration::ZERO, code));
+}
+
+/// Tells the SCM the service's state (SetServiceStatus); a failure is
+/// logged: the SCM then shows a stale state, and there is nothing to retry.
+fn report(handle: &service_control_handler::ServiceStatusHandle, status: ServiceStatus) {
+    if let Err(e) = handle.set_service_status(status) {
+        tracing::warn!("Win32 call SetServiceStatus failed: {e}");
+    }
 }
 
 /// Logs to the site's log file, reports Running, runs the gateway until
@@ -225,7 +233,7 @@ fn run_gateway(
             return 2;
         }
     }
-    let _ = handle.set_service_status(state(ServiceState::Running, Duration::ZERO, 0));
+    report(&handle, state(ServiceState::Running, Duration::ZERO, 0));
     let code = crate::lifecycle::run_until(sources, request);
     if code == ExitCode::SUCCESS {
         0

@@ -79,12 +79,27 @@ impl Failure {
     }
 }
 
-/// Describes a spawn error with the fix for the common cases.
+/// Describes a spawn error with the fix for the common cases; on Windows
+/// with the HRESULT IIS shows for the same failure (0x80070005 for access
+/// denied), the code users search for.
 pub fn spawn_reason(err: &io::Error) -> String {
-    match err.kind() {
+    let win32 = if cfg!(windows) {
+        err.raw_os_error()
+    } else {
+        None
+    };
+    reason_for(err.kind(), err.to_string(), win32)
+}
+
+fn reason_for(kind: io::ErrorKind, text: String, win32: Option<i32>) -> String {
+    let reason = match kind {
         io::ErrorKind::NotFound => "no such file (check processPath: a bare name is looked up in the site root, then on PATH; a script's #! interpreter must exist too)".into(),
         io::ErrorKind::PermissionDenied => "permission denied (the account running hpgate needs read and execute access to the interpreter and its whole folder)".into(),
-        _ => err.to_string(),
+        _ => text,
+    };
+    match win32 {
+        Some(code @ 1..=0xFFFF) => format!("{reason} [0x{:08X}]", 0x8007_0000 | code as u32),
+        _ => reason,
     }
 }
 
@@ -119,6 +134,10 @@ mod tests {
     fn messages_name_the_fix() {
         let e = io::Error::from(io::ErrorKind::PermissionDenied);
         assert!(spawn_reason(&e).contains("read and execute access"));
+        // Windows' ERROR_ACCESS_DENIED (wine cannot produce it: see docs/windows.md).
+        let denied = reason_for(io::ErrorKind::PermissionDenied, String::new(), Some(5));
+        assert!(denied.starts_with("permission denied ("), "{denied}");
+        assert!(denied.ends_with(") [0x80070005]"), "{denied}");
         let c = Cause::TooManyCrashes {
             count: 11,
             limit: 10,

@@ -4,6 +4,8 @@
 //! up (hpgate is stopped and its folder removed when the handle drops).
 #![allow(dead_code)]
 
+pub mod wine;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,5 +1,7 @@
 //! Windows: one Job Object per app process (kill on close, so nothing
 //! outlives hpgate), a new process group so Ctrl-Break can ask it to stop.
+//! The app inherits hpgate's console (no CREATE_NO_WINDOW, no
+//! DETACHED_PROCESS): Ctrl-Break only reaches a process on the same console.
 //!
 //! Every Win32 call is checked and a failure logged with the system's
 //! error; `unsafe` covers only the calls themselves.
@@ -81,15 +83,20 @@ impl Guard {
     }
 
     /// Ctrl-Break to the process group, the polite stop signal on Windows.
+    /// When it cannot be sent (hpgate has no console to share with the
+    /// app: a service, or wine), the app can never learn it should stop, so
+    /// it is ended at once instead of after a shutdownTimeLimit of waiting.
     pub fn terminate(&self) {
         // SAFETY: plain integer arguments, no pointers.
         #[allow(unsafe_code)]
         let ok = unsafe { GenerateConsoleCtrlEvent(CTRL_BREAK_EVENT, self.pid) };
-        check(
-            ok,
-            "GenerateConsoleCtrlEvent (Ctrl-Break; the app is killed after shutdownTimeLimit)",
-            self.pid,
-        );
+        if ok == 0 {
+            warn_failed(
+                "GenerateConsoleCtrlEvent (Ctrl-Break cannot reach the app; ending it now)",
+                self.pid,
+            );
+            self.kill();
+        }
     }
 
     pub fn kill(&self) {
