@@ -132,7 +132,18 @@ impl Gateway {
 
     /// `start_env` with another hpgate binary (the one a wheel installed).
     pub fn start_bin(bin: &Path, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Gateway {
-        let mut cmd = Command::new(bin);
+        Gateway::launch(Command::new(bin), dir, args, env)
+    }
+
+    /// `start_env` inside network namespace `ns` (`ip netns exec`, which
+    /// execs hpgate: the child's pid is hpgate's).
+    pub fn start_in_netns(ns: &str, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Gateway {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns, hpgate_bin()]);
+        Gateway::launch(cmd, dir, args, env)
+    }
+
+    fn launch(mut cmd: Command, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Gateway {
         cmd.arg("run")
             .arg("--listen")
             .arg("127.0.0.1:0")
