@@ -2,7 +2,8 @@
 //! a balancer host (Debian's HAProxy with cookie stickiness,
 //! fixtures/multihost/haproxy.cfg), two app hosts each running the real
 //! hpgate with two Flask-SocketIO processes (fixtures/chat, Redis message
-//! queue), a Redis host and a client host. Needs root and `ip netns`; where
+//! queue), a Redis host and a client host. The nginx equivalent
+//! (fixtures/multihost/nginx.conf) is checked with `nginx -t` there. Needs root and `ip netns`; where
 //! namespaces cannot be made the test says so and passes without running.
 //!
 //! Every namespace name carries this process's id and a counter, and a
@@ -303,6 +304,20 @@ fn several_hosts_behind_haproxy_with_one_redis() {
     let (site_a, site_b) = (chat_site("a"), chat_site("b"));
     let mut a = app_host(&net, &site_a, "a");
     let b = app_host(&net, &site_b, "b");
+    // The documented nginx equivalent is valid on the balancer host (nginx -t
+    // binds its listen address, so before HAProxy takes it).
+    let nginx = repo_root().join("fixtures/multihost/nginx.conf");
+    let t = net
+        .exec("lb", "nginx")
+        .args(["-t", "-e", "stderr", "-c"])
+        .arg(&nginx)
+        .output();
+    let t = t.expect("nginx (Debian's package)");
+    assert!(
+        t.status.success(),
+        "nginx -t: {}",
+        String::from_utf8_lossy(&t.stderr)
+    );
     let cfg: PathBuf = repo_root().join("fixtures/multihost/haproxy.cfg");
     let _lb = spawn({
         let mut c = net.exec("lb", "haproxy");
