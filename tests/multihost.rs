@@ -276,37 +276,23 @@ fn kept_sessions(v: &Value, what: &str) -> Vec<u64> {
         .collect()
 }
 
-#[test]
-fn several_hosts_behind_haproxy_with_one_redis() {
-    let net = match Net::build() {
-        Ok(net) => net,
-        Err(why) => {
-            eprintln!("SKIPPED several_hosts_behind_haproxy_with_one_redis: cannot make network namespaces here (needs root and `ip netns`): {why}");
-            return;
-        }
-    };
-    let redis_bind = addr("redis");
-    let _redis = spawn({
-        let mut c = net.exec("redis", "redis-server");
-        c.args([
-            "--bind",
-            &redis_bind,
-            "--port",
-            "6379",
-            "--protected-mode",
-            "no",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]);
-        c
-    });
-    let (site_a, site_b) = (chat_site("a"), chat_site("b"));
-    let mut a = app_host(&net, &site_a, "a");
-    let b = app_host(&net, &site_b, "b");
-    // The documented nginx equivalent is valid on the balancer host (nginx -t
-    // binds its listen address, so before HAProxy takes it).
+fn start_redis(net: &Net) -> Proc {
+    let mut c = net.exec("redis", "redis-server");
+    c.args([
+        "--bind",
+        &addr("redis"),
+        "--port",
+        "6379",
+        "--protected-mode",
+        "no",
+    ])
+    .args(["--save", "", "--appendonly", "no"]);
+    spawn(c)
+}
+
+/// The documented nginx equivalent is valid on the balancer host (`nginx -t`
+/// binds its listen address, so this runs before HAProxy takes it).
+fn check_nginx(net: &Net) {
     let nginx = repo_root().join("fixtures/multihost/nginx.conf");
     let t = net
         .exec("lb", "nginx")
@@ -320,32 +306,34 @@ fn several_hosts_behind_haproxy_with_one_redis() {
     } else {
         assert!(t.status.success(), "nginx -t: {err}");
     }
+}
+
+fn start_haproxy(net: &Net) -> Proc {
     let cfg: PathBuf = repo_root().join("fixtures/multihost/haproxy.cfg");
-    let _lb = spawn({
-        let mut c = net.exec("lb", "haproxy");
-        c.arg("-db")
-            .arg("-f")
-            .arg(&cfg)
-            .env("LB_ADDR", addr("lb"))
-            .env("HOST_A", addr("a"))
-            .env("HOST_B", addr("b"));
-        c
-    });
-    let both = [("a", &a), ("b", &b)];
-    let up = |h: &str| answering_host(&net, h, &both).as_deref() == Some(h);
+    let mut c = net.exec("lb", "haproxy");
+    c.arg("-db").arg("-f").arg(&cfg);
+    c.env("LB_ADDR", addr("lb"))
+        .env("HOST_A", addr("a"))
+        .env("HOST_B", addr("b"));
+    spawn(c)
+}
+
+/// Waits until HAProxy sends `host`'s cookie holders to `host`.
+fn wait_behind_balancer(net: &Net, host: &str, a: &Gateway, b: &Gateway) {
+    let both = [("a", a), ("b", b)];
+    let up = || answering_host(net, host, &both).as_deref() == Some(host);
     assert!(
-        wait_until(20 * S, || up("a") && up("b")),
-        "HAProxy does not reach both hosts\n{}\n{}",
+        wait_until(20 * S, up),
+        "HAProxy does not reach {host}\n{}\n{}",
         a.logs(),
         b.logs()
     );
-    let t0 = Instant::now();
-    let lap = |what: &str| eprintln!("multihost {what}: {:.1} s", t0.elapsed().as_secs_f64());
+}
 
-    // Sessions hold through the balancer, in every transport, at once;
-    // meanwhile, without stickiness (port 81), long-polling sessions break.
-    let net_ref = &net;
-    // And a broadcast from one host reaches the clients of the other (Redis).
+/// Sessions hold through the balancer in every transport, at once; without
+/// stickiness (port 81) long-polling sessions break; and a broadcast from
+/// one host reaches the clients of the other (Redis).
+fn sessions_and_broadcast(net: &Net, a: &Gateway, b: &Gateway) {
     let mut spread = net.exec("client", &venv_python().display().to_string());
     spread
         .arg(repo_root().join("fixtures/chat/client.py"))
@@ -353,9 +341,9 @@ fn several_hosts_behind_haproxy_with_one_redis() {
         .args(["spread", "6"]);
     let (plain, v) = std::thread::scope(|sc| {
         let spread = sc.spawn(|| last_json(spread));
-        let plain = sc.spawn(|| last_json(client(net_ref, 81, &["sessions", "polling", "3"])));
+        let plain = sc.spawn(|| last_json(client(net, 81, &["sessions", "polling", "3"])));
         let runs = ["polling", "websocket", "upgrade"].map(|kind| {
-            let run = sc.spawn(move || last_json(client(net_ref, 80, &["sessions", kind, "4"])));
+            let run = sc.spawn(move || last_json(client(net, 80, &["sessions", kind, "4"])));
             (kind, run)
         });
         for (kind, run) in runs {
@@ -374,28 +362,29 @@ fn several_hosts_behind_haproxy_with_one_redis() {
         .as_array()
         .map(|p| p.iter().filter_map(Value::as_u64).collect())
         .unwrap_or_default();
-    let (pa, pb) = (pids(&a), pids(&b));
-    let on = hosts_of(&seen, &pa, &pb);
+    let on = hosts_of(&seen, &pids(a), &pids(b));
     assert!(
         on.contains(&"a") && on.contains(&"b"),
         "clients on both hosts: {on:?} {v}"
     );
+    let everyone = serde_json::json!([0, 1, 2, 3, 4, 5]);
     assert_eq!(
-        v["received_by"],
-        serde_json::json!([0, 1, 2, 3, 4, 5]),
+        v["received_by"], everyone,
         "the shout reached every host: {v}"
     );
     assert_eq!(v["errors"], 0, "{v}");
+}
 
-    lap("sessions and broadcast");
-    // SIGTERM to host a: its WebSockets close with 1001, its clients come back on b.
-    let (_fo, mut fo_lines) = background(client(&net, 80, &["failover", "6"]));
-    let (_cc, mut cc_lines) = background(client(&net, 80, &["closecode", "a"]));
+/// SIGTERM to host a: its WebSockets close with 1001 and its clients come
+/// back through the balancer on b, while b's clients keep their sessions.
+fn failover(net: &Net, a: &mut Gateway, b: &Gateway) {
+    let (pa, pb) = (pids(a), pids(b));
+    let (_fo, mut fo_lines) = background(client(net, 80, &["failover", "6"]));
+    let (_cc, mut cc_lines) = background(client(net, 80, &["closecode", "a"]));
     a.signal("TERM");
     let closed = next_json(&mut cc_lines);
     assert_eq!(closed["close_code"], 1001, "{closed}");
     let report = next_json(&mut fo_lines);
-    eprintln!("failover: a={pa:?} b={pb:?} {report}");
     let clients = report.as_array().unwrap_or_else(|| panic!("{report}"));
     let mut moved = 0;
     for c in clients {
@@ -418,26 +407,42 @@ fn several_hosts_behind_haproxy_with_one_redis() {
     }
     assert!(moved > 0, "some failover clients were on a: {report}");
     assert!(a.wait_exit(10 * S).is_some(), "{}", a.logs());
+}
 
+#[test]
+fn several_hosts_behind_haproxy_with_one_redis() {
+    let net = match Net::build() {
+        Ok(net) => net,
+        Err(why) => {
+            eprintln!("SKIPPED several_hosts_behind_haproxy_with_one_redis: cannot make network namespaces here (needs root and `ip netns`): {why}");
+            return;
+        }
+    };
+    let _redis = start_redis(&net);
+    let (site_a, site_b) = (chat_site("a"), chat_site("b"));
+    let mut a = app_host(&net, &site_a, "a");
+    let b = app_host(&net, &site_b, "b");
+    check_nginx(&net);
+    let _lb = start_haproxy(&net);
+    wait_behind_balancer(&net, "a", &a, &b);
+    wait_behind_balancer(&net, "b", &a, &b);
+    let t0 = Instant::now();
+    let lap = |what: &str| eprintln!("multihost {what}: {:.1} s", t0.elapsed().as_secs_f64());
+
+    sessions_and_broadcast(&net, &a, &b);
+    lap("sessions and broadcast");
+    failover(&net, &mut a, &b);
     lap("failover");
+
     // Host a comes back; new clients spread over both hosts again.
     drop(a);
     let a = app_host(&net, &site_a, "a");
-    let both = [("a", &a), ("b", &b)];
-    assert!(
-        wait_until(20 * S, || answering_host(&net, "a", &both).as_deref()
-            == Some("a")),
-        "a is back behind HAProxy"
-    );
-    let seen = kept_sessions(
-        &last_json(client(&net, 80, &["sessions", "upgrade", "6"])),
-        "after the return",
-    );
-    let on = hosts_of(&seen, &pids(&a), &pb);
+    wait_behind_balancer(&net, "a", &a, &b);
+    let v = last_json(client(&net, 80, &["sessions", "upgrade", "6"]));
+    let on = hosts_of(&kept_sessions(&v, "after the return"), &pids(&a), &pids(&b));
     assert!(
         on.contains(&"a") && on.contains(&"b"),
         "new clients spread again: {on:?}"
     );
-
-    eprintln!("multihost scenarios: {:.1} s", t0.elapsed().as_secs_f64());
+    lap("return");
 }
