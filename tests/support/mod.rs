@@ -134,7 +134,18 @@ impl Gateway {
 
     /// `start_env` with another hpgate binary (the one a wheel installed).
     pub fn start_bin(bin: &Path, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Gateway {
-        let mut cmd = Command::new(bin);
+        Gateway::launch(Command::new(bin), dir, args, env)
+    }
+
+    /// `start_env` inside network namespace `ns` (`ip netns exec`, which
+    /// execs hpgate: the child's pid is hpgate's).
+    pub fn start_in_netns(ns: &str, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Gateway {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns, hpgate_bin()]);
+        Gateway::launch(cmd, dir, args, env)
+    }
+
+    fn launch(mut cmd: Command, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Gateway {
         cmd.arg("run")
             .arg("--listen")
             .arg("127.0.0.1:0")
@@ -535,4 +546,37 @@ pub fn make_cert(site: &Site, name: &str, cn: &str) -> (PathBuf, PathBuf) {
         String::from_utf8_lossy(&out.stderr)
     );
     (cert, key)
+}
+
+/// A private redis-server on a free port (scripts/setup installs it); killed on drop.
+pub struct Redis {
+    child: Child,
+    pub port: u16,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/setup installs it)");
+        let up = wait_until(Duration::from_secs(5), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(up, "redis-server did not start on port {port}");
+        Redis { child, port }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
