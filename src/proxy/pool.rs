@@ -23,6 +23,7 @@ use tokio::net::TcpStream;
 
 use super::app_io::{AppIo, HeadMark};
 use super::request_body::RequestBody;
+use crate::admin::metrics::Metrics;
 
 /// Idle connections kept per app process; more are closed when released.
 const MAX_IDLE_PER_PROCESS: usize = 128;
@@ -37,6 +38,23 @@ pub enum ConnectError {
     Io(#[from] std::io::Error),
     #[error("HTTP handshake failed: {0}")]
     Handshake(#[from] hyper::Error),
+}
+
+impl ConnectError {
+    /// The `cause` label of `hpgate_app_connect_errors_total`.
+    pub fn cause(&self) -> &'static str {
+        use std::io::ErrorKind as K;
+        match self {
+            ConnectError::Timeout(_) => "timeout",
+            ConnectError::Io(e) => match e.kind() {
+                K::ConnectionRefused => "refused",
+                K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => "reset",
+                K::TimedOut => "timeout",
+                _ => "other",
+            },
+            ConnectError::Handshake(_) => "handshake",
+        }
+    }
 }
 
 /// A connection to one app process, ready for one request.
@@ -76,6 +94,8 @@ pub struct Pool {
     idle: Mutex<Lists>,
     idle_timeout: Duration,
     connect_timeout: Duration,
+    /// Where failed connects are counted (none in unit tests).
+    metrics: Option<Arc<Metrics>>,
 }
 
 #[derive(Default)]
@@ -92,7 +112,14 @@ impl Pool {
             idle: Mutex::new(Lists::default()),
             idle_timeout,
             connect_timeout,
+            metrics: None,
         }
+    }
+
+    /// Counts failed connects in `metrics`.
+    pub fn counting(mut self, metrics: Arc<Metrics>) -> Pool {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// An idle connection to `addr` if one is alive, else a new one.
@@ -124,6 +151,14 @@ impl Pool {
     /// A new connection. `upgrades`: the driver hands the socket over after
     /// a 101 (WebSocket); such connections are never pooled.
     pub async fn connect(&self, addr: SocketAddr, upgrades: bool) -> Result<Conn, ConnectError> {
+        let made = self.open(addr, upgrades).await;
+        if let (Err(e), Some(m)) = (&made, &self.metrics) {
+            m.app_connect_error(e.cause());
+        }
+        made
+    }
+
+    async fn open(&self, addr: SocketAddr, upgrades: bool) -> Result<Conn, ConnectError> {
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| ConnectError::Timeout(self.connect_timeout))??;
