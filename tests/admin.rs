@@ -73,10 +73,15 @@ fn metrics_count_requests_and_pass_promtool() {
     let site = Site::new("admin-metrics");
     site.testapp_config("serve", "", &[]);
     let (g, admin) = start(&site);
+    let mut body_bytes = 0;
     for _ in 0..3 {
-        assert_eq!(g.get("/").status, 200);
+        let r = g.get("/");
+        assert_eq!(r.status, 200);
+        body_bytes += r.body.len();
     }
-    assert_eq!(request(g.addr, "POST", "/", &[], b"x").status, 200);
+    let r = request(g.addr, "POST", "/", &[], b"xyz");
+    assert_eq!(r.status, 200);
+    body_bytes += r.body.len();
     let m = get(admin, "/metrics");
     assert_eq!(m.status, 200);
     assert!(m
@@ -88,6 +93,10 @@ fn metrics_count_requests_and_pass_promtool() {
     assert_eq!(value(&text, get_ok), Some(3.0), "{text}");
     let post_ok = r#"hpgate_requests_total{class="2xx",method="POST",protocol="HTTP/1.1"}"#;
     assert_eq!(value(&text, post_ok), Some(1.0), "{text}");
+    let bytes_in = value(&text, "hpgate_request_body_bytes_total");
+    assert_eq!(bytes_in, Some(3.0), "{text}");
+    let bytes_out = value(&text, "hpgate_response_body_bytes_total");
+    assert_eq!(bytes_out, Some(body_bytes as f64), "{text}");
     assert_eq!(
         value(&text, "hpgate_request_duration_seconds_count"),
         Some(4.0)
@@ -251,11 +260,16 @@ fn unavailable_answers_are_counted_by_cause() {
     let site = Site::new("admin-unavailable");
     site.testapp_config("serve", "", &[("shutdownTimeLimit", "1")]);
     let (g, admin) = start(&site);
+    assert_eq!(g.get("/").status, 200);
     site.write("app_offline.htm", "down");
     assert!(wait_until(5 * S, || g.get("/").status == 503));
     let m = get(admin, "/metrics").text();
     let series = r#"hpgate_unavailable_responses_total{status="503",cause="offline"}"#;
     assert!(value(&m, series).is_some_and(|n| n >= 1.0), "{m}");
+    // app_offline.htm stopped the process: an exit by recycle.
+    let recycled = r#"hpgate_process_exits_total{cause="recycled"}"#;
+    let stopped = wait_until(10 * S, || metric(admin, recycled) == 1.0);
+    assert!(stopped, "{}", get(admin, "/metrics").text());
 }
 
 /// A Prometheus server kept running for one test; killed on drop.

@@ -109,6 +109,10 @@ pub struct Metrics {
     pub recycles: Counter,
     /// Slots that entered the rapid-fail lock-out.
     pub lockouts: Counter,
+    /// Request bodies forwarded to the app (HTTP; WebSockets count apart).
+    pub request_bytes: Counter,
+    /// Response bodies sent to clients (the app's and hpgate's own pages).
+    pub response_bytes: Counter,
     /// Failed connects to app processes, one per cause in CONNECT_CAUSES.
     connect_errors: [Counter; CONNECT_CAUSES.len()],
     affinity: Gauge,
@@ -166,6 +170,8 @@ impl Metrics {
             unavailable: Family::default(),
             recycles: Counter::default(),
             lockouts: Counter::default(),
+            request_bytes: Counter::default(),
+            response_bytes: Counter::default(),
             connect_errors: CONNECT_CAUSES
                 .map(|cause| connect_errors.get_or_create(&CauseLabel { cause }).clone()),
             affinity: Gauge::default(),
@@ -184,6 +190,18 @@ impl Metrics {
             "Time from request head to response head",
             Unit::Seconds,
             self.duration.clone(),
+        );
+        r.register_with_unit(
+            "request_body",
+            "HTTP request body bytes received from clients",
+            Unit::Bytes,
+            self.request_bytes.clone(),
+        );
+        r.register_with_unit(
+            "response_body",
+            "HTTP response body bytes sent to clients (the app's and hpgate's own pages)",
+            Unit::Bytes,
+            self.response_bytes.clone(),
         );
         r.register(
             "open_connections",
