@@ -622,6 +622,63 @@ mod tests {
         assert!(text.contains(r#"hpgate_request_duration_seconds_bucket{le="0.005"} 3"#));
     }
 
+    /// The relay's handle adds to its mode's cells; the open gauge follows
+    /// the guard.
+    #[test]
+    fn websocket_counters_by_mode_and_direction() {
+        let m = Metrics::new();
+        let ws = m.websocket(crate::config::Compression::Offload);
+        let open = ws.opened();
+        ws.data_frame(0, 10, false);
+        ws.data_frame(0, 5, true);
+        ws.data_frame(1, 7, true);
+        ws.offload(1, 100, 20);
+        let text = m.render(&Snapshot::default());
+        let has = |s: &str| assert!(text.contains(s), "{s} in\n{text}");
+        has(r#"hpgate_websocket_messages_total{mode="offload",direction="client_to_app"} 1"#);
+        has(r#"hpgate_websocket_payload_bytes_total{mode="offload",direction="client_to_app"} 15"#);
+        has(r#"hpgate_websocket_messages_total{mode="offload",direction="app_to_client"} 1"#);
+        has(r#"hpgate_websocket_messages_total{mode="passthrough",direction="client_to_app"} 0"#);
+        has(
+            r#"hpgate_websocket_offload_bytes_total{direction="app_to_client",stage="uncompressed"} 100"#,
+        );
+        has(
+            r#"hpgate_websocket_offload_bytes_total{direction="app_to_client",stage="compressed"} 20"#,
+        );
+        has(r#"hpgate_open_websockets{mode="offload"} 1"#);
+        drop(open);
+        let text = m.render(&Snapshot::default());
+        assert!(text.contains(r#"hpgate_open_websockets{mode="offload"} 0"#));
+    }
+
+    /// One series per name, the sooner notAfter; certificates no longer
+    /// served disappear.
+    #[test]
+    fn certificate_expiry_per_name() {
+        let m = Metrics::new();
+        let certs = vec![
+            ("a.test".to_string(), 2_000_000_000),
+            ("a.test".to_string(), 1_900_000_000),
+            ("b.test".to_string(), 1_800_000_000),
+        ];
+        let text = m.render(&Snapshot {
+            certificates: certs,
+            ..Snapshot::default()
+        });
+        let series = "hpgate_tls_certificate_expiry_timestamp_seconds";
+        assert!(
+            text.contains(&format!("{series}{{name=\"a.test\"}} 1900000000")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("{series}{{name=\"b.test\"}} 1800000000")));
+        let text = m.render(&Snapshot {
+            certificates: vec![("b.test".to_string(), 1_850_000_000)],
+            ..Snapshot::default()
+        });
+        assert!(!text.contains("a.test"), "{text}");
+        assert!(text.contains(&format!("{series}{{name=\"b.test\"}} 1850000000")));
+    }
+
     #[test]
     fn prometheus_text_names_counters_by_their_series() {
         let om = "# HELP x_requests Requests.\n# TYPE x_requests counter\nx_requests_total 1\n# HELP up_seconds Up.\n# TYPE up_seconds gauge\n# UNIT up_seconds seconds\nup_seconds 2.0\n# EOF\n";

@@ -261,6 +261,29 @@ mod tests {
         (addr, task)
     }
 
+    /// Failed connects are counted by cause (the label of
+    /// `hpgate_app_connect_errors_total`).
+    #[tokio::test]
+    async fn failed_connects_are_counted_by_cause() {
+        use std::io::{Error, ErrorKind};
+        let metrics = Arc::new(Metrics::new());
+        let pool =
+            Pool::new(Duration::from_secs(1), Duration::from_secs(2)).counting(metrics.clone());
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        assert!(pool.connect(addr, false).await.is_err());
+        let text = metrics.render(&Default::default());
+        let refused = r#"hpgate_app_connect_errors_total{cause="refused"} 1"#;
+        assert!(text.contains(refused), "{text}");
+        let cause = |e: ConnectError| e.cause();
+        assert_eq!(cause(ConnectError::Timeout(Duration::ZERO)), "timeout");
+        let reset = Error::from(ErrorKind::ConnectionReset);
+        assert_eq!(cause(ConnectError::Io(reset)), "reset");
+        let other = Error::from(ErrorKind::AddrNotAvailable);
+        assert_eq!(cause(ConnectError::Io(other)), "other");
+    }
+
     #[tokio::test]
     async fn reuses_then_forgets_a_process_that_went_away() {
         let pool = Pool::new(Duration::from_millis(200), Duration::from_secs(2));
