@@ -640,10 +640,9 @@ fn certificate_expiry_is_exported_and_follows_a_reload() {
         not_after(&renewed.0) > old
     }));
     let (new_cert, new_key) = renewed;
-    let pem = std::fs::read_to_string(&new_cert).unwrap();
-    std::fs::write(&key, std::fs::read(&new_key).unwrap()).unwrap();
-    std::fs::write(&cert, pem).unwrap();
     let expected = not_after(&new_cert);
+    std::fs::rename(&new_key, &key).unwrap();
+    std::fs::rename(&new_cert, &cert).unwrap();
     let mut seen = 0.0;
     assert!(
         wait_until(15 * S, || {
