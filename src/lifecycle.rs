@@ -104,7 +104,7 @@ async fn serve(
     let hangup = Hangup::new();
     let stop = CancellationToken::new();
     let passed = std::mem::take(&mut systemd.passed);
-    let (endpoints, challenges) = match endpoints(&cfg, passed, &stop).await {
+    let (endpoints, challenges, resolver) = match endpoints(&cfg, passed, &stop).await {
         Ok(e) => e,
         Err((code, msg)) => {
             tracing::error!("{msg}");
@@ -122,11 +122,13 @@ async fn serve(
 
     let sup = Supervisor::start(cfg.clone());
     let ws = websocket::Registry::default();
-    let admin = admin_listener.map(|(l, listeners)| {
-        let admin = Arc::new(admin::Admin::new(&sup, &ws, listeners));
-        tokio::spawn(admin::serve(l, admin, stop.clone()))
-    });
     let gateway = gateway(&sup, &ws, &endpoints, challenges);
+    let admin = admin_listener.map(|(l, listeners)| {
+        let mut admin = admin::Admin::new(&sup, &ws, listeners);
+        admin.affinity = gateway.affinity.clone();
+        admin.tls = resolver;
+        tokio::spawn(admin::serve(l, Arc::new(admin), stop.clone()))
+    });
     let servers: Vec<_> = endpoints
         .into_iter()
         .map(|ep| tokio::spawn(proxy::serve(ep, gateway.clone(), stop.clone())))
@@ -209,7 +211,13 @@ fn describe(ep: &Endpoint) -> String {
     }
 }
 
-type Bound = (Vec<Endpoint>, Option<Arc<tls::acme::Challenges>>);
+/// The endpoints, ACME's challenge answers and the certificate resolver
+/// (the admin listener reads the certificates' expiry from it).
+type Bound = (
+    Vec<Endpoint>,
+    Option<Arc<tls::acme::Challenges>>,
+    Option<Arc<tls::Resolver>>,
+);
 
 /// Binds every listener (an https one with the certificates loaded and
 /// watched from here on) and says where hpgate listens. Err carries the
@@ -230,11 +238,13 @@ async fn endpoints(
     } else {
         passed.iter().any(Passed::is_https)
     };
+    let mut served = None;
     let tls = if wants_tls {
         let sources = tls::setup::sources(cfg, &env).map_err(|m| (2, m))?;
         let (acceptor, resolver) =
             tls::setup::acceptor(sources, challenges.clone()).map_err(|m| (2, m))?;
         tokio::spawn(tls::watch(resolver.clone(), stop.clone()));
+        served = Some(resolver.clone());
         if let (Some(acme), Some(ch)) = (acme, &challenges) {
             tokio::spawn(tls::acme::run(acme, resolver, ch.clone(), stop.clone()));
         }
@@ -243,7 +253,7 @@ async fn endpoints(
         None
     };
     if !passed.is_empty() {
-        return Ok((adopt(passed, tls)?, challenges));
+        return Ok((adopt(passed, tls)?, challenges, served));
     }
     let mut out = Vec::new();
     for listen in cfg.listen.iter() {
@@ -256,7 +266,7 @@ async fn endpoints(
             tls: tls.clone().filter(|_| listen.tls),
         });
     }
-    Ok((out, challenges))
+    Ok((out, challenges, served))
 }
 
 /// The endpoints of socket activation: one per passed socket, TLS on those

@@ -73,10 +73,15 @@ fn metrics_count_requests_and_pass_promtool() {
     let site = Site::new("admin-metrics");
     site.testapp_config("serve", "", &[]);
     let (g, admin) = start(&site);
+    let mut body_bytes = 0;
     for _ in 0..3 {
-        assert_eq!(g.get("/").status, 200);
+        let r = g.get("/");
+        assert_eq!(r.status, 200);
+        body_bytes += r.body.len();
     }
-    assert_eq!(request(g.addr, "POST", "/", &[], b"x").status, 200);
+    let r = request(g.addr, "POST", "/", &[], b"xyz");
+    assert_eq!(r.status, 200);
+    body_bytes += r.body.len();
     let m = get(admin, "/metrics");
     assert_eq!(m.status, 200);
     assert!(m
@@ -88,6 +93,10 @@ fn metrics_count_requests_and_pass_promtool() {
     assert_eq!(value(&text, get_ok), Some(3.0), "{text}");
     let post_ok = r#"hpgate_requests_total{class="2xx",method="POST",protocol="HTTP/1.1"}"#;
     assert_eq!(value(&text, post_ok), Some(1.0), "{text}");
+    let bytes_in = value(&text, "hpgate_request_body_bytes_total");
+    assert_eq!(bytes_in, Some(3.0), "{text}");
+    let bytes_out = value(&text, "hpgate_response_body_bytes_total");
+    assert_eq!(bytes_out, Some(body_bytes as f64), "{text}");
     assert_eq!(
         value(&text, "hpgate_request_duration_seconds_count"),
         Some(4.0)
@@ -251,11 +260,16 @@ fn unavailable_answers_are_counted_by_cause() {
     let site = Site::new("admin-unavailable");
     site.testapp_config("serve", "", &[("shutdownTimeLimit", "1")]);
     let (g, admin) = start(&site);
+    assert_eq!(g.get("/").status, 200);
     site.write("app_offline.htm", "down");
     assert!(wait_until(5 * S, || g.get("/").status == 503));
     let m = get(admin, "/metrics").text();
     let series = r#"hpgate_unavailable_responses_total{status="503",cause="offline"}"#;
     assert!(value(&m, series).is_some_and(|n| n >= 1.0), "{m}");
+    // app_offline.htm stopped the process: an exit by recycle.
+    let recycled = r#"hpgate_process_exits_total{cause="recycled"}"#;
+    let stopped = wait_until(10 * S, || metric(admin, recycled) == 1.0);
+    assert!(stopped, "{}", get(admin, "/metrics").text());
 }
 
 /// A Prometheus server kept running for one test; killed on drop.
@@ -344,4 +358,298 @@ fn prometheus_scrapes_the_request_counter() {
     });
     assert!(got, "Prometheus saw {seen:?} for {q}");
     assert_eq!(query(&p, "up{job=\"hpgate\"}"), Some(1.0));
+}
+
+// ---- WebSockets, app connects, lock-outs, certificates ----
+
+/// The metrics' exposition, and a series' value in it (0 when absent).
+fn metric(admin: SocketAddr, series: &str) -> f64 {
+    value(&get(admin, "/metrics").text(), series).unwrap_or(0.0)
+}
+
+/// hpgate with `--admin` in front of the WebSocket echo server, in `mode`.
+fn echo_gateway(mode: &str, server_compression: &str) -> (Site, Gateway, SocketAddr) {
+    let site = Site::new(&format!("admin-ws-{mode}"));
+    let server = repo_root().join("fixtures/websocket/echo_server.py");
+    site.web_config(
+        &format!(
+            "processPath=\"{}\" arguments=\"{}\"",
+            venv_python().display(),
+            server.display()
+        ),
+        &format!("<environmentVariables><environmentVariable name=\"WS_COMPRESSION\" value=\"{server_compression}\"/></environmentVariables>"),
+        &[("webSocketCompression", mode), ("shutdownTimeLimit", "2")],
+    );
+    let (g, admin) = start(&site);
+    assert!(g.wait_log("app process is ready", 15 * S), "{}", g.logs());
+    (site, g, admin)
+}
+
+/// Opens a raw WebSocket (after the 101), offering `extensions`.
+fn ws_connect(g: &Gateway, extensions: &str) -> std::io::BufReader<std::net::TcpStream> {
+    use std::io::BufRead;
+    let mut s = std::net::TcpStream::connect(g.addr).unwrap();
+    s.set_read_timeout(Some(10 * S)).unwrap();
+    let head = format!("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extensions}\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    let mut r = std::io::BufReader::new(s);
+    let mut status = String::new();
+    r.read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 101"), "{status}");
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        if line == "\r\n" || line.is_empty() {
+            return r;
+        }
+    }
+}
+
+/// Reads one frame from the gateway: (first byte, payload).
+fn ws_read(r: &mut impl std::io::Read) -> (u8, Vec<u8>) {
+    let mut h = [0u8; 2];
+    r.read_exact(&mut h).unwrap();
+    let len = match h[1] & 0x7f {
+        126 => {
+            let mut b = [0u8; 2];
+            r.read_exact(&mut b).unwrap();
+            u16::from_be_bytes(b) as usize
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            r.read_exact(&mut b).unwrap();
+            u64::from_be_bytes(b) as usize
+        }
+        n => n as usize,
+    };
+    let mut p = vec![0u8; len];
+    r.read_exact(&mut p).unwrap();
+    (h[0], p)
+}
+
+/// Sends one masked client frame (`first`: FIN, RSV and opcode bits).
+fn ws_send(r: &std::io::BufReader<std::net::TcpStream>, first: u8, payload: &[u8]) {
+    let mask = [7u8, 1, 9, 3];
+    let mut f = vec![first];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    r.get_ref().write_all(&f).unwrap();
+}
+
+fn ws_series(name: &str, mode: &str, direction: &str) -> String {
+    format!("{name}{{mode=\"{mode}\",direction=\"{direction}\"}}")
+}
+
+/// Passthrough: messages (not frames) and their payload bytes each way;
+/// the open WebSocket shows under its mode until it closes.
+#[test]
+fn websocket_messages_and_bytes_are_counted() {
+    let (_site, g, admin) = echo_gateway("passthrough", "off");
+    let mut ws = ws_connect(&g, "");
+    let (_, report) = ws_read(&mut ws);
+    for _ in 0..3 {
+        ws_send(&ws, 0x81, b"hello");
+        assert_eq!(ws_read(&mut ws).1, b"hello");
+    }
+    // One message in two frames: counted once.
+    ws_send(&ws, 0x01, b"frag-");
+    ws_send(&ws, 0x80, b"ment");
+    assert_eq!(ws_read(&mut ws).1, b"frag-ment");
+    let m = get(admin, "/metrics").text();
+    let msgs = "hpgate_websocket_messages_total";
+    let bytes = "hpgate_websocket_payload_bytes_total";
+    let at = |name, dir| value(&m, &ws_series(name, "passthrough", dir));
+    assert_eq!(at(msgs, "client_to_app"), Some(4.0), "{m}");
+    assert_eq!(at(bytes, "client_to_app"), Some(24.0), "{m}");
+    assert_eq!(at(msgs, "app_to_client"), Some(5.0), "{m}");
+    let down = report.len() + 24;
+    assert_eq!(at(bytes, "app_to_client"), Some(down as f64), "{m}");
+    let open = r#"hpgate_open_websockets{mode="passthrough"}"#;
+    assert_eq!(value(&m, open), Some(1.0), "{m}");
+    assert_eq!(
+        value(&m, r#"hpgate_open_websockets{mode="offload"}"#),
+        Some(0.0)
+    );
+    ws_send(&ws, 0x88, &1000u16.to_be_bytes());
+    drop(ws);
+    assert!(wait_until(10 * S, || metric(admin, open) == 0.0));
+}
+
+/// Offload: bytes before and after compression each way; a compressible
+/// message shrinks.
+#[test]
+fn websocket_offload_counts_bytes_before_and_after_compression() {
+    let (_site, g, admin) = echo_gateway("offload", "on");
+    let mut ws = ws_connect(&g, "Sec-WebSocket-Extensions: permessage-deflate\r\n");
+    let mut to_client = ws_read(&mut ws).1.len();
+    let text = "the quick brown fox jumps over the lazy dog ".repeat(200);
+    ws_send(&ws, 0x81, text.as_bytes());
+    let (b0, echo) = ws_read(&mut ws);
+    assert_eq!(b0 & 0x40, 0x40, "compressed toward the client");
+    to_client += echo.len();
+    // The same text compressed by the client (RFC 7692: a sync flush,
+    // its final 00 00 ff ff left off).
+    let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(text.as_bytes()).unwrap();
+    z.flush().unwrap();
+    let mut z = z.get_ref().clone();
+    assert!(z.ends_with(&[0, 0, 0xff, 0xff]));
+    z.truncate(z.len() - 4);
+    ws_send(&ws, 0xc1, &z);
+    to_client += ws_read(&mut ws).1.len();
+    let m = get(admin, "/metrics").text();
+    let off = |dir, stage| {
+        let s = format!(
+            "hpgate_websocket_offload_bytes_total{{direction=\"{dir}\",stage=\"{stage}\"}}"
+        );
+        value(&m, &s).unwrap_or_else(|| panic!("no {s} in\n{m}"))
+    };
+    assert_eq!(off("client_to_app", "uncompressed"), text.len() as f64);
+    assert_eq!(off("client_to_app", "compressed"), z.len() as f64);
+    let (plain, sent) = (
+        off("app_to_client", "uncompressed"),
+        off("app_to_client", "compressed"),
+    );
+    assert_eq!(sent, to_client as f64, "{m}");
+    assert!(plain >= 2.0 * text.len() as f64, "{m}");
+    assert!(sent * 5.0 < plain, "{sent} compressed of {plain}");
+    let at = |name, dir| value(&m, &ws_series(name, "offload", dir));
+    let msgs = "hpgate_websocket_messages_total";
+    assert_eq!(at(msgs, "client_to_app"), Some(2.0), "{m}");
+    assert_eq!(at(msgs, "app_to_client"), Some(3.0), "{m}");
+    // Bytes as the sender sent them: the app's are uncompressed.
+    let bytes = "hpgate_websocket_payload_bytes_total";
+    let up = (text.len() + z.len()) as f64;
+    assert_eq!(at(bytes, "client_to_app"), Some(up), "{m}");
+    assert_eq!(at(bytes, "app_to_client"), Some(plain), "{m}");
+    assert_eq!(
+        value(&m, r#"hpgate_open_websockets{mode="offload"}"#),
+        Some(1.0)
+    );
+    if let Err(e) = promtool(&["check", "metrics"], &m) {
+        panic!("promtool check metrics:\n{e}\nexposition:\n{m}");
+    }
+}
+
+/// An app process that stops accepting: the refused connects are counted.
+#[test]
+fn refused_app_connects_are_counted() {
+    let site = Site::new("admin-refused");
+    site.testapp_config("serve", "", &[]);
+    let (g, admin) = start(&site);
+    assert_eq!(g.get("/stop-listening").status, 200);
+    // A request racing the close may still be taken into the backlog
+    // and reset; the next ones are refused.
+    let refused = r#"hpgate_app_connect_errors_total{cause="refused"}"#;
+    let seen = wait_until(10 * S, || {
+        g.get("/").status == 502 && metric(admin, refused) >= 1.0
+    });
+    assert!(seen, "{}", g.logs());
+    assert_eq!(g.get("/").status, 502);
+    let m = get(admin, "/metrics").text();
+    let answered = r#"hpgate_unavailable_responses_total{status="502",cause="connect"}"#;
+    assert!(value(&m, answered).is_some_and(|n| n >= 1.0), "{m}");
+    assert_eq!(
+        value(&m, r#"hpgate_app_connect_errors_total{cause="timeout"}"#),
+        Some(0.0)
+    );
+}
+
+/// Three crashes within the window of two: one lock-out, /readyz says so.
+#[test]
+fn rapid_fail_lockouts_are_counted() {
+    let site = Site::new("admin-lockout");
+    site.testapp_config("serve", "rapidFailsPerMinute=\"2\"", &[]);
+    let (g, admin) = start(&site);
+    for _ in 0..3 {
+        assert!(wait_until(10 * S, || app_pid(&g).is_some()));
+        let _ = g.get("/crash");
+    }
+    let lockouts = "hpgate_rapid_fail_lockouts_total";
+    assert!(
+        wait_until(10 * S, || metric(admin, lockouts) == 1.0),
+        "{}",
+        g.logs()
+    );
+    let r = get(admin, "/readyz");
+    assert_eq!(r.status, 503, "{}", r.text());
+    let m = get(admin, "/metrics").text();
+    let crashed = r#"hpgate_process_exits_total{cause="crashed"}"#;
+    assert_eq!(value(&m, crashed), Some(3.0), "{m}");
+}
+
+/// notAfter of a certificate file, in Unix seconds (openssl and date).
+fn not_after(cert: &std::path::Path) -> f64 {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-enddate", "-in"])
+        .arg(cert)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let date = text
+        .trim()
+        .strip_prefix("notAfter=")
+        .expect("openssl -enddate");
+    let out = Command::new("date")
+        .args(["-u", "-d", date, "+%s"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// The https listener's certificate shows its notAfter by its DNS name,
+/// and a reloaded certificate replaces it.
+#[test]
+fn certificate_expiry_is_exported_and_follows_a_reload() {
+    let site = Site::new("admin-tls");
+    site.testapp_config("serve", "", &[]);
+    let (cert, key) = self_signed(&site);
+    let (c, k) = (cert.display().to_string(), key.display().to_string());
+    let args = [
+        "--listen",
+        "https://127.0.0.1:0",
+        "--tls-cert",
+        &c,
+        "--tls-key",
+        &k,
+    ];
+    let g = Gateway::start(
+        &site.dir,
+        &[&args[..], &["--admin", "127.0.0.1:0"]].concat(),
+    );
+    let admin = admin_addr(&g);
+    let series = r#"hpgate_tls_certificate_expiry_timestamp_seconds{name="localhost"}"#;
+    let m = get(admin, "/metrics").text();
+    assert_eq!(value(&m, series), Some(not_after(&cert)), "{m}");
+    if let Err(e) = promtool(&["check", "metrics"], &m) {
+        panic!("promtool check metrics:\n{e}\nexposition:\n{m}");
+    }
+    // A renewed certificate: the same name, a later notAfter (made
+    // again until the second has turned).
+    let old = not_after(&cert);
+    let mut renewed = make_cert(&site, "renewed", "localhost");
+    assert!(wait_until(5 * S, || {
+        renewed = make_cert(&site, "renewed", "localhost");
+        not_after(&renewed.0) > old
+    }));
+    let (new_cert, new_key) = renewed;
+    let expected = not_after(&new_cert);
+    std::fs::rename(&new_key, &key).unwrap();
+    std::fs::rename(&new_cert, &cert).unwrap();
+    let mut seen = 0.0;
+    assert!(
+        wait_until(15 * S, || {
+            seen = metric(admin, series);
+            seen == expected
+        }),
+        "saw {seen}, expected {expected}; log:\n{}",
+        g.logs()
+    );
 }

@@ -3,9 +3,13 @@
 //! The request path only touches atomics: every request counter is created
 //! up front for its bounded label set (status class x method x protocol)
 //! and kept in an array, and the duration histogram is a set of atomic
-//! buckets. Process states, WebSockets and uptime are read at scrape time.
+//! buckets. The WebSocket relay and the app connection pool get handles
+//! to counters made up front for every label value (an index, no look-up).
+//! Process states, the affinity table, certificates and uptime are read at
+//! scrape time.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
@@ -27,6 +31,14 @@ const BUCKETS: [f64; 12] = [
 ];
 /// Process states as /status and the `hpgate_app_processes` gauge name them.
 pub const STATES: [&str; 4] = ["starting", "ready", "down", "stopped"];
+/// `webSocketCompression` values, as the `mode` label names them.
+const WS_MODES: [&str; 3] = ["passthrough", "disable", "offload"];
+/// A WebSocket's two directions; the relay's index 0 is client to app.
+const WS_DIRECTIONS: [&str; 2] = ["client_to_app", "app_to_client"];
+/// Offload: a message's size on the app's side and on the client's side.
+const WS_STAGES: [&str; 2] = ["uncompressed", "compressed"];
+/// Why a connect to an app process failed ([`Metrics::app_connect_error`]).
+pub const CONNECT_CAUSES: [&str; 5] = ["refused", "timeout", "reset", "handshake", "other"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -52,6 +64,28 @@ struct StateLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WsLabels {
+    mode: &'static str,
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OffloadLabels {
+    direction: &'static str,
+    stage: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModeLabel {
+    mode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NameLabel {
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -63,7 +97,7 @@ pub struct Metrics {
     requests: RequestCounters,
     duration: AtomicHistogram,
     pub connections: Gauge,
-    websockets: Gauge,
+    websockets: Arc<WsMetrics>,
     processes: Family<StateLabel, Gauge>,
     /// Process starts (every attempt).
     pub starts: Counter,
@@ -73,8 +107,33 @@ pub struct Metrics {
     pub unavailable: Family<StatusCause, Counter>,
     /// Recycles that switched traffic to new processes.
     pub recycles: Counter,
+    /// Slots that entered the rapid-fail lock-out.
+    pub lockouts: Counter,
+    /// Request bodies forwarded to the app (HTTP; WebSockets count apart).
+    pub request_bytes: Counter,
+    /// Response bodies sent to clients (the app's and hpgate's own pages).
+    pub response_bytes: Counter,
+    /// Failed connects to app processes, one per cause in CONNECT_CAUSES.
+    connect_errors: [Counter; CONNECT_CAUSES.len()],
+    affinity: Gauge,
+    /// notAfter of every certificate served, by its name.
+    cert_expiry: Family<NameLabel, Gauge>,
     uptime: Gauge<f64, AtomicU64>,
     started: Instant,
+    /// Scrape-time values are written under it, so two scrapes at once
+    /// cannot interleave a certificate family's clear and refill.
+    scrape: Mutex<()>,
+}
+
+/// What the admin listener reads at scrape time.
+#[derive(Default)]
+pub struct Snapshot {
+    /// Process slots per state (STATES).
+    pub states: Vec<(&'static str, i64)>,
+    /// Sessions in the Socket.IO affinity table.
+    pub affinity: usize,
+    /// Every certificate served: its name and notAfter (Unix seconds).
+    pub certificates: Vec<(String, i64)>,
 }
 
 impl Default for Metrics {
@@ -92,19 +151,34 @@ impl Metrics {
             "Responses by status class, method and client protocol",
             requests.clone(),
         );
+        let websockets = Arc::new(WsMetrics::new(&mut registry));
+        let connect_errors = Family::<CauseLabel, Counter>::default();
+        registry.register(
+            "app_connect_errors",
+            "Failed connects to app processes, by cause (timeout: no answer within the connect limit)",
+            connect_errors.clone(),
+        );
         let m = Metrics {
             registry,
             requests,
             duration: AtomicHistogram::default(),
             connections: Gauge::default(),
-            websockets: Gauge::default(),
+            websockets,
             processes: Family::default(),
             starts: Counter::default(),
             exits: Family::default(),
             unavailable: Family::default(),
             recycles: Counter::default(),
+            lockouts: Counter::default(),
+            request_bytes: Counter::default(),
+            response_bytes: Counter::default(),
+            connect_errors: CONNECT_CAUSES
+                .map(|cause| connect_errors.get_or_create(&CauseLabel { cause }).clone()),
+            affinity: Gauge::default(),
+            cert_expiry: Family::default(),
             uptime: Gauge::default(),
             started: Instant::now(),
+            scrape: Mutex::new(()),
         };
         m.register_rest()
     }
@@ -117,15 +191,22 @@ impl Metrics {
             Unit::Seconds,
             self.duration.clone(),
         );
+        r.register_with_unit(
+            "request_body",
+            "HTTP request body bytes received from clients",
+            Unit::Bytes,
+            self.request_bytes.clone(),
+        );
+        r.register_with_unit(
+            "response_body",
+            "HTTP response body bytes sent to clients (the app's and hpgate's own pages)",
+            Unit::Bytes,
+            self.response_bytes.clone(),
+        );
         r.register(
             "open_connections",
             "Open client connections",
             self.connections.clone(),
-        );
-        r.register(
-            "open_websockets",
-            "Open WebSockets",
-            self.websockets.clone(),
         );
         r.register(
             "app_processes",
@@ -147,6 +228,22 @@ impl Metrics {
             "recycles",
             "Recycles that switched traffic to new processes",
             self.recycles.clone(),
+        );
+        r.register(
+            "rapid_fail_lockouts",
+            "App process slots that entered the rapid-fail lock-out",
+            self.lockouts.clone(),
+        );
+        r.register(
+            "affinity_sessions",
+            "Socket.IO sessions in the affinity table",
+            self.affinity.clone(),
+        );
+        r.register_with_unit(
+            "tls_certificate_expiry_timestamp",
+            "notAfter of each certificate served (Unix time), by its first DNS name",
+            Unit::Seconds,
+            self.cert_expiry.clone(),
         );
         // A gauge of 1 rather than an OpenMetrics info: promtool and the
         // Prometheus text format know gauges only.
@@ -207,17 +304,165 @@ impl Metrics {
         }
     }
 
+    /// Counts a failed connect to an app process; `cause` is one of
+    /// CONNECT_CAUSES (anything else counts as "other").
+    pub fn app_connect_error(&self, cause: &str) {
+        let last = CONNECT_CAUSES.len() - 1;
+        let i = CONNECT_CAUSES.iter().position(|c| *c == cause);
+        self.connect_errors[i.unwrap_or(last)].inc();
+    }
+
+    /// The relay's handle to the WebSocket counters of `mode`.
+    pub fn websocket(&self, mode: crate::config::Compression) -> WsStats {
+        use crate::config::Compression;
+        let mode = match mode {
+            Compression::Passthrough => 0,
+            Compression::Disable => 1,
+            Compression::Offload => 2,
+        };
+        WsStats {
+            m: self.websockets.clone(),
+            mode,
+        }
+    }
+
     /// The exposition, with the values read at scrape time filled in.
-    pub fn render(&self, websockets: usize, states: &[(&'static str, i64)]) -> String {
-        self.websockets.set(websockets as i64);
-        for (state, n) in states {
+    pub fn render(&self, now: &Snapshot) -> String {
+        let _one_at_a_time = self.scrape.lock();
+        for (state, n) in &now.states {
             self.processes.get_or_create(&StateLabel { state }).set(*n);
+        }
+        self.affinity.set(now.affinity as i64);
+        // Certificates come and go with reloads: the family is rebuilt. Two
+        // certificates of one name (RSA and ECDSA) show the sooner expiry.
+        self.cert_expiry.clear();
+        for (name, not_after) in &now.certificates {
+            let g = self
+                .cert_expiry
+                .get_or_create(&NameLabel { name: name.clone() });
+            let seen = g.get();
+            if seen == 0 || *not_after < seen {
+                g.set(*not_after);
+            }
         }
         self.uptime.set(self.started.elapsed().as_secs_f64());
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// The WebSocket counters, made up front for every (mode, direction) so
+/// the relay adds to them by index.
+struct WsMetrics {
+    /// Open WebSockets per mode.
+    open: [Gauge; WS_MODES.len()],
+    /// [mode][direction]
+    messages: [[Counter; 2]; WS_MODES.len()],
+    bytes: [[Counter; 2]; WS_MODES.len()],
+    /// [direction][stage]
+    offload: [[Counter; 2]; 2],
+}
+
+impl WsMetrics {
+    fn new(r: &mut Registry) -> WsMetrics {
+        let open = Family::<ModeLabel, Gauge>::default();
+        let messages = Family::<WsLabels, Counter>::default();
+        let bytes = Family::<WsLabels, Counter>::default();
+        let offload = Family::<OffloadLabels, Counter>::default();
+        let by_mode = |f: &Family<WsLabels, Counter>| {
+            WS_MODES.map(|mode| {
+                WS_DIRECTIONS
+                    .map(|direction| f.get_or_create(&WsLabels { mode, direction }).clone())
+            })
+        };
+        let m = WsMetrics {
+            open: WS_MODES.map(|mode| open.get_or_create(&ModeLabel { mode }).clone()),
+            messages: by_mode(&messages),
+            bytes: by_mode(&bytes),
+            offload: WS_DIRECTIONS.map(|direction| {
+                WS_STAGES.map(|stage| {
+                    offload
+                        .get_or_create(&OffloadLabels { direction, stage })
+                        .clone()
+                })
+            }),
+        };
+        r.register(
+            "open_websockets",
+            "Open WebSockets by webSocketCompression mode",
+            open,
+        );
+        r.register(
+            "websocket_messages",
+            "WebSocket data messages relayed (messages, not frames: counted at a message's final frame), by mode and direction",
+            messages,
+        );
+        r.register_with_unit(
+            "websocket_payload",
+            "Payload bytes of WebSocket data frames as the sender sent them (compressed if it compressed), by mode and direction",
+            Unit::Bytes,
+            bytes,
+        );
+        r.register_with_unit(
+            "websocket_offload",
+            "Offload: message bytes on the app's side (uncompressed) and on the client's side (compressed; small messages go as they are), by direction",
+            Unit::Bytes,
+            offload,
+        );
+        m
+    }
+}
+
+/// One WebSocket's handle to its mode's counters (the relay's hot path:
+/// atomic adds at fixed indexes). Direction 0 is client to app.
+#[derive(Clone)]
+pub struct WsStats {
+    m: Arc<WsMetrics>,
+    mode: usize,
+}
+
+impl WsStats {
+    /// Counters no registry exports (the relay's unit tests).
+    pub fn detached() -> WsStats {
+        WsStats {
+            m: Arc::new(WsMetrics::new(&mut Registry::default())),
+            mode: 0,
+        }
+    }
+
+    /// A data frame of `len` payload bytes passed; `fin` ends its message.
+    pub fn data_frame(&self, direction: usize, len: u64, fin: bool) {
+        let d = direction.min(1);
+        self.m.bytes[self.mode][d].inc_by(len);
+        if fin {
+            self.m.messages[self.mode][d].inc();
+        }
+    }
+
+    /// Offload re-framed a message: its size uncompressed and as sent to
+    /// or received from the client.
+    pub fn offload(&self, direction: usize, uncompressed: u64, compressed: u64) {
+        let [u, c] = &self.m.offload[direction.min(1)];
+        u.inc_by(uncompressed);
+        c.inc_by(compressed);
+    }
+
+    /// Counts the WebSocket as open until the guard drops.
+    pub fn opened(&self) -> OpenWebSocket {
+        let g = self.m.open[self.mode].clone();
+        g.inc();
+        OpenWebSocket(g)
+    }
+}
+
+/// One open WebSocket in `hpgate_open_websockets`; dropped when it ends.
+pub struct OpenWebSocket(Gauge);
+
+impl Drop for OpenWebSocket {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -367,7 +612,7 @@ mod tests {
         m.request(200, &http::Method::GET, http::Version::HTTP_11, ms);
         let odd = http::Method::from_bytes(b"BREW").expect("method");
         m.request(503, &odd, http::Version::HTTP_2, ms);
-        let text = m.render(0, &[]);
+        let text = m.render(&Snapshot::default());
         assert!(text
             .contains(r#"hpgate_requests_total{class="2xx",method="GET",protocol="HTTP/1.1"} 2"#));
         assert!(text
@@ -375,6 +620,63 @@ mod tests {
         assert!(text.contains("hpgate_request_duration_seconds_count 3"));
         assert!(text.contains(r#"hpgate_request_duration_seconds_bucket{le="0.001"} 0"#));
         assert!(text.contains(r#"hpgate_request_duration_seconds_bucket{le="0.005"} 3"#));
+    }
+
+    /// The relay's handle adds to its mode's cells; the open gauge follows
+    /// the guard.
+    #[test]
+    fn websocket_counters_by_mode_and_direction() {
+        let m = Metrics::new();
+        let ws = m.websocket(crate::config::Compression::Offload);
+        let open = ws.opened();
+        ws.data_frame(0, 10, false);
+        ws.data_frame(0, 5, true);
+        ws.data_frame(1, 7, true);
+        ws.offload(1, 100, 20);
+        let text = m.render(&Snapshot::default());
+        let has = |s: &str| assert!(text.contains(s), "{s} in\n{text}");
+        has(r#"hpgate_websocket_messages_total{mode="offload",direction="client_to_app"} 1"#);
+        has(r#"hpgate_websocket_payload_bytes_total{mode="offload",direction="client_to_app"} 15"#);
+        has(r#"hpgate_websocket_messages_total{mode="offload",direction="app_to_client"} 1"#);
+        has(r#"hpgate_websocket_messages_total{mode="passthrough",direction="client_to_app"} 0"#);
+        has(
+            r#"hpgate_websocket_offload_bytes_total{direction="app_to_client",stage="uncompressed"} 100"#,
+        );
+        has(
+            r#"hpgate_websocket_offload_bytes_total{direction="app_to_client",stage="compressed"} 20"#,
+        );
+        has(r#"hpgate_open_websockets{mode="offload"} 1"#);
+        drop(open);
+        let text = m.render(&Snapshot::default());
+        assert!(text.contains(r#"hpgate_open_websockets{mode="offload"} 0"#));
+    }
+
+    /// One series per name, the sooner notAfter; certificates no longer
+    /// served disappear.
+    #[test]
+    fn certificate_expiry_per_name() {
+        let m = Metrics::new();
+        let certs = vec![
+            ("a.test".to_string(), 2_000_000_000),
+            ("a.test".to_string(), 1_900_000_000),
+            ("b.test".to_string(), 1_800_000_000),
+        ];
+        let text = m.render(&Snapshot {
+            certificates: certs,
+            ..Snapshot::default()
+        });
+        let series = "hpgate_tls_certificate_expiry_timestamp_seconds";
+        assert!(
+            text.contains(&format!("{series}{{name=\"a.test\"}} 1900000000")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("{series}{{name=\"b.test\"}} 1800000000")));
+        let text = m.render(&Snapshot {
+            certificates: vec![("b.test".to_string(), 1_850_000_000)],
+            ..Snapshot::default()
+        });
+        assert!(!text.contains("a.test"), "{text}");
+        assert!(text.contains(&format!("{series}{{name=\"b.test\"}} 1850000000")));
     }
 
     #[test]

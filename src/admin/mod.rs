@@ -22,8 +22,10 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::proxy::affinity::Affinity;
 use crate::proxy::websocket;
 use crate::supervisor::{ProcessStatus, Supervisor};
+use crate::tls::Resolver;
 
 /// What the admin endpoints read.
 pub struct Admin {
@@ -31,6 +33,10 @@ pub struct Admin {
     pub ws: websocket::Registry,
     /// The public listeners as bound (`scheme://addr`).
     pub listeners: Vec<String>,
+    /// The Socket.IO affinity table the public listeners share.
+    pub affinity: Arc<Affinity>,
+    /// The certificates served, when a listener is https.
+    pub tls: Option<Arc<Resolver>>,
 }
 
 /// `/status` as JSON (also what `hpgate status` reads).
@@ -123,6 +129,8 @@ impl Admin {
             sup: sup.clone(),
             ws: ws.clone(),
             listeners,
+            affinity: Arc::default(),
+            tls: None,
         }
     }
 
@@ -147,11 +155,15 @@ impl Admin {
 
     fn metrics(&self, openmetrics: bool) -> Answer {
         let procs = self.sup.processes();
-        let states: Vec<(&'static str, i64)> = metrics::STATES
-            .iter()
-            .map(|s| (*s, procs.iter().filter(|p| p.state == *s).count() as i64))
-            .collect();
-        let body = self.sup.metrics().render(self.ws.active(), &states);
+        let now = metrics::Snapshot {
+            states: metrics::STATES
+                .iter()
+                .map(|s| (*s, procs.iter().filter(|p| p.state == *s).count() as i64))
+                .collect(),
+            affinity: self.affinity.len(),
+            certificates: self.tls.as_ref().map(|r| r.expiries()).unwrap_or_default(),
+        };
+        let body = self.sup.metrics().render(&now);
         let (body, kind) = if openmetrics {
             (
                 body,

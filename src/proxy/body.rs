@@ -20,6 +20,7 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use super::activity::Activity;
 use super::pool::Lease;
 use super::request_body::BoxError;
+use prometheus_client::metrics::counter::Counter;
 
 /// One access-log line, written when the response is done.
 #[derive(Debug)]
@@ -35,10 +36,16 @@ pub struct AccessLog {
     pub start: Instant,
     pub bytes: u64,
     pub complete: bool,
+    /// `hpgate_response_body_bytes_total`: `bytes` is added when the
+    /// response is done.
+    pub counted: Option<Counter>,
 }
 
 impl AccessLog {
     fn emit(&self) {
+        if let Some(c) = &self.counted {
+            c.inc_by(self.bytes);
+        }
         // Formatting is skipped when the access target is filtered out.
         if !tracing::enabled!(target: "access", tracing::Level::INFO) {
             return;

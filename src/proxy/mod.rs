@@ -10,7 +10,7 @@
 //! `upstream.rs`. `error.rs` renders every response hpgate makes itself.
 
 mod activity;
-mod affinity;
+pub mod affinity;
 mod app_io;
 mod body;
 mod client;
@@ -49,7 +49,8 @@ pub struct Gateway {
     pub sup: Supervisor,
     pub pool: Arc<Pool>,
     pub ws: websocket::Registry,
-    pub affinity: Affinity,
+    /// Shared with the admin listener, which shows its size.
+    pub affinity: Arc<Affinity>,
     /// The bound port of the first https listener (`httpsRedirect` sends
     /// clients there).
     pub https_port: Option<u16>,
@@ -59,11 +60,12 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(sup: Supervisor, ws: websocket::Registry) -> Gateway {
+        let pool = Pool::new(POOL_IDLE, POOL_CONNECT).counting(sup.metrics().clone());
         Gateway {
             sup,
-            pool: Arc::new(Pool::new(POOL_IDLE, POOL_CONNECT)),
+            pool: Arc::new(pool),
             ws,
-            affinity: Affinity::default(),
+            affinity: Arc::default(),
             https_port: None,
             acme: None,
         }

@@ -23,6 +23,7 @@ use tokio::net::TcpStream;
 
 use super::app_io::{AppIo, HeadMark};
 use super::request_body::RequestBody;
+use crate::admin::metrics::Metrics;
 
 /// Idle connections kept per app process; more are closed when released.
 const MAX_IDLE_PER_PROCESS: usize = 128;
@@ -37,6 +38,23 @@ pub enum ConnectError {
     Io(#[from] std::io::Error),
     #[error("HTTP handshake failed: {0}")]
     Handshake(#[from] hyper::Error),
+}
+
+impl ConnectError {
+    /// The `cause` label of `hpgate_app_connect_errors_total`.
+    pub fn cause(&self) -> &'static str {
+        use std::io::ErrorKind as K;
+        match self {
+            ConnectError::Timeout(_) => "timeout",
+            ConnectError::Io(e) => match e.kind() {
+                K::ConnectionRefused => "refused",
+                K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => "reset",
+                K::TimedOut => "timeout",
+                _ => "other",
+            },
+            ConnectError::Handshake(_) => "handshake",
+        }
+    }
 }
 
 /// A connection to one app process, ready for one request.
@@ -76,6 +94,8 @@ pub struct Pool {
     idle: Mutex<Lists>,
     idle_timeout: Duration,
     connect_timeout: Duration,
+    /// Where failed connects are counted (none in unit tests).
+    metrics: Option<Arc<Metrics>>,
 }
 
 #[derive(Default)]
@@ -92,7 +112,14 @@ impl Pool {
             idle: Mutex::new(Lists::default()),
             idle_timeout,
             connect_timeout,
+            metrics: None,
         }
+    }
+
+    /// Counts failed connects in `metrics`.
+    pub fn counting(mut self, metrics: Arc<Metrics>) -> Pool {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// An idle connection to `addr` if one is alive, else a new one.
@@ -124,6 +151,14 @@ impl Pool {
     /// A new connection. `upgrades`: the driver hands the socket over after
     /// a 101 (WebSocket); such connections are never pooled.
     pub async fn connect(&self, addr: SocketAddr, upgrades: bool) -> Result<Conn, ConnectError> {
+        let made = self.open(addr, upgrades).await;
+        if let (Err(e), Some(m)) = (&made, &self.metrics) {
+            m.app_connect_error(e.cause());
+        }
+        made
+    }
+
+    async fn open(&self, addr: SocketAddr, upgrades: bool) -> Result<Conn, ConnectError> {
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| ConnectError::Timeout(self.connect_timeout))??;
@@ -224,6 +259,29 @@ mod tests {
             }
         });
         (addr, task)
+    }
+
+    /// Failed connects are counted by cause (the label of
+    /// `hpgate_app_connect_errors_total`).
+    #[tokio::test]
+    async fn failed_connects_are_counted_by_cause() {
+        use std::io::{Error, ErrorKind};
+        let metrics = Arc::new(Metrics::new());
+        let pool =
+            Pool::new(Duration::from_secs(1), Duration::from_secs(2)).counting(metrics.clone());
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        assert!(pool.connect(addr, false).await.is_err());
+        let text = metrics.render(&Default::default());
+        let refused = r#"hpgate_app_connect_errors_total{cause="refused"} 1"#;
+        assert!(text.contains(refused), "{text}");
+        let cause = |e: ConnectError| e.cause();
+        assert_eq!(cause(ConnectError::Timeout(Duration::ZERO)), "timeout");
+        let reset = Error::from(ErrorKind::ConnectionReset);
+        assert_eq!(cause(ConnectError::Io(reset)), "reset");
+        let other = Error::from(ErrorKind::AddrNotAvailable);
+        assert_eq!(cause(ConnectError::Io(other)), "other");
     }
 
     #[tokio::test]

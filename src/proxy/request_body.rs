@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use tokio::time::Sleep;
 
 use super::activity::Activity;
+use prometheus_client::metrics::counter::Counter;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -31,6 +32,8 @@ pub struct RequestBody {
     limit: Option<Duration>,
     timer: Option<Pin<Box<Sleep>>>,
     last_frame: Instant,
+    /// `hpgate_request_body_bytes_total`, when counted.
+    counted: Option<Counter>,
 }
 
 /// The client sent nothing of its request body for `clientBodyTimeout`.
@@ -46,7 +49,14 @@ impl RequestBody {
             limit,
             timer: None,
             last_frame: Instant::now(),
+            counted: None,
         }
+    }
+
+    /// Adds the body's bytes to `counter` as they pass.
+    pub fn counting(mut self, counter: Counter) -> Self {
+        self.counted = Some(counter);
+        self
     }
 
     /// No body (a retried request that had none).
@@ -57,6 +67,7 @@ impl RequestBody {
             limit: None,
             timer: None,
             last_frame: Instant::now(),
+            counted: None,
         }
     }
 
@@ -101,6 +112,9 @@ impl Body for RequestBody {
         this.activity.client_owes.store(owes, Ordering::Relaxed);
         match r {
             Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(c), Some(d)) = (&this.counted, frame.data_ref()) {
+                    c.inc_by(d.len() as u64);
+                }
                 this.activity.touch();
                 this.last_frame = Instant::now();
                 Poll::Ready(Some(Ok(frame)))

@@ -80,6 +80,7 @@ pub async fn handle(
         start,
         bytes: 0,
         complete: false,
+        counted: Some(gw.sup.metrics().response_bytes.clone()),
     });
     Ok(resp)
 }

@@ -90,7 +90,8 @@ pub async fn send(
     let session = Session::of(gw, cfg, &parts);
     let activity = Activity::new();
     let replay_ok = http_body::Body::is_end_stream(&body);
-    let body = RequestBody::new(body, activity.clone(), client_body_limit(cfg));
+    let body = RequestBody::new(body, activity.clone(), client_body_limit(cfg))
+        .counting(gw.sup.metrics().request_bytes.clone());
     let (backend, conn) = match purpose {
         Purpose::Http => pick_and_connect(gw, session.pid).await?,
         Purpose::Upgrade => {

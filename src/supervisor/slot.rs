@@ -147,15 +147,24 @@ impl Slot {
                 info.ready_since = None;
                 let cause = failure.cause.kind();
                 if failure.cause.is_exit() {
-                    self.metrics
-                        .exits
-                        .get_or_create(&CauseLabel { cause })
-                        .inc();
+                    self.count_exit(cause);
+                }
+                if matches!(failure.cause, Cause::TooManyCrashes { .. }) {
+                    self.metrics.lockouts.inc();
                 }
                 info.last_exit = Some((failure.cause.to_string(), cause));
             }
             SlotState::Stopped => info.ready_since = None,
         }
+    }
+}
+
+impl Slot {
+    fn count_exit(&self, cause: &'static str) {
+        self.metrics
+            .exits
+            .get_or_create(&CauseLabel { cause })
+            .inc();
     }
 }
 
@@ -429,8 +438,15 @@ impl Task {
 
     async fn stopping(&self, running: Option<Running>) {
         if let Some(running) = running {
+            // hpgate stopping has a deadline; otherwise a recycle (or
+            // app_offline.htm) retired the generation.
+            let cause = match *self.ctx.stop_by.borrow() {
+                Some(_) => "stopped",
+                None => "recycled",
+            };
             let grace = self.ctx.cfg.shutdown_time_limit;
             stop_process(running, grace, self.ctx.stop_by.clone()).await;
+            self.slot.count_exit(cause);
         }
     }
 }

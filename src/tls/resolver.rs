@@ -119,6 +119,25 @@ impl Resolver {
         self.set.load().iter().cloned().collect()
     }
 
+    /// Every certificate served, by a bounded name, with its notAfter in
+    /// Unix seconds (for metrics; read live, so reloads and ACME renewals
+    /// show at once). The name is the first DNS name, else `source<N>` (the
+    /// entry's index) or `acme`.
+    pub fn expiries(&self) -> Vec<(String, i64)> {
+        let set = self.set.load();
+        let named = |c: &LoadedCert, fallback: &dyn Fn() -> String| {
+            let name = c.names.first().cloned().unwrap_or_else(fallback);
+            (name, c.not_after.unix_timestamp())
+        };
+        let files = set
+            .groups
+            .iter()
+            .enumerate()
+            .flat_map(|(i, g)| g.iter().map(move |c| named(c, &|| format!("source{i}"))));
+        let acme = set.acme.iter().map(|c| named(c, &|| "acme".into()));
+        files.chain(acme).collect()
+    }
+
     /// Expired and soon-expiring certificates at `now`.
     pub fn warnings(&self, now: OffsetDateTime) -> Vec<CertWarning> {
         let set = self.set.load();

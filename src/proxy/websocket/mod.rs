@@ -37,6 +37,7 @@ use super::client::Client;
 use super::error::ProxyError;
 use super::upstream::{self, Answer, Purpose};
 use super::Gateway;
+use crate::admin::metrics::WsStats;
 use crate::config::{Compression, Config};
 
 /// A WebSocket handshake: an HTTP/1.1 upgrade or an HTTP/2 extended CONNECT.
@@ -129,7 +130,8 @@ pub async fn handle(
     if answer.resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         return Ok((refused(answer), Some(pid)));
     }
-    let (mut to_client, settings) = accept(cfg, &answer, &plan)?;
+    let stats = gw.sup.metrics().websocket(plan.mode);
+    let (mut to_client, settings) = accept(cfg, &answer, &plan, stats)?;
     if h2 {
         over_h2::to_client(&mut to_client);
     }
@@ -169,6 +171,7 @@ fn accept(
     cfg: &Config,
     answer: &Answer,
     plan: &Plan,
+    stats: WsStats,
 ) -> Result<(Response<ResponseBody>, relay::Settings), ProxyError> {
     let app_extensions = handshake::parse_extensions(answer.resp.headers());
     let agreed_deflate = app_extensions.iter().any(|o| o.name == handshake::DEFLATE);
@@ -208,6 +211,7 @@ fn accept(
         max_message: cfg.web_socket_max_message_size,
         ping_interval: nonzero(cfg.web_socket_ping_interval),
         idle_timeout: nonzero(cfg.web_socket_idle_timeout),
+        stats,
     };
     Ok((to_client, settings))
 }
@@ -242,6 +246,7 @@ fn start_relay(
                     return;
                 }
             };
+            let _open = settings.stats.opened();
             let signals = relay::Signals {
                 shutdown,
                 retiring: backend.retiring.clone(),

@@ -21,6 +21,14 @@ impl Side {
             Side::Downstream => "app",
         }
     }
+
+    /// The direction's index in the WebSocket metrics.
+    pub fn index(self) -> usize {
+        match self {
+            Side::Upstream => 0,
+            Side::Downstream => 1,
+        }
+    }
 }
 
 /// Offload: a data message being collected to be re-framed.

@@ -39,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::both::both;
 use super::deflate::{Agreement, Codec};
+use crate::admin::metrics::WsStats;
 use direction::{Dir, Side};
 use order::{Order, Shared};
 use pump::pump;
@@ -75,6 +76,8 @@ pub struct Settings {
     pub max_message: u64,
     pub ping_interval: Option<Duration>,
     pub idle_timeout: Option<Duration>,
+    /// Messages and bytes are counted here, by direction.
+    pub stats: WsStats,
 }
 
 /// Signals from outside the relay.

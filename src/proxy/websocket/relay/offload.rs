@@ -19,7 +19,10 @@ pub fn emit_message<W>(
 ) {
     match dir.side {
         Side::Upstream => {
+            let received = m.data.len() as u64;
             if let Some(plain) = inflated(dir, m.compressed, m.data, out, shared, s) {
+                s.stats
+                    .offload(dir.side.index(), plain.len() as u64, received);
                 let mask = dir.mask();
                 out.extend_from_slice(&frame::build(m.opcode, 0, &plain, mask));
             }
@@ -68,12 +71,17 @@ fn deflate_to_client<W>(
     let Some(codec) = dir.codec.as_mut() else {
         return;
     };
-    if (data.len() as u64) < min_size {
-        out.extend_from_slice(&frame::build(opcode, 0, data, None));
-        return;
-    }
-    match codec.deflate(data) {
-        Ok(z) => out.extend_from_slice(&frame::build(opcode, RSV1, &z, None)),
-        Err(_) => out.extend_from_slice(&frame::build(opcode, 0, data, None)),
+    let plain = data.len() as u64;
+    let z = if plain < min_size {
+        None
+    } else {
+        codec.deflate(data).ok()
+    };
+    // Small messages (and the rare codec failure) go as they are.
+    let sent = z.as_ref().map_or(plain, |z| z.len() as u64);
+    s.stats.offload(dir.side.index(), plain, sent);
+    match z {
+        Some(z) => out.extend_from_slice(&frame::build(opcode, RSV1, &z, None)),
+        None => out.extend_from_slice(&frame::build(opcode, 0, data, None)),
     }
 }

@@ -34,6 +34,7 @@ fn settings(mode: Mode) -> Settings {
         max_message: 1 << 20,
         ping_interval: None,
         idle_timeout: None,
+        stats: crate::admin::metrics::WsStats::detached(),
     }
 }
 

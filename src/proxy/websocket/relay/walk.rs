@@ -220,6 +220,10 @@ fn payload<W>(dir: &mut Dir<W>, bytes: &[u8], out: &mut Vec<u8>, s: &Settings) {
 
 fn end_frame<W>(dir: &mut Dir<W>, out: &mut Vec<u8>, shared: &Shared, s: &Settings) {
     let Some(h) = dir.cur.take() else { return };
+    if !h.is_control() && !dir.close_to_dst {
+        // A message ends with its final frame: counted once, there.
+        s.stats.data_frame(dir.side.index(), h.len, h.fin);
+    }
     if h.opcode == OP_CLOSE && !dir.close_to_dst {
         // The close frame was forwarded as is; the destination now has a close.
         dir.close_to_dst = true;
