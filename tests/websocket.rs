@@ -243,14 +243,17 @@ fn bytes_on_the_wire_are_compressed_only_in_offload() {
 
 #[test]
 fn offload_refuses_a_decompression_bomb() {
-    let (_site, g) = echo_gateway("offload", "off");
-    let (mut r, _) = raw_connect(&g, Some("permessage-deflate"));
-    let _first = read_frame(&mut r);
-    // 64 MiB of zeros compresses to ~64 KiB; the limit is 16 MiB.
-    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    // 64 MiB of zeros compresses to ~64 KiB; the limit is 16 MiB. Made
+    // before connecting: in a debug build on a loaded machine this takes
+    // long enough for the echo server's unanswered pings to close the
+    // connection (1011) before the bomb is even sent.
+    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
     enc.write_all(&vec![0u8; 64 << 20]).unwrap();
     let mut z = enc.finish().unwrap();
     z.extend_from_slice(&[0x00]); // keep it a valid stream start; no final sync tail needed
+    let (_site, g) = echo_gateway("offload", "off");
+    let (mut r, _) = raw_connect(&g, Some("permessage-deflate"));
+    let _first = read_frame(&mut r);
     let mut s = r.get_ref().try_clone().unwrap();
     send_masked(&mut s, 0xC1, &z);
     // The echo server pings every 20 s, which compressing 64 MiB in a debug
