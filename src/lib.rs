@@ -8,6 +8,8 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod lifecycle;
 pub mod logging;
 pub mod proxy;

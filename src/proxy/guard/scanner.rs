@@ -28,6 +28,21 @@ pub enum Step {
     Pause(usize),
 }
 
+/// The scanner's position as the fuzzing harness sees it (`phase`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Between requests (or in empty lines before one).
+    Idle,
+    Head,
+    /// Body bytes: Content-Length data or chunk data.
+    Data,
+    /// Chunk-size lines, chunk ends, trailers.
+    ChunkFraming,
+    /// After an upgrade request, until `resume`.
+    Held,
+    Opaque,
+}
+
 #[derive(Debug)]
 enum State {
     Head,
@@ -213,6 +228,20 @@ impl Scanner {
             (State::Head, start) => Some(start.unwrap_or(0)),
             (_, Some(start)) => Some(start),
             (_, None) => None,
+        }
+    }
+
+    /// What the next byte is to the scanner; for the fuzzing harness
+    /// (`src/fuzzing.rs`), which feeds one byte at a time to find
+    /// boundaries. Not used on the request path.
+    pub fn phase(&self) -> Phase {
+        match &self.state {
+            State::Head if self.head.len == 0 => Phase::Idle,
+            State::Head => Phase::Head,
+            State::Fixed(_) | State::Chunked(Chunk::Data(_)) => Phase::Data,
+            State::Chunked(_) => Phase::ChunkFraming,
+            State::AwaitUpgrade => Phase::Held,
+            State::Opaque => Phase::Opaque,
         }
     }
 
