@@ -30,9 +30,14 @@ import h11
 # streams get past their first request often enough to test pipelining.
 
 
+# Half the requests are mostly clean (tricky pieces 10x rarer), so that
+# streams often get past their first request and pipelining is tested.
+MOOD = [1.0]
+
+
 def pick(r, clean, tricky, p):
-    """A clean piece, or with probability p a tricky one."""
-    return r.choice(tricky) if r.random() < p else r.choice(clean)
+    """A clean piece, or with probability p (times the mood) a tricky one."""
+    return r.choice(tricky) if r.random() < p * MOOD[0] else r.choice(clean)
 
 
 def eol(r):
@@ -54,7 +59,8 @@ def te_value(r):
 
 def framing_headers(r, body_len):
     """Header lines deciding the framing, and whether they say chunked."""
-    kind = r.choices(["none", "cl", "te", "both", "cl2", "te2", "fold"], [25, 30, 25, 5, 5, 5, 5])[0]
+    odd = 5 * MOOD[0]
+    kind = r.choices(["none", "cl", "te", "both", "cl2", "te2", "fold"], [25, 30, 25, odd, odd, odd, odd])[0]
     if kind == "none":
         return [], False
     if kind == "cl":
@@ -92,11 +98,14 @@ def chunked_body(r, data):
         data = data[n:]
     out += pick(r, [b"0"], [b"00", b"0;x=y", b"0 "], 0.2) + eol(r)
     if r.random() < 0.2:
+        out += pick(r, [b"T: 1", b"T:1\r\nU: 2"], [b"T", b"T : 1", b": 1", b"T: \x01"], 0.5) + eol(r)
+    if r.random() < 0.2 * MOOD[0]:
         out += r.choice([b"T: 1", b"T:1\r\nU: 2", b"Content-Length: 9", b" folded"]) + eol(r)
     return out + eol(r)
 
 
 def request(r):
+    MOOD[0] = r.choice([0.1, 1.0])
     body = bytes(r.choice(b"abc\r\n0") for _ in range(r.choice([0, 0, 1, 5, 17, 40])))
     framing, chunked = framing_headers(r, len(body))
     headers = [b"Host: x"] + other_headers(r) + framing
@@ -200,6 +209,8 @@ def classify(rec):
         return "same", "both refuse"
     if outcome.startswith("error"):
         return "same", "h11 refuses a request the guard has not finished either"
+    if g["refused"] and outcome == "partial":
+        return "guard-stricter", g["refused"]["reason"] + " (before h11 saw the whole request)"
     if g["refused"] and outcome != "closed":
         return "guard-stricter", g["refused"]["reason"]
     return "same", outcome
