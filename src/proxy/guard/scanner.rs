@@ -3,9 +3,9 @@
 //! rules in `rules.rs` and refuses anything two parsers could read two ways.
 //!
 //! Owns per-byte syntax (CRLF only, header names as tokens, no control
-//! bytes in values, no line folding, chunk-size lines, trailer size) and
-//! the pause after an upgrade request. It must not do I/O or decide
-//! framing itself: `rules::decide` does.
+//! bytes in values, no line folding, chunk-size lines, trailer lines and
+//! size) and the pause after an upgrade request. It must not do I/O or
+//! decide framing itself: `rules::decide` does.
 
 use super::rules::{self, is_tchar, Body, Framing};
 use crate::proxy::error::ProxyError;
