@@ -9,6 +9,8 @@ pub mod admin;
 pub mod check;
 pub mod cli;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod lifecycle;
 pub mod logging;
 pub mod proxy;

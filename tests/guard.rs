@@ -341,3 +341,22 @@ fn websocket_bytes_sent_with_the_handshake_are_kept() {
     }
     assert!(got.starts_with(b"HTTP/1.1 101"));
 }
+
+#[test]
+fn malformed_trailer_lines_are_refused() {
+    // Found by the guard-versus-h11 differential (docs/fuzzing.md): trailer
+    // lines follow the head's rules. The whole request is in one read, so
+    // it is refused before dispatch and the pipelined one never runs.
+    let (_s, g) = gateway("guard-trailer", &[]);
+    let before = count(&g);
+    for trailer in [" folded", "T", "T : 1", "T: a\x01"] {
+        let raw = format!(
+            "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n{trailer}\r\n\r\nGET /echo HTTP/1.1\r\nHost: x\r\n\r\n"
+        );
+        let got = exchange(&g, raw.as_bytes());
+        assert_eq!(statuses(&got), [400], "for {trailer:?}: {got:?}");
+    }
+    assert_eq!(count(&g), before + 1, "a refused request reached the app");
+    let ok = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\nT: 1\r\n\r\n";
+    assert_eq!(statuses(&exchange(&g, ok)), [200]);
+}

@@ -125,6 +125,39 @@ fn scan(mut state: Scan, bytes: &[u8]) -> Result<Scan, MalformedHead> {
     Ok(state)
 }
 
+/// For the fuzz targets (`src/fuzzing.rs`): where each response head of a
+/// connection's first bytes ends, found one byte at a time, and whether
+/// scanning them in two reads split at `split` agrees.
+pub(crate) fn head_ends(bytes: &[u8], split: usize) -> Result<Vec<usize>, MalformedHead> {
+    let (a, b) = bytes.split_at(split.min(bytes.len()));
+    let two = scan(Scan::Head(Head::new()), a).and_then(|s| scan(s, b));
+    let mut ends = Vec::new();
+    let mut state = Scan::Head(Head::new());
+    for (i, byte) in bytes.iter().enumerate() {
+        let before = matches!(state, Scan::Head(h) if h.lines > 0 || h.line_len > 0);
+        state = match scan(state, std::slice::from_ref(byte)) {
+            Ok(s) => s,
+            Err(e) => {
+                assert!(
+                    two.is_err(),
+                    "split reads accepted what one-byte reads refused"
+                );
+                return Err(e);
+            }
+        };
+        let fresh =
+            matches!(state, Scan::Head(h) if h.lines == 0 && h.line_len == 0 && h.prev == 0);
+        if before && (fresh || !matches!(state, Scan::Head(_))) {
+            ends.push(i + 1);
+        }
+    }
+    assert!(
+        two.is_ok(),
+        "split reads refused what one-byte reads accepted"
+    );
+    Ok(ends)
+}
+
 pub struct AppIo {
     inner: TcpStream,
     scan: Scan,

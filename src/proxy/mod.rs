@@ -27,6 +27,12 @@ mod service;
 mod upstream;
 pub mod websocket;
 
+/// What `crate::fuzzing` drives; not an API.
+pub(crate) mod fuzz {
+    pub(crate) use super::app_io::head_ends;
+    pub(crate) use super::guard::{Phase, Scanner, Step};
+}
+
 use std::sync::Arc;
 use std::time::Duration;
 

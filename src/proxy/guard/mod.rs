@@ -33,7 +33,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 pub use gate::{Decision, UpgradeGate};
-use scanner::{Scanner, Step};
+pub(crate) use scanner::{Phase, Scanner, Step};
 
 use super::error::ProxyError;
 

@@ -3,9 +3,9 @@
 //! rules in `rules.rs` and refuses anything two parsers could read two ways.
 //!
 //! Owns per-byte syntax (CRLF only, header names as tokens, no control
-//! bytes in values, no line folding, chunk-size lines, trailer size) and
-//! the pause after an upgrade request. It must not do I/O or decide
-//! framing itself: `rules::decide` does.
+//! bytes in values, no line folding, chunk-size lines, trailer lines and
+//! size) and the pause after an upgrade request. It must not do I/O or
+//! decide framing itself: `rules::decide` does.
 
 use super::rules::{self, is_tchar, Body, Framing};
 use crate::proxy::error::ProxyError;
@@ -26,6 +26,21 @@ pub enum Step {
     /// An upgrade request (head and body) ended after this many bytes: the
     /// rest waits until the app's answer says whether the protocol changed.
     Pause(usize),
+}
+
+/// The scanner's position as the fuzzing harness sees it (`phase`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Between requests (or in empty lines before one).
+    Idle,
+    Head,
+    /// Body bytes: Content-Length data or chunk data.
+    Data,
+    /// Chunk-size lines, chunk ends, trailers.
+    ChunkFraming,
+    /// After an upgrade request, until `resume`.
+    Held,
+    Opaque,
 }
 
 #[derive(Debug)]
@@ -55,6 +70,8 @@ enum Chunk {
         section: usize,
         line: usize,
         cr: bool,
+        /// Before the colon of the current line.
+        name: bool,
     },
 }
 
@@ -216,6 +233,20 @@ impl Scanner {
         }
     }
 
+    /// What the next byte is to the scanner; for the fuzzing harness
+    /// (`src/fuzzing.rs`), which feeds one byte at a time to find
+    /// boundaries. Not used on the request path.
+    pub fn phase(&self) -> Phase {
+        match &self.state {
+            State::Head if self.head.len == 0 => Phase::Idle,
+            State::Head => Phase::Head,
+            State::Fixed(_) | State::Chunked(Chunk::Data(_)) => Phase::Data,
+            State::Chunked(_) => Phase::ChunkFraming,
+            State::AwaitUpgrade => Phase::Held,
+            State::Opaque => Phase::Opaque,
+        }
+    }
+
     fn body_done(&mut self) {
         self.state = if std::mem::take(&mut self.upgrade_body) {
             State::AwaitUpgrade
@@ -338,6 +369,7 @@ impl Scanner {
                         section: 0,
                         line: 0,
                         cr: false,
+                        name: true,
                     }
                 }
                 (b'\n', true) => *c = Chunk::Data(*value),
@@ -360,7 +392,12 @@ impl Scanner {
                 (b'\n', true) => *c = CHUNK_START,
                 _ => return Err(bad("chunk data not followed by CRLF")),
             },
-            Chunk::Trailer { section, line, cr } => {
+            Chunk::Trailer {
+                section,
+                line,
+                cr,
+                name,
+            } => {
                 *section += 1;
                 if *section > MAX_HEAD {
                     return Err(ProxyError::HeadersTooLarge(format!(
@@ -370,11 +407,15 @@ impl Scanner {
                 match (b, *cr) {
                     (b'\r', false) => *cr = true,
                     (b'\n', true) if *line == 0 => self.body_done(),
-                    (b'\n', true) => (*line, *cr) = (0, false),
+                    (b'\n', true) if *name => return Err(bad("a trailer line without a colon")),
+                    (b'\n', true) => (*line, *cr, *name) = (0, false, true),
                     (_, true) | (b'\n', false) => {
                         return Err(bad("bare CR or LF in the trailer section"))
                     }
-                    _ => *line += 1,
+                    _ => {
+                        trailer_byte(b, *line, name)?;
+                        *line += 1;
+                    }
                 }
             }
             Chunk::Data(_) => {}
@@ -423,6 +464,28 @@ fn header_byte(h: &mut Head, b: u8) -> Result<(), ProxyError> {
         h.name[h.line_len - 1] = b;
     }
     Ok(())
+}
+
+/// One byte of a trailer line (not CR or LF): the head's rules for
+/// header lines, so trailers cannot be read two ways either.
+fn trailer_byte(b: u8, line: usize, name: &mut bool) -> Result<(), ProxyError> {
+    if !*name {
+        if (b < 0x20 && b != b'\t') || b == 0x7f {
+            return Err(bad("a control character in a trailer value"));
+        }
+        return Ok(());
+    }
+    match b {
+        b' ' | b'\t' if line == 0 => Err(bad("obsolete line folding in the trailer section")),
+        b':' if line > 0 => {
+            *name = false;
+            Ok(())
+        }
+        _ if is_tchar(b) => Ok(()),
+        _ => Err(bad(
+            "an invalid character (or whitespace) in a trailer field name",
+        )),
+    }
 }
 
 fn classify(kept: &[u8], len: usize) -> Kind {
@@ -487,6 +550,26 @@ mod tests {
         }
         let bytes: Vec<&[u8]> = NORMAL.chunks(1).collect();
         assert_eq!(feed_all(&bytes), Ok(Step::All));
+    }
+
+    #[test]
+    fn trailer_lines_follow_the_head_rules() {
+        // Found by the guard-versus-h11 differential: folded, nameless or
+        // colon-less trailer lines went through.
+        const TE: &[u8] = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n";
+        for bad in [
+            &b" folded\r\n\r\n"[..],
+            b"T: 1\r\n\tfolded\r\n\r\n",
+            b"T\r\n\r\n",
+            b"T : 1\r\n\r\n",
+            b": 1\r\n\r\n",
+            b"T: a\x01b\r\n\r\n",
+        ] {
+            let got = feed_all(&[TE, bad]);
+            assert_eq!(status(got), 400, "{:?}", String::from_utf8_lossy(bad));
+        }
+        let good: &[u8] = b"T: 1\r\nU:2\r\nV: a b\t\r\n\r\n";
+        assert_eq!(feed_all(&[TE, good]), Ok(Step::All));
     }
 
     #[test]

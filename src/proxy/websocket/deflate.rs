@@ -139,6 +139,12 @@ impl Codec {
         if out.ends_with(&TAIL) {
             out.truncate(out.len() - TAIL.len());
         }
+        if out.is_empty() {
+            // Nothing was left to flush (an empty message with context
+            // takeover): one empty fixed block (RFC 7692 section 7.2.3.6),
+            // since an empty payload plus the tail does not inflate.
+            out.push(0x00);
+        }
         if self.agreement.server_no_context_takeover {
             self.compress.reset();
         }
@@ -258,6 +264,20 @@ mod tests {
             Err(CodecError::TooBig(_))
         ));
         assert!(rx.inflate(&[0xff, 0xff, 0xff], 1024).is_err());
+    }
+
+    #[test]
+    fn empty_message_after_another_round_trips() {
+        // Found by the deflate fuzz target: with context takeover the
+        // compressor has nothing left to flush for an empty message, and an
+        // empty payload plus the tail is not a valid block.
+        let mut tx = Codec::new(agreement(false, false), 6);
+        let mut rx = Codec::new(agreement(false, false), 6);
+        for msg in [&b"abc"[..], b"", b"", b"abc"] {
+            let z = tx.deflate(msg).unwrap();
+            assert!(!z.is_empty(), "an empty payload for {msg:?}");
+            assert_eq!(rx.inflate(&z, 1024).unwrap(), msg);
+        }
     }
 
     #[test]

@@ -12,6 +12,12 @@ mod handshake;
 mod over_h2;
 mod relay;
 
+/// What `crate::fuzzing` drives; not an API.
+pub(crate) mod fuzz {
+    pub(crate) use super::deflate::{Agreement, Codec, CodecError};
+    pub(crate) use super::frame::{apply_mask, Header, MAX_HEADER};
+}
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
