@@ -74,15 +74,13 @@ pub struct AppBody {
     /// The connection, handed back to the pool once the body has ended.
     reuse: Option<Lease>,
     ended: bool,
-    /// An error of the app's body, held back one turn (`poll_inner`).
-    failed: Option<hyper::Error>,
 }
 
 impl Drop for AppBody {
     fn drop(&mut self) {
         // A body read to the end leaves the connection clean for the next
         // request; anything else (client gone, timeout) closes it.
-        if self.failed.is_none() && (self.ended || self.inner.is_end_stream()) {
+        if self.ended || self.inner.is_end_stream() {
             if let Some(lease) = self.reuse.take() {
                 lease.release();
             }
@@ -105,7 +103,6 @@ impl AppBody {
             _lease: lease,
             reuse: None,
             ended: false,
-            failed: None,
         }
     }
 
@@ -114,32 +111,6 @@ impl AppBody {
     pub fn reuse(mut self, lease: Lease) -> Self {
         self.reuse = Some(lease);
         self
-    }
-
-    /// The next frame, driving the connection it comes over first (the
-    /// pool's connections have no task of their own). An error is held
-    /// back for one turn: the driver may have read the head, the last bytes
-    /// and the app's abort all in one poll, and hyper drops what it has not
-    /// flushed when a body fails; the client must still get what the app
-    /// sent before it broke off.
-    fn poll_inner(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        if let Some(e) = self.failed.take() {
-            return Poll::Ready(Some(Err(e)));
-        }
-        if let Some(lease) = self.reuse.as_mut() {
-            lease.poll_drive(cx);
-        }
-        match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(Some(Err(e))) => {
-                self.failed = Some(e);
-                cx.waker().wake_by_ref();
-                Poll::Pending
-            }
-            other => other,
-        }
     }
 
     /// Err when the inactivity limit has passed.
@@ -235,7 +206,7 @@ impl Body for ResponseBody {
         let this = self.get_mut();
         let r = match &mut this.inner {
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Inner::App(up) => match up.poll_inner(cx) {
+            Inner::App(up) => match Pin::new(&mut up.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     up.activity.touch();
                     Poll::Ready(Some(Ok(frame)))
@@ -274,7 +245,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Full(b) => b.is_none(),
-            Inner::App(up) => up.failed.is_none() && up.inner.is_end_stream(),
+            Inner::App(up) => up.inner.is_end_stream(),
         }
     }
 

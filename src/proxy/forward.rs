@@ -55,10 +55,8 @@ fn stream(gw: &Gateway, cfg: &Config, a: Answer) -> Response<ResponseBody> {
 async fn learn_session(gw: &Gateway, a: Answer) -> Result<Response<ResponseBody>, ProxyError> {
     let (mut parts, body) = a.resp.into_parts();
     upstream::clean_answer(&mut parts, a.backend.pid);
-    let mut conn = a.conn;
     let limited = http_body_util::Limited::new(body, OPEN_PACKET_MAX);
-    let bytes = conn
-        .drive(http_body_util::BodyExt::collect(limited))
+    let bytes = http_body_util::BodyExt::collect(limited)
         .await
         .map_err(|e| ProxyError::Backend {
             pid: a.backend.pid,
@@ -68,6 +66,6 @@ async fn learn_session(gw: &Gateway, a: Answer) -> Result<Response<ResponseBody>
     if let Some((sid, ttl)) = affinity::parse_open_packet(&bytes) {
         gw.affinity.learn(sid, a.backend.pid, ttl);
     }
-    gw.pool.put(conn);
+    gw.pool.put(a.conn);
     Ok(Response::from_parts(parts, ResponseBody::full(bytes)))
 }

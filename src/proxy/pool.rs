@@ -1,19 +1,11 @@
 //! Keep-alive connections to the app processes.
 //!
-//! Owns connecting (with a time limit), the HTTP/1 handshake, who drives
-//! each connection, and the idle connections per address. A connection
+//! Owns connecting (with a time limit), the HTTP/1 handshake, one driver
+//! task per connection, and the idle connections per address. A connection
 //! goes back to its idle list only once its response body has been read to
 //! the end (through a `Lease`, which the response body releases), so nothing has to watch it
 //! become ready again; a checkout waits the moment it may take for hyper to
 //! notice. Must not look at requests or responses.
-//!
-//! A pooled connection has no task of its own: hyper's state machine for
-//! it (the `Connection` future) is polled by the request that holds it,
-//! inside the client connection's task (`Conn::drive`, and the response
-//! body through its `Lease`), so a request costs no wake-up of a second
-//! task. While idle nobody polls it: a checkout polls it once (with a
-//! waker that does nothing) to read a close the app sent meanwhile.
-//! Upgrades keep a driver task: after a 101 it hands the socket over.
 //!
 //! Written for hpgate instead of hyper-util's pooled client, which spawns a
 //! task per request to return the connection and hops through a channel to
@@ -21,17 +13,11 @@
 //! request (docs/benchmarks.md).
 
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
-use http::{Request, Response};
-use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::client::conn::TrySendError;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -53,74 +39,14 @@ pub enum ConnectError {
     Handshake(#[from] hyper::Error),
 }
 
-type Driver = http1::Connection<TokioIo<AppIo>, RequestBody>;
-
-/// Who polls a connection's driver (hyper's state machine for it).
-enum Drive {
-    /// Whoever holds the connection (see the module docs).
-    Here(Pin<Box<Driver>>),
-    /// Its own task (an upgrade), or nobody: the connection has ended.
-    Elsewhere,
-}
-
-impl Drive {
-    /// Lets the driver read and write what it can; once it ends (the
-    /// connection closed) it is not polled again.
-    fn poll(&mut self, cx: &mut Context<'_>) {
-        if let Drive::Here(driver) = self {
-            if driver.as_mut().poll(cx).is_ready() {
-                *self = Drive::Elsewhere;
-            }
-        }
-    }
-
-    /// One poll that wakes nobody: picks up what arrived while idle.
-    fn poll_idle(&mut self) {
-        self.poll(&mut Context::from_waker(Waker::noop()));
-    }
-}
-
-/// Runs `fut` to its end, polling the driver before it each time.
-async fn driving<F: Future>(drive: &mut Drive, fut: F) -> F::Output {
-    let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(|cx| {
-        drive.poll(cx);
-        fut.as_mut().poll(cx)
-    })
-    .await
-}
-
 /// A connection to one app process, ready for one request.
 pub struct Conn {
-    tx: SendRequest<RequestBody>,
-    drive: Drive,
+    pub tx: SendRequest<RequestBody>,
     pub addr: SocketAddr,
     /// Taken from the idle list (it may have been closed by the app since).
     pub reused: bool,
     /// Tells the connection's head check that a new response comes next.
     mark: HeadMark,
-}
-
-impl Conn {
-    /// Sends a request; the answer's head, or the request back if hyper
-    /// never sent it (see `TrySendError`).
-    pub async fn send(
-        &mut self,
-        req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, TrySendError<Request<RequestBody>>> {
-        driving(&mut self.drive, self.tx.try_send_request(req)).await
-    }
-
-    /// Runs `fut` (which waits on this connection) to its end, driving the
-    /// connection meanwhile.
-    pub async fn drive<F: Future>(&mut self, fut: F) -> F::Output {
-        driving(&mut self.drive, fut).await
-    }
-
-    /// One step of the driver, from the response body that reads it.
-    pub fn poll_drive(&mut self, cx: &mut Context<'_>) {
-        self.drive.poll(cx);
-    }
 }
 
 /// A connection lent to one response: `release` hands it back to its pool
@@ -138,26 +64,12 @@ impl Lease {
     pub fn release(self) {
         self.pool.put(self.conn);
     }
-
-    /// One step of the connection's driver (see `Conn::poll_drive`).
-    pub fn poll_drive(&mut self, cx: &mut Context<'_>) {
-        self.conn.poll_drive(cx);
-    }
 }
 
 struct Idle {
     tx: SendRequest<RequestBody>,
-    drive: Drive,
     mark: HeadMark,
     since: Instant,
-}
-
-impl Idle {
-    /// Still open after reading what the app sent while it idled.
-    fn alive(&mut self) -> bool {
-        self.drive.poll_idle();
-        !self.tx.is_closed()
-    }
 }
 
 pub struct Pool {
@@ -185,26 +97,25 @@ impl Pool {
 
     /// An idle connection to `addr` if one is alive, else a new one.
     pub async fn get(&self, addr: SocketAddr) -> Result<Conn, ConnectError> {
-        while let Some(idle) = self.pop(addr) {
-            let mut conn = Conn {
-                tx: idle.tx,
-                drive: idle.drive,
-                addr,
-                reused: true,
-                mark: idle.mark,
-            };
+        while let Some((mut tx, mark)) = self.pop(addr) {
             // Ready at once, or within the moment hyper takes to finish the
             // previous exchange; an error means the app closed it. One that
             // stays busy (the app answered before reading a long upload,
             // which is still going out) is not worth waiting for.
-            let ready = conn.tx.is_ready() || {
-                let wait = tokio::time::timeout(READY_WAIT, conn.tx.ready());
-                matches!(driving(&mut conn.drive, wait).await, Ok(Ok(())))
-            };
-            if ready {
+            if tx.is_ready()
+                || matches!(
+                    tokio::time::timeout(READY_WAIT, tx.ready()).await,
+                    Ok(Ok(()))
+                )
+            {
                 // The last response was read to the end: a head comes next.
-                conn.mark.set();
-                return Ok(conn);
+                mark.set();
+                return Ok(Conn {
+                    tx,
+                    addr,
+                    reused: true,
+                    mark,
+                });
             }
         }
         self.connect(addr, false).await
@@ -219,18 +130,18 @@ impl Pool {
         stream.set_nodelay(true)?;
         let mark = HeadMark::default();
         let io = AppIo::new(stream, mark.clone());
-        let (tx, driver) = http1::Builder::new().handshake(TokioIo::new(io)).await?;
-        let drive = if upgrades {
+        let (tx, conn) = http1::Builder::new().handshake(TokioIo::new(io)).await?;
+        if upgrades {
             tokio::spawn(async move {
-                let _ = driver.with_upgrades().await;
+                let _ = conn.with_upgrades().await;
             });
-            Drive::Elsewhere
         } else {
-            Drive::Here(Box::pin(driver))
-        };
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+        }
         Ok(Conn {
             tx,
-            drive,
             addr,
             reused: false,
             mark,
@@ -239,8 +150,7 @@ impl Pool {
 
     /// Takes a connection back after its response was read to the end.
     pub fn put(&self, conn: Conn) {
-        // An upgrade's connection, or one that has ended, is not kept.
-        if conn.tx.is_closed() || matches!(conn.drive, Drive::Elsewhere) {
+        if conn.tx.is_closed() {
             return;
         }
         let now = Instant::now();
@@ -254,7 +164,7 @@ impl Pool {
             idle.last_sweep = Some(now);
             let limit = self.idle_timeout;
             idle.by_addr.retain(|_, list| {
-                list.retain_mut(|i| now.duration_since(i.since) < limit && i.alive());
+                list.retain(|i| !i.tx.is_closed() && now.duration_since(i.since) < limit);
                 !list.is_empty()
             });
         }
@@ -270,20 +180,19 @@ impl Pool {
         if list.len() < MAX_IDLE_PER_PROCESS {
             list.push_back(Idle {
                 tx: conn.tx,
-                drive: conn.drive,
                 mark: conn.mark,
                 since: now,
             });
         }
     }
 
-    fn pop(&self, addr: SocketAddr) -> Option<Idle> {
+    fn pop(&self, addr: SocketAddr) -> Option<(SendRequest<RequestBody>, HeadMark)> {
         let mut idle = self.idle.lock().ok()?;
         let list = idle.by_addr.get_mut(&addr)?;
         // Most recent first: it is the least likely to have been closed.
-        while let Some(mut i) = list.pop_back() {
-            if i.since.elapsed() < self.idle_timeout && i.alive() {
-                return Some(i);
+        while let Some(i) = list.pop_back() {
+            if i.since.elapsed() < self.idle_timeout && !i.tx.is_closed() {
+                return Some((i.tx, i.mark));
             }
         }
         if list.is_empty() {
@@ -332,14 +241,9 @@ mod tests {
         // The process behind `a` goes away; its connections close.
         server_a.abort();
         let _ = server_a.await;
-        // Idle connections have no task: a look (one poll) notices the close.
         let closed = || {
-            let mut idle = pool.idle.lock().unwrap();
-            idle.by_addr
-                .get_mut(&a)
-                .unwrap()
-                .iter_mut()
-                .all(|i| !i.alive())
+            let idle = pool.idle.lock().unwrap();
+            idle.by_addr[&a].iter().all(|i| i.tx.is_closed())
         };
         let deadline = Instant::now() + Duration::from_secs(5);
         while !closed() {

@@ -295,7 +295,7 @@ async fn guarded(
         }
     };
     let exchange = async {
-        let mut e = match conn.send(req).await {
+        let mut e = match conn.tx.try_send_request(req).await {
             Ok(resp) => return Ok((resp, conn)),
             Err(e) => e,
         };
@@ -316,9 +316,10 @@ async fn guarded(
             .await
             .map_err(|e| connect_error(e, backend))?;
         let resp = fresh
-            .send(again)
+            .tx
+            .send_request(again)
             .await
-            .map_err(|e| failed(e.error(), backend, activity))?;
+            .map_err(|e| failed(&e, backend, activity))?;
         Ok((resp, fresh))
     };
     tokio::select! {
