@@ -9,10 +9,10 @@ divided by the operations served: the steadiest figure when load generator,
 proxy and backend share two cores.
 
 Prints the tables, rewrites the part of docs/benchmarks.md after the
-results marker, and draws docs/benchmarks.svg. The TLS part (`tls`) and the
-before/after part (`compare`, needs BENCH_HPGATE_BEFORE) rewrite their own
+results marker, and draws docs/benchmarks.svg. The proxy-bound part
+(`core`, scripts/bench_core.py), the TLS part (`tls`) and the before/after part (`compare`, needs BENCH_HPGATE_BEFORE) rewrite their own
 sections of that page instead (between `<!-- tls results -->` and
-`<!-- /tls results -->`, likewise `compare`), so they can run alone.
+`<!-- /tls results -->`, likewise `core` and `compare`), so they can run alone.
 """
 import datetime
 import os
@@ -23,6 +23,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from bench_core import core_cases  # noqa: E402
 from bench_cases import IDLE_CONNS, RUNS, SECS, WRK_THREADS, http_cases, lifecycle_case, ws_cases, wsbench_path  # noqa: E402
 from bench_stack import HPGATE, ROOT  # noqa: E402
 from bench_svg import draw  # noqa: E402
@@ -38,14 +39,19 @@ def spread(values, fmt):
 
 def table(rows):
     header = ("case", "path", "throughput median (range)", "unit", "p50 ms", "p99 ms",
-              "proxy CPU us/op", "of which kernel", "errors", "note")
+              "proxy CPU us/op", "of which user", "of which kernel", "errors", "note")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         lines.append("| " + " | ".join([
             r["case"], r["path"], spread(r["value"], "{:.0f}"), r["unit"], spread(r["p50"], "{:.2f}"),
             spread(r["p99"], "{:.2f}"), spread(r["cpu"], "{:.1f}"),
-            spread(r.get("sys", []), "{:.1f}"), str(int(r["bad"])), r.get("note", "")]) + " |")
+            spread(user_part(r), "{:.1f}"), spread(r.get("sys", []), "{:.1f}"), str(int(r["bad"])), r.get("note", "")]) + " |")
     return "\n".join(lines)
+
+
+def user_part(r):
+    """CPU per operation minus its kernel part, run by run."""
+    return [c - s for c, s in zip(r["cpu"], r.get("sys", [])) if c is not None and s is not None]
 
 
 def figures(facts):
@@ -75,9 +81,9 @@ def write_section(doc, name, body):
 def side_part(name, fn, doc, stamp, machine):
     """Runs the tls or compare part and writes its own section."""
     before = loadavg()
-    rows, _ = fn()
+    rows, facts = fn()
     after = loadavg()
-    report = table(rows)
+    report = table(rows) + (f"\n\n{figures(facts)}" if facts else "")
     print(report)
     runs = (f"Run {stamp} on {machine}; {SECS} s per run, {RUNS} runs per path, interleaved; "
             f"load average (1, 5, 15 min) {before} before, {after} after.")
@@ -93,6 +99,8 @@ def main():
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Linux {platform.release()}"
     doc = os.path.join(ROOT, "docs", "benchmarks.md")
+    if want("core"):
+        side_part("core", core_cases, doc, stamp, machine)
     if want("tls"):
         side_part("tls", tls_cases, doc, stamp, machine)
     if "compare" in only or (not only and os.environ.get("BENCH_HPGATE_BEFORE")):

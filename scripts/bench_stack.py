@@ -118,12 +118,12 @@ class Stack:
     with WebSocket compression done in the gateway.
     """
 
-    def __init__(self, script_body, offload=False, tls=None, before=False):
+    def __init__(self, script_body, offload=False, tls=None, before=False, admin=False):
         self.dir = tempfile.mkdtemp(prefix="hpgate-bench-")
         os.chmod(self.dir, 0o755)  # nginx workers run as an unprivileged user
         self.procs = []
         self.tls = tls
-        self.before = None
+        self.before = self.admin = None
         try:
             self._start(script_body, offload)
             if before and HPGATE_BEFORE:
@@ -131,6 +131,12 @@ class Stack:
                 self.before = Hpgate(self.dir, "hpgate-before", self.script, ["--worker-threads", "1"],
                                      binary=HPGATE_BEFORE)
                 self.procs.append(self.before.proc)
+            if admin:
+                # Issue 18: the same one-thread hpgate with the admin listener on
+                # (its own copy of the backend), to show what the metrics cost.
+                self.admin = Hpgate(self.dir, "hpgate-admin", self.script,
+                                    ["--worker-threads", "1", "--admin", f"127.0.0.1:{free_port()}"])
+                self.procs.append(self.admin.proc)
         except BaseException:
             self.close()
             raise
@@ -162,13 +168,15 @@ class Stack:
             listen += " ssl http2"
             # Its default protocols before 1.23.4 stop at TLS 1.2: TLS 1.3 named, as the others do it.
             ssl = (f"ssl_certificate {tls.cert}; ssl_certificate_key {tls.key}; ssl_protocols TLSv1.2 TLSv1.3; "
-                   "ssl_session_cache shared:SSL:10m; ssl_session_timeout 10m; keepalive_requests 1000000;")
-        # As nginx's docs recommend for WebSocket and streaming.
+                   "ssl_session_cache shared:SSL:10m; ssl_session_timeout 10m;")
+        # As nginx's docs recommend for WebSocket and streaming; kept-alive
+        # connections on both sides live for 100,000 requests (the default
+        # 1,000 would make wrk and nginx reconnect during a proxy-bound run).
         open(conf, "w").write(f"""worker_processes 1; pid {self.dir}/nginx-proxy.pid; error_log /dev/null;
 worker_rlimit_nofile 20000;
 events {{ worker_connections 16000; }}
-http {{ access_log off; client_max_body_size 4m; {ssl}
-  upstream app {{ server 127.0.0.1:{backend}; keepalive 64; }}
+http {{ access_log off; client_max_body_size 4m; keepalive_requests 100000; {ssl}
+  upstream app {{ server 127.0.0.1:{backend}; keepalive 64; keepalive_requests 100000; }}
   map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
   server {{ listen {listen};
     location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_buffering off; proxy_request_buffering off;
@@ -212,6 +220,8 @@ backend b
         }
         if self.tls:  # the backend speaks plain HTTP: no direct TLS path
             del out["direct"]
+        if self.admin:
+            out["hpgate admin on"] = (self.admin.port, self.admin.pids)
         if self.before:
             out["hpgate (before)"] = (self.before.port, self.before.pids)
         return out

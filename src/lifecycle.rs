@@ -77,12 +77,8 @@ pub fn run_until(sources: Sources, request: CancellationToken) -> ExitCode {
         }
     };
     crate::logging::init(cfg.log_format);
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    let mut builder = runtime_builder(cfg.worker_threads);
     builder.enable_all();
-    if cfg.worker_threads > 0 {
-        // Checked to be at most 256 when the configuration was read.
-        builder.worker_threads(cfg.worker_threads as usize);
-    }
     let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -91,6 +87,23 @@ pub fn run_until(sources: Sources, request: CancellationToken) -> ExitCode {
         }
     };
     runtime.block_on(serve(cfg, sources, systemd, request))
+}
+
+/// One worker thread: a current-thread runtime, the main thread serving
+/// everything like one nginx worker (no work-stealing queues, no wake-ups
+/// across threads: a request's tasks wake each other on the same thread;
+/// docs/benchmarks.md). More: the work-stealing runtime with that many
+/// workers (0: one per CPU).
+fn runtime_builder(workers: u64) -> tokio::runtime::Builder {
+    if workers == 1 {
+        return tokio::runtime::Builder::new_current_thread();
+    }
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if workers > 0 {
+        // Checked to be at most 256 when the configuration was read.
+        builder.worker_threads(workers as usize);
+    }
+    builder
 }
 
 async fn serve(
