@@ -54,7 +54,7 @@ impl Watchdog {
 /// Starts the app (suspended, see `prepare`), puts it in its own job, then
 /// lets it run. If it cannot be put in the job it still runs (logged). If
 /// it cannot be resumed it would never answer: it is ended and the start
-/// fails with that error.
+/// fails.
 pub fn spawn(
     cmd: &mut tokio::process::Command,
     _port: u16,
@@ -66,7 +66,10 @@ pub fn spawn(
     if let Err(err) = resume(pid) {
         // The guard's drop ends the job; this covers an app outside it.
         let _ = child.start_kill();
-        return Err(err);
+        // Not the bare error: "permission denied" would send the user to
+        // the interpreter's rights.
+        let why = format!("it was created suspended and could not be resumed: {err}");
+        return Err(io::Error::other(why));
     }
     Ok((child, pid, guard))
 }
@@ -92,10 +95,7 @@ fn resume(pid: u32) -> io::Result<()> {
     match resumed? {
         0 => {
             tracing::warn!(pid, "no thread of the app found to resume");
-            Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                "the app's thread was not found",
-            ))
+            Err(io::Error::other("no thread of the app found"))
         }
         _ => Ok(()),
     }
