@@ -509,6 +509,48 @@ fn kill_9_of_hpgate_leaves_no_app_and_no_grandchild() {
     );
 }
 
+/// A worker the app starts in its very first instant, before hpgate could
+/// put a running app in its job, is in the job too: the app starts
+/// suspended and runs only once it is in. Under wine the race of an
+/// after-start assignment does not show (the app needs far longer to load
+/// than hpgate to assign it), so this is a guard.
+#[test]
+fn kill_9_of_hpgate_leaves_no_grandchild_started_at_once() {
+    let Some(w) = wine() else { return };
+    let site = Site::new("wine-kill9-early");
+    w.copy_app(&site);
+    let args = "--port %HTTP_PLATFORM_PORT% --grandchild-first";
+    site.web_config(
+        &format!("processPath=\".\\winapp.exe\" arguments=\"{args}\""),
+        "",
+        &[],
+    );
+    let mut g = WinGateway::start(w, &site, &[]);
+    assert!(g.app_pid().is_some(), "{}", g.logs());
+    assert!(
+        g.wait_log("started at once: grandchild", 20 * S),
+        "{}",
+        g.logs()
+    );
+    let app = win_path(&site.path("winapp.exe"));
+    assert!(
+        wait_until(20 * S, || processes_with(&app).len() == 2),
+        "app and grandchild: {:?}",
+        processes_with(&app)
+    );
+    g.signal("KILL");
+    assert!(g.wait_exit(10 * S).is_some());
+    let gone = wait_until(30 * S, || processes_with(&app).is_empty());
+    let left = processes_with(&app);
+    for pid in &left {
+        let _ = std::process::Command::new("kill")
+            .arg("-9")
+            .arg(pid.to_string())
+            .status();
+    }
+    assert!(gone, "escaped the job: {left:?}");
+}
+
 // -- failure pages --------------------------------------------------------
 
 /// The app runs, then `change` breaks its program and the app crashes: the
