@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use support::frames::{read_frame, send_masked};
 use support::*;
 
 const S: Duration = Duration::from_secs(1);
@@ -405,44 +406,6 @@ fn ws_connect(g: &Gateway, extensions: &str) -> std::io::BufReader<std::net::Tcp
     }
 }
 
-/// Reads one frame from the gateway: (first byte, payload).
-fn ws_read(r: &mut impl std::io::Read) -> (u8, Vec<u8>) {
-    let mut h = [0u8; 2];
-    r.read_exact(&mut h).unwrap();
-    let len = match h[1] & 0x7f {
-        126 => {
-            let mut b = [0u8; 2];
-            r.read_exact(&mut b).unwrap();
-            u16::from_be_bytes(b) as usize
-        }
-        127 => {
-            let mut b = [0u8; 8];
-            r.read_exact(&mut b).unwrap();
-            u64::from_be_bytes(b) as usize
-        }
-        n => n as usize,
-    };
-    let mut p = vec![0u8; len];
-    r.read_exact(&mut p).unwrap();
-    (h[0], p)
-}
-
-/// Sends one masked client frame (`first`: FIN, RSV and opcode bits).
-fn ws_send(r: &std::io::BufReader<std::net::TcpStream>, first: u8, payload: &[u8]) {
-    let mask = [7u8, 1, 9, 3];
-    let mut f = vec![first];
-    match payload.len() {
-        n if n < 126 => f.push(0x80 | n as u8),
-        n => {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(&mask);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    r.get_ref().write_all(&f).unwrap();
-}
-
 fn ws_series(name: &str, mode: &str, direction: &str) -> String {
     format!("{name}{{mode=\"{mode}\",direction=\"{direction}\"}}")
 }
@@ -453,15 +416,15 @@ fn ws_series(name: &str, mode: &str, direction: &str) -> String {
 fn websocket_messages_and_bytes_are_counted() {
     let (_site, g, admin) = echo_gateway("passthrough", "off");
     let mut ws = ws_connect(&g, "");
-    let (_, report) = ws_read(&mut ws);
+    let (_, report) = read_frame(&mut ws);
     for _ in 0..3 {
-        ws_send(&ws, 0x81, b"hello");
-        assert_eq!(ws_read(&mut ws).1, b"hello");
+        send_masked(ws.get_ref(), 0x81, b"hello");
+        assert_eq!(read_frame(&mut ws).1, b"hello");
     }
     // One message in two frames: counted once.
-    ws_send(&ws, 0x01, b"frag-");
-    ws_send(&ws, 0x80, b"ment");
-    assert_eq!(ws_read(&mut ws).1, b"frag-ment");
+    send_masked(ws.get_ref(), 0x01, b"frag-");
+    send_masked(ws.get_ref(), 0x80, b"ment");
+    assert_eq!(read_frame(&mut ws).1, b"frag-ment");
     let m = get(admin, "/metrics").text();
     let msgs = "hpgate_websocket_messages_total";
     let bytes = "hpgate_websocket_payload_bytes_total";
@@ -477,7 +440,7 @@ fn websocket_messages_and_bytes_are_counted() {
         value(&m, r#"hpgate_open_websockets{mode="offload"}"#),
         Some(0.0)
     );
-    ws_send(&ws, 0x88, &1000u16.to_be_bytes());
+    send_masked(ws.get_ref(), 0x88, &1000u16.to_be_bytes());
     drop(ws);
     assert!(wait_until(10 * S, || metric(admin, open) == 0.0));
 }
@@ -488,10 +451,10 @@ fn websocket_messages_and_bytes_are_counted() {
 fn websocket_offload_counts_bytes_before_and_after_compression() {
     let (_site, g, admin) = echo_gateway("offload", "on");
     let mut ws = ws_connect(&g, "Sec-WebSocket-Extensions: permessage-deflate\r\n");
-    let mut to_client = ws_read(&mut ws).1.len();
+    let mut to_client = read_frame(&mut ws).1.len();
     let text = "the quick brown fox jumps over the lazy dog ".repeat(200);
-    ws_send(&ws, 0x81, text.as_bytes());
-    let (b0, echo) = ws_read(&mut ws);
+    send_masked(ws.get_ref(), 0x81, text.as_bytes());
+    let (b0, echo) = read_frame(&mut ws);
     assert_eq!(b0 & 0x40, 0x40, "compressed toward the client");
     to_client += echo.len();
     // The same text compressed by the client (RFC 7692: a sync flush,
@@ -502,8 +465,8 @@ fn websocket_offload_counts_bytes_before_and_after_compression() {
     let mut z = z.get_ref().clone();
     assert!(z.ends_with(&[0, 0, 0xff, 0xff]));
     z.truncate(z.len() - 4);
-    ws_send(&ws, 0xc1, &z);
-    to_client += ws_read(&mut ws).1.len();
+    send_masked(ws.get_ref(), 0xc1, &z);
+    to_client += read_frame(&mut ws).1.len();
     let m = get(admin, "/metrics").text();
     let off = |dir, stage| {
         let s = format!(

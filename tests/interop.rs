@@ -9,12 +9,13 @@
 //! runs the clients of a mode concurrently: the matrix is wide but short.
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use support::frames::{read_frame, send_masked};
 use support::*;
 
 const S: Duration = Duration::from_secs(1);
@@ -170,9 +171,9 @@ fn wire_big(g: &Gateway) -> (bool, bool, usize) {
     assert!(head.starts_with("HTTP/1.1 101"), "{head}\n{}", g.logs());
     let agreed = head.to_ascii_lowercase().contains("permessage-deflate");
     read_frame(&mut r); // Engine.IO open
-    send_text(&mut s, b"40"); // Socket.IO connect to "/"
-    send_text(&mut s, b"421[\"big\"]"); // emit "big" with ack id 1
-                                        // The placeholder text comes first, then the binary attachment (maybe fragmented).
+    send_masked(&mut s, 0x81, b"40"); // Socket.IO connect to "/"
+    send_masked(&mut s, 0x81, b"421[\"big\"]"); // emit "big" with ack id 1
+                                                // The placeholder text comes first, then the binary attachment (maybe fragmented).
     loop {
         let (b0, p) = read_frame(&mut r);
         if b0 & 0x0f == 2 {
@@ -184,36 +185,6 @@ fn wire_big(g: &Gateway) -> (bool, bool, usize) {
             return (agreed, b0 & 0x40 != 0, len);
         }
     }
-}
-
-fn read_frame(r: &mut impl Read) -> (u8, Vec<u8>) {
-    let mut h = [0u8; 2];
-    r.read_exact(&mut h).unwrap();
-    let len = match h[1] & 0x7f {
-        126 => {
-            let mut b = [0u8; 2];
-            r.read_exact(&mut b).unwrap();
-            u16::from_be_bytes(b) as usize
-        }
-        127 => {
-            let mut b = [0u8; 8];
-            r.read_exact(&mut b).unwrap();
-            u64::from_be_bytes(b) as usize
-        }
-        n => n as usize,
-    };
-    let mut p = vec![0u8; len];
-    r.read_exact(&mut p).unwrap();
-    (h[0], p)
-}
-
-/// A short masked text frame (under 126 bytes).
-fn send_text(s: &mut TcpStream, payload: &[u8]) {
-    let mask = [7u8, 1, 9, 3];
-    let mut f = vec![0x81, 0x80 | payload.len() as u8];
-    f.extend_from_slice(&mask);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    s.write_all(&f).unwrap();
 }
 
 /// A library fault we know of: `kind`'s large upload is unreliable for

@@ -9,6 +9,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use support::frames::{read_frame, send_masked};
 use support::*;
 
 const S: Duration = Duration::from_secs(1);
@@ -166,48 +167,6 @@ fn raw_connect(g: &Gateway, extensions: Option<&str>) -> (BufReader<TcpStream>, 
     }
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     (r, head)
-}
-
-/// Reads one frame: (first byte, payload).
-fn read_frame(r: &mut impl Read) -> (u8, Vec<u8>) {
-    let mut h = [0u8; 2];
-    r.read_exact(&mut h).unwrap();
-    let len = match h[1] & 0x7f {
-        126 => {
-            let mut b = [0u8; 2];
-            r.read_exact(&mut b).unwrap();
-            u16::from_be_bytes(b) as usize
-        }
-        127 => {
-            let mut b = [0u8; 8];
-            r.read_exact(&mut b).unwrap();
-            u64::from_be_bytes(b) as usize
-        }
-        n => n as usize,
-    };
-    assert_eq!(h[1] & 0x80, 0, "frames to the client are unmasked");
-    let mut p = vec![0u8; len];
-    r.read_exact(&mut p).unwrap();
-    (h[0], p)
-}
-
-fn send_masked(s: &mut TcpStream, first: u8, payload: &[u8]) {
-    let mask = [1u8, 2, 3, 4];
-    let mut f = vec![first];
-    match payload.len() {
-        n if n < 126 => f.push(0x80 | n as u8),
-        n if n < 65536 => {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            f.push(0x80 | 127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(&mask);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    s.write_all(&f).unwrap();
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! up (hpgate is stopped and its folder removed when the handle drops).
 #![allow(dead_code)]
 
+pub mod frames;
 pub mod wine;
 
 use std::io::{BufRead, BufReader, Read, Write};
