@@ -123,7 +123,7 @@ class Stack:
         os.chmod(self.dir, 0o755)  # nginx workers run as an unprivileged user
         self.procs = []
         self.tls = tls
-        self.before = self.admin = None
+        self.before = self.admin = self.admin_off = None
         try:
             self._start(script_body, offload)
             if before and HPGATE_BEFORE:
@@ -137,6 +137,12 @@ class Stack:
                 self.admin = Hpgate(self.dir, "hpgate-admin", self.script,
                                     ["--worker-threads", "1", "--admin", f"127.0.0.1:{free_port()}"])
                 self.procs.append(self.admin.proc)
+                # Its control: started the same way right after it, admin off.
+                # "hpgate" itself was started first, beside nginx and HAProxy,
+                # and two processes of one binary differ by several percent
+                # from placement alone; on/off compares like with like.
+                self.admin_off = Hpgate(self.dir, "hpgate-admin-off", self.script, ["--worker-threads", "1"])
+                self.procs.append(self.admin_off.proc)
         except BaseException:
             self.close()
             raise
@@ -222,6 +228,7 @@ backend b
             del out["direct"]
         if self.admin:
             out["hpgate admin on"] = (self.admin.port, self.admin.pids)
+            out["hpgate admin off"] = (self.admin_off.port, self.admin_off.pids)
         if self.before:
             out["hpgate (before)"] = (self.before.port, self.before.pids)
         return out
