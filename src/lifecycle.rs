@@ -133,23 +133,18 @@ async fn serve(
     };
     let cfg = Arc::new(cfg);
 
-    let sup = Supervisor::start(cfg.clone());
-    let ws = websocket::Registry::default();
-    let gateway = gateway(&sup, &ws, &endpoints, challenges);
-    let admin = admin_listener.map(|(l, listeners)| {
-        let mut admin = admin::Admin::new(&sup, &ws, listeners);
-        admin.affinity = gateway.affinity.clone();
+    let mut serving = Serving::start(cfg, endpoints, challenges, &stop);
+    if let Some((l, listeners)) = admin_listener {
+        let mut admin = admin::Admin::new(&serving.sup, &serving.ws, listeners);
+        admin.affinity = serving.gateway.affinity.clone();
         admin.tls = resolver;
-        tokio::spawn(admin::serve(l, Arc::new(admin), stop.clone()))
-    });
-    let servers: Vec<_> = endpoints
-        .into_iter()
-        .map(|ep| tokio::spawn(proxy::serve(ep, gateway.clone(), stop.clone())))
-        .collect();
+        let admin = tokio::spawn(admin::serve(l, Arc::new(admin), stop.clone()));
+        serving.servers.push(admin);
+    }
     let systemd = Arc::new(systemd);
     let told = Told {
         systemd: systemd.clone(),
-        sup: sup.clone(),
+        sup: serving.sup.clone(),
         stop: stop.clone(),
     };
     let watcher = told.watch(sources, hangup);
@@ -168,19 +163,60 @@ async fn serve(
 
     // One deadline for every wait below (the server computes the same one
     // from the same configuration): they overlap instead of adding up.
-    let grace = sup.config().shutdown_time_limit;
-    let deadline = tokio::time::Instant::now() + grace;
-    stop.cancel();
-    ws.shutdown.cancel();
-    for server in servers.into_iter().chain(admin) {
-        let _ = server.await;
-    }
-    ws.tasks.close();
-    let _ = tokio::time::timeout_at(deadline, ws.tasks.wait()).await;
-    sup.shutdown(deadline).await;
+    let grace = serving.sup.config().shutdown_time_limit;
+    serving
+        .shutdown(&stop, tokio::time::Instant::now() + grace)
+        .await;
     let _ = watcher.await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// The app's supervisor and the gateway serving the public endpoints:
+/// what `hpgate run` starts, and `hpgate check` too for its WebSocket
+/// through hpgate (check 13).
+pub(crate) struct Serving {
+    pub(crate) sup: Supervisor,
+    pub(crate) ws: websocket::Registry,
+    pub(crate) gateway: Arc<Gateway>,
+    /// The endpoints' servers (and the admin listener's, when there is one).
+    pub(crate) servers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Serving {
+    /// Starts the app's processes and serves `endpoints` until `stop`.
+    pub(crate) fn start(
+        cfg: Arc<Config>,
+        endpoints: Vec<Endpoint>,
+        challenges: Option<Arc<tls::acme::Challenges>>,
+        stop: &CancellationToken,
+    ) -> Serving {
+        let sup = Supervisor::start(cfg);
+        let ws = websocket::Registry::default();
+        let gateway = gateway(&sup, &ws, &endpoints, challenges);
+        let servers = endpoints
+            .into_iter()
+            .map(|ep| tokio::spawn(proxy::serve(ep, gateway.clone(), stop.clone())))
+            .collect();
+        Serving {
+            sup,
+            ws,
+            gateway,
+            servers,
+        }
+    }
+
+    /// Shuts down in order (see the module doc), all by `deadline`.
+    pub(crate) async fn shutdown(self, stop: &CancellationToken, deadline: tokio::time::Instant) {
+        stop.cancel();
+        self.ws.shutdown.cancel();
+        for server in self.servers {
+            let _ = server.await;
+        }
+        self.ws.tasks.close();
+        let _ = tokio::time::timeout_at(deadline, self.ws.tasks.wait()).await;
+        self.sup.shutdown(deadline).await;
+    }
 }
 
 /// The state every public connection shares.

@@ -311,11 +311,58 @@ fn socket_io_websocket_and_the_development_server_warning() {
     assert_eq!(code, 1, "{lines:#?}");
     let msg = line(&lines, "socketio", "ok");
     assert!(msg.contains("offers the WebSocket upgrade"), "{msg}");
+    // The app's own answer (simple-websocket names the window bits), end to end.
     assert!(
-        msg.contains("answered the upgrade probe (passthrough"),
+        msg.contains("answered the upgrade probe (passthrough: the app agreed \"permessage-deflate; client_max_window_bits=15\", end to end through hpgate"),
         "{msg}"
     );
+    assert_gateway_app_gone(msg);
     assert!(line(&lines, "output", "warning").contains("development server"));
+}
+
+/// The line names the gateway's app; hpgate check left it stopped.
+fn assert_gateway_app_gone(msg: &str) {
+    let pid: u32 = msg
+        .split("(its app: pid ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no gateway app pid in {msg}"));
+    assert!(
+        !support::pid_alive(pid),
+        "gateway app pid {pid} outlived hpgate check"
+    );
+}
+
+#[test]
+fn socket_io_websocket_through_hpgate_in_offload_and_disable() {
+    let config = repo_root()
+        .join("fixtures/chat/web.config")
+        .display()
+        .to_string();
+    let args = [
+        "--config",
+        &config,
+        "--listen",
+        "127.0.0.1:0",
+        "--websocket-compression",
+    ];
+    // The app would agree "permessage-deflate; client_max_window_bits=15"
+    // (see above): hpgate's plain answer shows the WebSocket passed it.
+    let (_, lines) = check(&[&args[..], &["offload"]].concat());
+    let msg = line(&lines, "socketio", "ok");
+    assert!(
+        msg.contains("(offload: hpgate agreed \"permessage-deflate\" with the client"),
+        "{msg}"
+    );
+    assert_gateway_app_gone(msg);
+    // The client offered, the app would agree: hpgate removed the offer.
+    let (_, lines) = check(&[&args[..], &["disable"]].concat());
+    let msg = line(&lines, "socketio", "ok");
+    assert!(
+        msg.contains("(disable: no compression was agreed)"),
+        "{msg}"
+    );
 }
 
 #[test]

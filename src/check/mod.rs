@@ -8,15 +8,17 @@
 //! `program` and `python` (8: can the account run the interpreter and read
 //! its whole installation), `logs` (10), `listen` (11), `trial` (12: a real
 //! start, with `output` recognising well-known first lines and `socketio`
-//! (13) while it runs), then `port` (9, which needs the trial's verdict).
+//! (13: the handshake while it runs, then the WebSocket through an
+//! in-process hpgate), then `port` (9, which needs the trial's verdict).
 //! `access` is the account and how it is asked (see there for `--as`);
 //! `report` the lines, their rendering and the exit code.
 //!
 //! Reuses rather than repeats: configuration loading (`config::load`, so
 //! the errors are `hpgate config`'s), the supervisor's spawn, readiness
-//! and "listens elsewhere" diagnosis (`supervisor::Trial`), and
-//! `proxy::bind`'s messages. It must not change the site: the trial start
-//! writes no stdout log file and leaves no process behind.
+//! and "listens elsewhere" diagnosis (`supervisor::Trial`), `hpgate run`'s
+//! gateway wiring (`lifecycle::Serving`), and `proxy::bind`'s messages. It must not change the site: the trial start
+//! writes no stdout log file and leaves no process behind (nor does the
+//! Socket.IO gateway's).
 
 pub mod access;
 mod config;

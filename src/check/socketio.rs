@@ -1,34 +1,45 @@
 //! Check 13: Socket.IO. When the app answers an Engine.IO handshake at
 //! `socketIoPath`, report whether it offers the WebSocket upgrade, whether
-//! a WebSocket to it works, and the hints that follow (waitress carries
-//! long-polling only; several processes need affinity and a message queue).
+//! a WebSocket connects through hpgate in the configured compression mode,
+//! and the hints that follow (waitress carries long-polling only; several
+//! processes need affinity and a message queue).
 //!
-//! The WebSocket goes straight to the app with the extension offer hpgate
-//! sends it in the configured compression mode (`passthrough`: the
-//! client's permessage-deflate offer; `disable` and `offload`: none), then
-//! does Engine.IO's upgrade probe (`2probe` → `3probe`). That is what the
-//! app sees behind hpgate; hpgate's own relay is covered by its tests.
+//! Owns: the handshake with the trial's app (`check`, while it runs), and
+//! then, once the trial has stopped it, `through_hpgate`: a real gateway
+//! on 127.0.0.1:0 started the way `hpgate run` starts one
+//! (`lifecycle::Serving`: supervisor, gateway, server), an Engine.IO
+//! handshake, WebSocket upgrade with a client's permessage-deflate offer and
+//! upgrade probe (`2probe` → `3probe`) through it, and which extension the
+//! 101 agreed: passthrough, the app's end to end; offload, hpgate's;
+//! disable, none. Must not: copy the gateway's wiring, or leave the
+//! gateway or its app running (it is shut down the way `run` shuts down).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Compression, Config};
+use crate::lifecycle::Serving;
 use crate::proxy::websocket::{build_frame, new_mask};
+use crate::proxy::{self, Endpoint};
 
 use super::report::Report;
 
 pub const NAME: &str = "socketio";
 
-/// Each exchange with the app gets this long.
+/// Each exchange with the app (or hpgate) gets this long.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 const OP_TEXT: u8 = 0x1;
 const OP_CLOSE: u8 = 0x8;
-/// The largest answer read from the app (a handshake is a few hundred bytes).
+/// The largest answer read (a handshake is a few hundred bytes).
 const MAX_ANSWER: usize = 64 * 1024;
+/// The offer a browser makes.
+const CLIENT_OFFER: &str = "permessage-deflate; client_max_window_bits";
 
 /// The Engine.IO open packet's parts that matter here.
 struct Open {
@@ -37,42 +48,105 @@ struct Open {
     server: String,
 }
 
-pub async fn check(cfg: &Config, port: u16, report: &mut Report) {
+/// The app offers the WebSocket upgrade: `through_hpgate` tries it.
+pub struct Upgrade {
+    waitress: bool,
+}
+
+/// The handshake with the trial's app at `port`; Some when the WebSocket
+/// part is left for `through_hpgate`.
+pub async fn check(cfg: &Config, port: u16, report: &mut Report) -> Option<Upgrade> {
     let path = &cfg.socket_io_path;
     let open = match handshake(port, path).await {
-        Some(o) => o,
-        None => {
+        Ok(o) => o,
+        Err(_) => {
             report.skip(NAME, format!("no Engine.IO handshake at {path} (not a Socket.IO app, or socketIoPath differs)"));
-            return;
+            return None;
         }
     };
     let waitress = open.server.to_ascii_lowercase().contains("waitress");
-    if !open.upgrades.iter().any(|u| u == "websocket") {
-        let why = if waitress {
-            " (waitress carries long-polling only; allow_upgrades=False is right for it)"
-        } else {
-            ""
-        };
-        report.ok(NAME, format!("Engine.IO answers at {path}; it offers long-polling only, no WebSocket upgrade{why}"));
-    } else {
-        upgrade_line(cfg, port, &open, waitress, report).await;
-    }
     processes_line(cfg, report);
+    if open.upgrades.iter().any(|u| u == "websocket") {
+        return Some(Upgrade { waitress });
+    }
+    let why = if waitress {
+        " (waitress carries long-polling only; allow_upgrades=False is right for it)"
+    } else {
+        ""
+    };
+    report.ok(
+        NAME,
+        format!(
+            "Engine.IO answers at {path}; it offers long-polling only, no WebSocket upgrade{why}"
+        ),
+    );
+    None
 }
 
-async fn upgrade_line(cfg: &Config, port: u16, open: &Open, waitress: bool, report: &mut Report) {
-    let path = &cfg.socket_io_path;
-    let mode = cfg.web_socket_compression;
-    match websocket(port, path, &open.sid, mode).await {
-        Ok(deflate) => {
-            let how = match (mode, deflate) {
-                (Compression::Passthrough, true) => "passthrough: the app agreed to permessage-deflate, which goes end to end (if a client or a proxy in between fails with it, set hpgate:webSocketCompression to disable or offload)",
-                (Compression::Passthrough, false) => "passthrough: the app did not agree to permessage-deflate, so nothing is compressed",
-                (Compression::Disable, _) => "disable: the app was asked without permessage-deflate; nothing is compressed",
-                (Compression::Offload, _) => "offload: the app talks uncompressed and hpgate compresses toward clients",
-            };
-            report.ok(NAME, format!("Engine.IO answers at {path} and offers the WebSocket upgrade; a WebSocket with hpgate's offer answered the upgrade probe ({how})"));
+/// Starts hpgate in front of the app (up to `limit` for the app to
+/// start), opens a Socket.IO WebSocket through it, and stops it all.
+pub async fn through_hpgate(cfg: &Config, up: Upgrade, limit: Duration, report: &mut Report) {
+    let stop = CancellationToken::new();
+    let (serving, port) = match start_gateway(cfg, limit, &stop).await {
+        Ok(s) => s,
+        Err(e) => {
+            report.skip(
+                NAME,
+                format!("hpgate could not be started for the WebSocket: {e}"),
+            );
+            return;
         }
+    };
+    let via = match timeout(IO_TIMEOUT, serving.sup.pick(None)).await {
+        Ok(Ok(app)) => format!(
+            "through hpgate on 127.0.0.1:{port} (its app: pid {})",
+            app.pid
+        ),
+        _ => format!("through hpgate on 127.0.0.1:{port}"),
+    };
+    let result = websocket_through(port, &cfg.socket_io_path).await;
+    let deadline = tokio::time::Instant::now() + cfg.shutdown_time_limit;
+    serving.shutdown(&stop, deadline).await;
+    upgrade_line(cfg, up.waitress, &via, result, report);
+}
+
+/// A gateway on 127.0.0.1:0 with the site's configuration, once its app
+/// is ready (or has failed for good, or `limit` passed).
+async fn start_gateway(
+    cfg: &Config,
+    limit: Duration,
+    stop: &CancellationToken,
+) -> Result<(Serving, u16), String> {
+    let listener = proxy::bind(([127, 0, 0, 1], 0).into()).await?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    let endpoint = Endpoint {
+        listener,
+        tls: None,
+    };
+    let serving = Serving::start(Arc::new(cfg.clone()), vec![endpoint], None, stop);
+    let _ = timeout(limit, serving.sup.started()).await;
+    Ok((serving, port))
+}
+
+/// The handshake and the WebSocket, both through hpgate at `port`; Ok
+/// carries the extension the 101 agreed, if any.
+async fn websocket_through(port: u16, path: &str) -> Result<Option<String>, String> {
+    let open = handshake(port, path)
+        .await
+        .map_err(|e| format!("the Engine.IO handshake through hpgate failed: {e}"))?;
+    websocket(port, path, &open.sid).await
+}
+
+fn upgrade_line(
+    cfg: &Config,
+    waitress: bool,
+    via: &str,
+    result: Result<Option<String>, String>,
+    report: &mut Report,
+) {
+    let path = &cfg.socket_io_path;
+    match result {
+        Ok(agreed) => report.ok(NAME, format!("Engine.IO answers at {path} and offers the WebSocket upgrade; {via}, a WebSocket offering permessage-deflate answered the upgrade probe ({})", agreement(cfg.web_socket_compression, agreed))),
         Err(e) if waitress => report.warn(
             NAME,
             format!("the app runs on waitress, which cannot carry WebSocket, yet offers the upgrade: {e}"),
@@ -80,9 +154,21 @@ async fn upgrade_line(cfg: &Config, port: u16, open: &Open, waitress: bool, repo
         ),
         Err(e) => report.fail(
             NAME,
-            format!("the app offers the WebSocket upgrade at {path}, but a WebSocket to it failed: {e}"),
+            format!("the app offers the WebSocket upgrade at {path}, but a WebSocket to it {via} failed: {e}"),
             "use a server that carries WebSocket (for Flask-SocketIO's threading mode: pip install simple-websocket), or set allow_upgrades=False",
         ),
+    }
+}
+
+/// What the mode and the agreed extension mean for who compresses.
+fn agreement(mode: Compression, agreed: Option<String>) -> String {
+    match (mode, agreed) {
+        (Compression::Passthrough, Some(ext)) => format!("passthrough: the app agreed \"{ext}\", end to end through hpgate; if a client or a proxy in between fails with it, set hpgate:webSocketCompression to disable or offload"),
+        (Compression::Passthrough, None) => "passthrough: the app agreed no compression, so nothing is compressed".into(),
+        (Compression::Offload, Some(ext)) => format!("offload: hpgate agreed \"{ext}\" with the client and talks uncompressed to the app"),
+        (Compression::Offload, None) => "offload: hpgate agreed no compression with the client".into(),
+        (Compression::Disable, Some(ext)) => format!("disable: yet \"{ext}\" was agreed"),
+        (Compression::Disable, None) => "disable: no compression was agreed".into(),
     }
 }
 
@@ -120,23 +206,25 @@ async fn exchange(port: u16, request: &str) -> Result<Vec<u8>, String> {
     }
 }
 
-async fn handshake(port: u16, path: &str) -> Option<Open> {
+/// The Engine.IO handshake at `port`; Err says what came back instead.
+async fn handshake(port: u16, path: &str) -> Result<Open, String> {
     let req = format!("GET {path}?EIO=4&transport=polling HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
-    let answer = exchange(port, &req).await.ok()?;
+    let answer = exchange(port, &req).await?;
     let text = String::from_utf8_lossy(&answer);
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        return None;
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("an incomplete answer")?;
+    let status = head.lines().next().unwrap_or("");
+    if !status.starts_with("HTTP/1.1 200") && !status.starts_with("HTTP/1.0 200") {
+        // hpgate's error pages say why (the app's start failure, say).
+        let why: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
+        let why: String = why.chars().take(300).collect();
+        return Err(format!("the answer was \"{status}\": {why}"));
     }
-    let server = head
-        .lines()
-        .find_map(|l| {
-            l.split_once(':')
-                .filter(|(k, _)| k.eq_ignore_ascii_case("server"))
-        })
-        .map(|(_, v)| v.trim().to_string())
-        .unwrap_or_default();
-    // The open packet: "0" and a JSON object (after a chunk size, if any).
+    let server = header(head, "server").unwrap_or_default();
+    open_packet(body, server).ok_or_else(|| "no Engine.IO open packet in the answer".into())
+}
+
+/// The open packet: "0" and a JSON object (after a chunk size, if any).
+fn open_packet(body: &str, server: String) -> Option<Open> {
     let json = &body[body.find("0{")? + 1..];
     let v: Value = serde_json::Deserializer::from_str(json)
         .into_iter()
@@ -154,17 +242,11 @@ async fn handshake(port: u16, path: &str) -> Option<Open> {
     })
 }
 
-/// Opens a WebSocket for the session and does the upgrade probe; Ok says
-/// whether the app agreed to permessage-deflate.
-async fn websocket(port: u16, path: &str, sid: &str, mode: Compression) -> Result<bool, String> {
-    let offer = match mode {
-        Compression::Passthrough => {
-            "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
-        }
-        _ => "",
-    };
+/// Opens a WebSocket for the session with a client's offer and does the
+/// upgrade probe; Ok carries the extension the 101 agreed, if any.
+async fn websocket(port: u16, path: &str, sid: &str) -> Result<Option<String>, String> {
     let req = format!(
-        "GET {path}?EIO=4&transport=websocket&sid={sid} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
+        "GET {path}?EIO=4&transport=websocket&sid={sid} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: {CLIENT_OFFER}\r\n\r\n"
     );
     let io = async {
         let mut s = TcpStream::connect(("127.0.0.1", port))
@@ -177,32 +259,34 @@ async fn websocket(port: u16, path: &str, sid: &str, mode: Compression) -> Resul
         let status = head.lines().next().unwrap_or("").to_string();
         if !status.contains(" 101") {
             return Err(format!(
-                "the app answered \"{status}\" instead of 101 Switching Protocols"
+                "hpgate answered \"{status}\" instead of 101 Switching Protocols"
             ));
         }
-        let deflate = head.to_ascii_lowercase().contains("permessage-deflate");
+        let agreed = header(&head, "sec-websocket-extensions");
         s.write_all(&build_frame(OP_TEXT, 0, b"2probe", Some(new_mask())))
             .await
             .map_err(|e| e.to_string())?;
-        let reply = read_text(&mut s, deflate).await?;
+        let reply = read_text(&mut s, agreed.is_some()).await?;
         if reply != "3probe" {
             return Err(format!(
                 "the app answered the probe with {reply:?} instead of \"3probe\""
             ));
         }
-        let _ = s
-            .write_all(&build_frame(
-                OP_CLOSE,
-                0,
-                &1000u16.to_be_bytes(),
-                Some(new_mask()),
-            ))
-            .await;
-        Ok(deflate)
+        let close = build_frame(OP_CLOSE, 0, &1000u16.to_be_bytes(), Some(new_mask()));
+        let _ = s.write_all(&close).await;
+        Ok(agreed)
     };
     timeout(IO_TIMEOUT, io)
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {} s", IO_TIMEOUT.as_secs())))
+}
+
+/// A header's value in a response head.
+fn header(head: &str, name: &str) -> Option<String> {
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim().to_string())
 }
 
 async fn read_head(s: &mut TcpStream) -> Result<String, String> {

@@ -1,7 +1,8 @@
 //! Check 12: a trial start. The app is started once the way `hpgate run`
 //! starts it (the supervisor's own spawn, readiness and diagnosis), given
 //! up to startupTimeLimit, timed, looked at (its first output, Socket.IO),
-//! and stopped with everything it started.
+//! and stopped with everything it started; then, for a Socket.IO app that
+//! offers the WebSocket upgrade, the WebSocket through hpgate (socketio).
 
 use std::time::Duration;
 
@@ -65,11 +66,12 @@ pub async fn check(
     };
     let port = trial.port();
     let result = trial.ready(limit).await;
+    let mut upgrade = None;
     let outcome = match result {
         Ok(after) => {
             let _ = trial.output_settled(QUIET, QUIET_MAX).await;
             ready_line(cfg, account, trial.pid(), after, limit, report);
-            socketio::check(cfg, port, report).await;
+            upgrade = socketio::check(cfg, port, report).await;
             Outcome::Ready { port }
         }
         Err(cause) => {
@@ -88,6 +90,10 @@ pub async fn check(
     };
     let out = trial.stop(cfg.shutdown_time_limit).await;
     output_lines(&out, python, report);
+    // One app at a time: the WebSocket goes through hpgate to its own.
+    if let Some(up) = upgrade {
+        socketio::through_hpgate(cfg, up, limit, report).await;
+    }
     outcome
 }
 

@@ -122,6 +122,18 @@ impl Drop for Guard {
 #[derive(Debug, Default)]
 pub struct Watchdog {
     inner: Arc<Inner>,
+    /// The orphan scan; it stops with its watchdog, or it would take a
+    /// later watchdog's apps (`hpgate check`: the trial's, then the
+    /// gateway's) for orphans of a gone app and kill them.
+    adopter: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        if let Some(a) = &self.adopter {
+            a.abort();
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -150,12 +162,11 @@ impl Watchdog {
                 Err(e) => tracing::warn!("cannot start the watchdog process ({e}); app processes may outlive hpgate if it is killed with SIGKILL"),
             }
         }
-        if adopting {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(adopt_orphans(inner.clone()));
-            }
-        }
-        Watchdog { inner }
+        let adopter = adopting
+            .then(|| tokio::runtime::Handle::try_current().ok())
+            .flatten()
+            .map(|rt| rt.spawn(adopt_orphans(inner.clone())).abort_handle());
+        Watchdog { inner, adopter }
     }
 
     /// Kills every adopted daemon (hpgate is stopping; the apps are gone).
