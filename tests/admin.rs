@@ -573,20 +573,8 @@ fn not_after(cert: &std::path::Path) -> f64 {
 fn certificate_expiry_is_exported_and_follows_a_reload() {
     let site = Site::new("admin-tls");
     site.testapp_config("serve", "", &[]);
-    let (cert, key) = self_signed(&site);
-    let (c, k) = (cert.display().to_string(), key.display().to_string());
-    let args = [
-        "--listen",
-        "https://127.0.0.1:0",
-        "--tls-cert",
-        &c,
-        "--tls-key",
-        &k,
-    ];
-    let g = Gateway::start(
-        &site.dir,
-        &[&args[..], &["--admin", "127.0.0.1:0"]].concat(),
-    );
+    let (g, cert) = start_https_with(&site, &["--admin", "127.0.0.1:0"]);
+    let key = cert.with_extension("key");
     let admin = admin_addr(&g);
     let series = r#"hpgate_tls_certificate_expiry_timestamp_seconds{name="localhost"}"#;
     let m = get(admin, "/metrics").text();

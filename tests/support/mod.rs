@@ -162,26 +162,8 @@ impl Gateway {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("start hpgate");
-        let stderr = child.stderr.take().expect("stderr");
         let logs = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    // Text and JSON logs both: the address ends where its characters do.
-                    let end = rest
-                        .find(|c: char| !(c.is_ascii_hexdigit() || ".:[]".contains(c)))
-                        .unwrap_or(rest.len());
-                    if let (Some(tx), Ok(addr)) = (tx.take(), rest[..end].parse::<SocketAddr>()) {
-                        let _ = tx.send(addr);
-                    }
-                }
-                sink.lock().unwrap().push_str(&format!("{line}\n"));
-            }
-        });
+        let rx = read_logs(&mut child, logs.clone());
         let addr = match rx.recv_timeout(Duration::from_secs(10)) {
             Ok(a) => a,
             Err(_) => {
@@ -495,9 +477,41 @@ pub fn app_pid(g: &Gateway) -> Option<u32> {
         .and_then(|s| s.trim().parse().ok())
 }
 
+/// Collects a started hpgate's stderr lines into `logs`; sends the address
+/// of the first "listening on http://" line (native and wine runs alike).
+pub fn read_logs(
+    child: &mut Child,
+    logs: Arc<Mutex<String>>,
+) -> std::sync::mpsc::Receiver<SocketAddr> {
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                // Text and JSON logs both: the address ends where its characters do.
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_hexdigit() || ".:[]".contains(c)))
+                    .unwrap_or(rest.len());
+                if let (Some(tx), Ok(addr)) = (tx.take(), rest[..end].parse::<SocketAddr>()) {
+                    let _ = tx.send(addr);
+                }
+            }
+            logs.lock().unwrap().push_str(&format!("{line}\n"));
+        }
+    });
+    rx
+}
+
 /// hpgate in `site` with an https listener (beside the plain one) serving
 /// a new self-signed certificate; returns the certificate for clients to trust.
 pub fn start_https(site: &Site) -> (Gateway, PathBuf) {
+    start_https_with(site, &[])
+}
+
+/// The same with more arguments (`extra`); the key is `cert.key` beside it.
+pub fn start_https_with(site: &Site, extra: &[&str]) -> (Gateway, PathBuf) {
     let (cert, key) = self_signed(site);
     let (c, k) = (cert.display().to_string(), key.display().to_string());
     let args = [
@@ -508,7 +522,10 @@ pub fn start_https(site: &Site) -> (Gateway, PathBuf) {
         "--tls-key",
         &k,
     ];
-    (Gateway::start(&site.dir, &args), cert)
+    (
+        Gateway::start(&site.dir, &[&args[..], extra].concat()),
+        cert,
+    )
 }
 
 /// A self-signed ECDSA P-256 certificate for localhost and 127.0.0.1, as

@@ -4,14 +4,13 @@
 //! runs as a Linux process whose command line is its Windows one).
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::{request, wait_until, Reply, Site};
+use super::{read_logs, request, wait_until, Reply, Site};
 
 /// What scripts/wine-setup made: `bin/hpgate.exe`, `bin/winapp.exe`, `prefix/`.
 pub struct Wine {
@@ -180,27 +179,4 @@ impl Drop for WinGateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Collects stderr lines into `logs`; sends the address of the first
-/// "listening on http://" line.
-fn read_logs(child: &mut Child, logs: Arc<Mutex<String>>) -> std::sync::mpsc::Receiver<SocketAddr> {
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                let end = rest
-                    .find(|c: char| !(c.is_ascii_hexdigit() || ".:[]".contains(c)))
-                    .unwrap_or(rest.len());
-                if let (Some(tx), Ok(addr)) = (tx.take(), rest[..end].parse::<SocketAddr>()) {
-                    let _ = tx.send(addr);
-                }
-            }
-            logs.lock().unwrap().push_str(&format!("{line}\n"));
-        }
-    });
-    rx
 }
