@@ -328,7 +328,10 @@ fn tls_alpn_01_certificate_is_served_cached_and_reused() {
     assert_eq!(orders, 1, "{}", s.pebble.logs());
     // Pebble really validated (PEBBLE_VA_ALWAYS_VALID=0) over acme-tls/1.
     assert!(
-        g.logs().contains("ACME tls-alpn-01 validation answered"),
+        g.wait_log(
+            "ACME tls-alpn-01 validation answered",
+            Duration::from_secs(5)
+        ),
         "{}",
         g.logs()
     );
@@ -397,7 +400,11 @@ fn without_a_certificate_tls_fails_cleanly_and_plain_http_works() {
         "{}",
         g.logs()
     );
-    assert!(g.logs().contains("retrying in 60s"), "{}", g.logs());
+    assert!(
+        g.wait_log("retrying in 60s", Duration::from_secs(5)),
+        "{}",
+        g.logs()
+    );
     let err = served_serial(SocketAddr::from(([127, 0, 0, 1], https)), b"")
         .expect_err("no certificate to serve");
     // rustls's alert when the resolver has no certificate for the hello.

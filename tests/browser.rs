@@ -37,7 +37,7 @@ fn chromium_chats_through_hpgate_in_every_mode() {
         );
         if mode == "offload" {
             assert!(
-                g.logs().contains("GET /socket.io/"),
+                g.wait_log("GET /socket.io/", Duration::from_secs(5)),
                 "requests went through hpgate"
             );
         }

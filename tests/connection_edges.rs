@@ -126,7 +126,10 @@ fn bare_lf_or_cr_in_an_app_header_is_refused() {
         assert!(r.header("set-cookie").is_none());
         assert!(r.text().contains("malformed"), "{}", r.text());
     }
-    assert!(g.logs().contains("bare LF") && g.logs().contains("bare CR"));
+    assert!(
+        g.wait_log("bare LF", Duration::from_secs(5))
+            && g.wait_log("bare CR", Duration::from_secs(5))
+    );
     // Good answers on the same pooled connections still pass.
     for _ in 0..3 {
         assert_eq!(g.get("/").status, 200);

@@ -169,7 +169,7 @@ fn crash_restarts_and_rapid_fails_lock_out() {
         second.is_some_and(|p| p != first)
     }));
     assert!(!pid_alive(first));
-    assert!(g.logs().contains("exited with"), "{}", g.logs());
+    assert!(g.wait_log("exited with", 5 * S), "{}", g.logs());
     // Two more crashes: three in the window, over the limit of two.
     for _ in 0..2 {
         assert!(wait_until(5 * S, || app_pid(&g).is_some()));
@@ -228,7 +228,7 @@ fn stdout_log_file_is_named_and_filled() {
     assert!(content.contains("banner-for-the-log"));
     // Output also reaches hpgate's own log at debug level, with the pid.
     assert!(g.wait_log("printed-line", 2 * S));
-    assert!(g.logs().contains(&format!("pid={pid}")));
+    assert!(g.wait_log(&format!("pid={pid}"), 2 * S));
 }
 
 #[test]
@@ -282,7 +282,7 @@ fn sigterm_stops_cleanly_after_inflight_requests() {
         200,
         "in-flight request finished"
     );
-    assert!(g.logs().contains("testapp got SIGTERM"), "{}", g.logs());
+    assert!(g.wait_log("testapp got SIGTERM", 5 * S), "{}", g.logs());
     assert!(!pid_alive(pid));
 }
 

@@ -45,6 +45,12 @@ impl Proc {
         self.logs.lock().unwrap().clone()
     }
 
+    /// Whether `needle` shows up in the log within 5 s: the reader thread
+    /// lags hpgate, so a line may land after a notify message that follows it.
+    fn logged(&self, needle: &str) -> bool {
+        wait_until(Duration::from_secs(5), || self.logs().contains(needle))
+    }
+
     fn signal(&self, sig: &str) {
         let _ = Command::new("kill")
             .arg(format!("-{sig}"))
@@ -192,7 +198,7 @@ fn notify_ready_reload_stopping_in_order() {
     );
     let second = app_pid(addr).expect("the app answers after the reload");
     assert_ne!(first, second, "SIGHUP recycled the app");
-    assert!(gw.logs().contains("SIGHUP received: reloading"));
+    assert!(gw.logged("SIGHUP received: reloading"), "{}", gw.logs());
 
     gw.signal("TERM");
     let stopping = notify.next(Duration::from_secs(10));
@@ -324,7 +330,7 @@ fn a_socket_named_https_is_a_tls_listener() {
         "{body:?}\nlog:\n{}",
         gw.logs()
     );
-    assert!(gw.logs().contains("listening on https://"), "{}", gw.logs());
+    assert!(gw.logged("listening on https://"), "{}", gw.logs());
 }
 
 fn path_str(p: &Path) -> &str {
@@ -420,7 +426,7 @@ fn reload_of_a_broken_config_keeps_the_old_app() {
         Some("READY=1")
     );
     assert!(
-        gw.logs().contains("configuration changed but has errors"),
+        gw.logged("configuration changed but has errors"),
         "{}",
         gw.logs()
     );

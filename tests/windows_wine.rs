@@ -402,7 +402,7 @@ fn crash_restarts_and_rapid_fails_lock_out() {
         second = g.app_pid();
         second.is_some_and(|p| p != first)
     }));
-    assert!(g.logs().contains("exited with exit code 7"), "{}", g.logs());
+    assert!(g.wait_log("exited with exit code 7", 5 * S), "{}", g.logs());
     for _ in 0..2 {
         assert!(wait_until(30 * S, || g.app_pid().is_some()), "{}", g.logs());
         let _ = g.get("/crash?code=7");
@@ -479,7 +479,7 @@ fn ctrl_c_stops_hpgate_and_the_app_promptly() {
         "hpgate.exe still runs after 20 s:\n{}",
         g.logs()
     );
-    assert!(g.logs().contains("Ctrl-C received"), "{}", g.logs());
+    assert!(g.wait_log("Ctrl-C received", 5 * S), "{}", g.logs());
     assert!(t0.elapsed() < 20 * S);
     assert!(
         wait_until(10 * S, || processes_with(&app).is_empty()),
