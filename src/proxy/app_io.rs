@@ -125,6 +125,20 @@ fn scan(mut state: Scan, bytes: &[u8]) -> Result<Scan, MalformedHead> {
     Ok(state)
 }
 
+/// Where the first response head in `bytes` ends (just past its empty
+/// line), or None while it has not ended; a bare LF or CR on the way is
+/// refused exactly as `AppIo` refuses it on hyper's path (the lean path,
+/// `proxy/lean/`, parses its heads with this rule first).
+pub fn head_end(bytes: &[u8]) -> Result<Option<usize>, MalformedHead> {
+    let mut h = Head::new();
+    for (i, &b) in bytes.iter().enumerate() {
+        if let Step::End(_) = step(&mut h, b)? {
+            return Ok(Some(i + 1));
+        }
+    }
+    Ok(None)
+}
+
 /// For the fuzz targets (`src/fuzzing.rs`): where each response head of a
 /// connection's first bytes ends, found one byte at a time, and whether
 /// scanning them in two reads split at `split` agrees.

@@ -18,6 +18,7 @@ use tokio::time::Sleep;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::activity::Activity;
+use super::lean::LeanBody;
 use super::pool::Lease;
 use super::request_body::BoxError;
 use prometheus_client::metrics::counter::Counter;
@@ -70,9 +71,57 @@ impl AccessLog {
     }
 }
 
+/// Where the app's body comes from: hyper's client, or the lean path's
+/// own reader (`proxy/lean/`).
+pub enum AppSource {
+    Hyper(Incoming),
+    Lean(LeanBody),
+}
+
+impl From<Incoming> for AppSource {
+    fn from(b: Incoming) -> Self {
+        AppSource::Hyper(b)
+    }
+}
+
+impl From<LeanBody> for AppSource {
+    fn from(b: LeanBody) -> Self {
+        AppSource::Lean(b)
+    }
+}
+
+impl Body for AppSource {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            AppSource::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            AppSource::Lean(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            AppSource::Hyper(b) => b.is_end_stream(),
+            AppSource::Lean(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            AppSource::Hyper(b) => b.size_hint(),
+            AppSource::Lean(b) => b.size_hint(),
+        }
+    }
+}
+
 /// The app's response body with its inactivity timer.
 pub struct AppBody {
-    inner: Incoming,
+    inner: AppSource,
     activity: Arc<Activity>,
     limit: Option<Duration>,
     timer: Option<Pin<Box<Sleep>>>,
@@ -97,13 +146,13 @@ impl Drop for AppBody {
 
 impl AppBody {
     pub fn new(
-        inner: Incoming,
+        inner: impl Into<AppSource>,
         activity: Arc<Activity>,
         limit: Option<Duration>,
         lease: TaskTrackerToken,
     ) -> Self {
         AppBody {
-            inner,
+            inner: inner.into(),
             activity,
             limit,
             timer: None,
@@ -114,9 +163,10 @@ impl AppBody {
     }
 
     /// Hands the connection back to its pool when the body has been read
-    /// to the end (dropped otherwise, which closes it).
-    pub fn reuse(mut self, lease: Lease) -> Self {
-        self.reuse = Some(lease);
+    /// to the end (dropped otherwise, which closes it). A lean body has no
+    /// lease: it hands its own socket back.
+    pub fn reuse(mut self, lease: Option<Lease>) -> Self {
+        self.reuse = lease;
         self
     }
 
@@ -150,6 +200,9 @@ impl AppBody {
 
 use std::future::Future;
 
+// The app's body is what nearly every response carries; boxing it to
+// shrink the rare page variant would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 enum Inner {
     Full(Option<Bytes>),
     App(AppBody),
@@ -218,7 +271,7 @@ impl Body for ResponseBody {
                     up.activity.touch();
                     Poll::Ready(Some(Ok(frame)))
                 }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
                 Poll::Ready(None) => {
                     up.ended = true;
                     Poll::Ready(None)

@@ -7,19 +7,35 @@
 //! connection handed back to the pool when the body has ended. Must not
 //! handle upgrades (`websocket/` does) or render errors (`error.rs` does).
 
+use std::sync::Arc;
+
 use http::{Request, Response};
 use hyper::body::Incoming;
 
-use super::body::{AppBody, ResponseBody};
+use super::activity::Activity;
+use super::body::{AppBody, AppSource, ResponseBody};
 use super::client::Client;
 use super::error::ProxyError;
 use super::pool::Lease;
-use super::upstream::{self, Answer, Purpose};
+use super::upstream::{self, Purpose, Session};
 use super::{affinity, Gateway};
 use crate::config::Config;
+use crate::supervisor::Backend;
 
 /// An Engine.IO open packet is small; more is not a handshake answer.
 const OPEN_PACKET_MAX: usize = 64 * 1024;
+
+/// The app's answer, whichever client fetched it.
+struct Reply {
+    parts: http::response::Parts,
+    body: AppSource,
+    /// hyper's connection, back to its pool after the body (a lean body
+    /// hands its socket back itself).
+    lease: Option<Lease>,
+    backend: Backend,
+    activity: Arc<Activity>,
+    session: Session,
+}
 
 pub async fn handle(
     gw: &Gateway,
@@ -29,43 +45,63 @@ pub async fn handle(
 ) -> Result<(Response<ResponseBody>, Option<u32>), ProxyError> {
     let (mut parts, body) = req.into_parts();
     upstream::prepare(cfg, &mut parts, &client.peer, Purpose::Http)?;
-    let answer = upstream::send(gw, cfg, parts, body, Purpose::Http).await?;
-    let pid = answer.backend.pid;
-    let resp = if answer.session.handshake && answer.resp.status() == http::StatusCode::OK {
-        learn_session(gw, answer).await?
+    let reply = if upstream::takes_lean(Purpose::Http, &body) {
+        let a = upstream::send_lean(gw, cfg, parts).await?;
+        Reply {
+            parts: a.parts,
+            body: a.body.into(),
+            lease: None,
+            backend: a.backend,
+            activity: a.activity,
+            session: a.session,
+        }
     } else {
-        stream(gw, cfg, answer)
+        let a = upstream::send(gw, cfg, parts, body, Purpose::Http).await?;
+        let (parts, body) = a.resp.into_parts();
+        Reply {
+            parts,
+            body: body.into(),
+            lease: Some(Lease::new(gw.pool.clone(), a.conn)),
+            backend: a.backend,
+            activity: a.activity,
+            session: a.session,
+        }
+    };
+    let pid = reply.backend.pid;
+    let resp = if reply.session.handshake && reply.parts.status == http::StatusCode::OK {
+        learn_session(gw, reply).await?
+    } else {
+        stream(cfg, reply)
     };
     Ok((resp, Some(pid)))
 }
 
 /// The app's body streamed to the client; the connection goes back to the
 /// pool when the body has been read to the end.
-fn stream(gw: &Gateway, cfg: &Config, a: Answer) -> Response<ResponseBody> {
-    let (mut parts, body) = a.resp.into_parts();
-    upstream::clean_answer(&mut parts, a.backend.pid);
-    let lease = a.backend.requests.token();
-    let body = AppBody::new(body, a.activity, upstream::request_limit(cfg), lease)
-        .reuse(Lease::new(gw.pool.clone(), a.conn));
-    Response::from_parts(parts, ResponseBody::app(body))
+fn stream(cfg: &Config, mut r: Reply) -> Response<ResponseBody> {
+    upstream::clean_answer(&mut r.parts, r.backend.pid);
+    let token = r.backend.requests.token();
+    let body = AppBody::new(r.body, r.activity, upstream::request_limit(cfg), token).reuse(r.lease);
+    Response::from_parts(r.parts, ResponseBody::app(body))
 }
 
 /// An Engine.IO polling handshake: its open packet names the session,
 /// which later requests with `sid=` must reach on the same process.
-async fn learn_session(gw: &Gateway, a: Answer) -> Result<Response<ResponseBody>, ProxyError> {
-    let (mut parts, body) = a.resp.into_parts();
-    upstream::clean_answer(&mut parts, a.backend.pid);
-    let limited = http_body_util::Limited::new(body, OPEN_PACKET_MAX);
+async fn learn_session(gw: &Gateway, mut r: Reply) -> Result<Response<ResponseBody>, ProxyError> {
+    upstream::clean_answer(&mut r.parts, r.backend.pid);
+    let limited = http_body_util::Limited::new(r.body, OPEN_PACKET_MAX);
     let bytes = http_body_util::BodyExt::collect(limited)
         .await
         .map_err(|e| ProxyError::Backend {
-            pid: a.backend.pid,
+            pid: r.backend.pid,
             reason: e.to_string(),
         })?
         .to_bytes();
     if let Some((sid, ttl)) = affinity::parse_open_packet(&bytes) {
-        gw.affinity.learn(sid, a.backend.pid, ttl);
+        gw.affinity.learn(sid, r.backend.pid, ttl);
     }
-    gw.pool.put(a.conn);
-    Ok(Response::from_parts(parts, ResponseBody::full(bytes)))
+    if let Some(lease) = r.lease {
+        lease.release();
+    }
+    Ok(Response::from_parts(r.parts, ResponseBody::full(bytes)))
 }

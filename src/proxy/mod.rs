@@ -20,6 +20,7 @@ mod forward;
 mod guard;
 mod headers;
 mod host;
+mod lean;
 mod pool;
 mod request_body;
 mod server;
@@ -38,6 +39,7 @@ use std::time::Duration;
 
 use crate::supervisor::Supervisor;
 use affinity::Affinity;
+use pool::raw::RawPool;
 use pool::Pool;
 
 pub use server::{adopt, bind, serve, Endpoint};
@@ -54,6 +56,8 @@ const POOL_CONNECT: Duration = Duration::from_secs(5);
 pub struct Gateway {
     pub sup: Supervisor,
     pub pool: Arc<Pool>,
+    /// The lean path's sockets (requests without a body, `lean/`).
+    pub raw: Arc<RawPool>,
     pub ws: websocket::Registry,
     /// Shared with the admin listener, which shows its size.
     pub affinity: Arc<Affinity>,
@@ -67,9 +71,11 @@ pub struct Gateway {
 impl Gateway {
     pub fn new(sup: Supervisor, ws: websocket::Registry) -> Gateway {
         let pool = Pool::new(POOL_IDLE, POOL_CONNECT).counting(sup.metrics().clone());
+        let raw = RawPool::new(POOL_IDLE, pool.dialer());
         Gateway {
             sup,
             pool: Arc::new(pool),
+            raw,
             ws,
             affinity: Arc::default(),
             https_port: None,

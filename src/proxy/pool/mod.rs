@@ -1,7 +1,8 @@
 //! Keep-alive connections to the app processes.
 //!
 //! Owns connecting (with a time limit), the HTTP/1 handshake, one driver
-//! task per connection, and the idle connections per address. A connection
+//! task per connection, and the idle connections per address (`idle.rs`;
+//! `raw.rs` keeps the lean path's plain sockets the same way). A connection
 //! goes back to its idle list only once its response body has been read to
 //! the end (through a `Lease`, which the response body releases), so nothing has to watch it
 //! become ready again; a checkout waits the moment it may take for hyper to
@@ -12,10 +13,12 @@
 //! a separate checkout: together about a tenth of hpgate's own CPU per small
 //! request (docs/benchmarks.md).
 
-use std::collections::{HashMap, VecDeque};
+mod idle;
+pub mod raw;
+
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
@@ -24,9 +27,8 @@ use tokio::net::TcpStream;
 use super::app_io::{AppIo, HeadMark};
 use super::request_body::RequestBody;
 use crate::admin::metrics::Metrics;
+use idle::{IdleLists, Reusable};
 
-/// Idle connections kept per app process; more are closed when released.
-const MAX_IDLE_PER_PROCESS: usize = 128;
 /// How long a checkout waits for a kept-alive connection to become free.
 const READY_WAIT: Duration = Duration::from_millis(50);
 
@@ -54,6 +56,32 @@ impl ConnectError {
             },
             ConnectError::Handshake(_) => "handshake",
         }
+    }
+}
+
+/// How both pools reach an app process: a TCP connect under a time limit,
+/// Nagle off (heads and small bodies go out at once); failures counted.
+#[derive(Clone)]
+pub struct Dialer {
+    timeout: Duration,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl Dialer {
+    pub async fn dial(&self, addr: SocketAddr) -> Result<TcpStream, ConnectError> {
+        let made = self.try_dial(addr).await;
+        if let (Err(e), Some(m)) = (&made, &self.metrics) {
+            m.app_connect_error(e.cause());
+        }
+        made
+    }
+
+    async fn try_dial(&self, addr: SocketAddr) -> Result<TcpStream, ConnectError> {
+        let stream = tokio::time::timeout(self.timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ConnectError::Timeout(self.timeout))??;
+        stream.set_nodelay(true)?;
+        Ok(stream)
     }
 }
 
@@ -87,44 +115,44 @@ impl Lease {
 struct Idle {
     tx: SendRequest<RequestBody>,
     mark: HeadMark,
-    since: Instant,
+}
+
+impl Reusable for Idle {
+    fn closed(&self) -> bool {
+        self.tx.is_closed()
+    }
 }
 
 pub struct Pool {
-    idle: Mutex<Lists>,
-    idle_timeout: Duration,
-    connect_timeout: Duration,
-    /// Where failed connects are counted (none in unit tests).
-    metrics: Option<Arc<Metrics>>,
-}
-
-#[derive(Default)]
-struct Lists {
-    by_addr: HashMap<SocketAddr, VecDeque<Idle>>,
-    /// Each app process has its own port, so a restarted app leaves its
-    /// old list behind; a sweep every idle timeout drops dead lists.
-    last_sweep: Option<Instant>,
+    idle: IdleLists<Idle>,
+    dialer: Dialer,
 }
 
 impl Pool {
     pub fn new(idle_timeout: Duration, connect_timeout: Duration) -> Pool {
         Pool {
-            idle: Mutex::new(Lists::default()),
-            idle_timeout,
-            connect_timeout,
-            metrics: None,
+            idle: IdleLists::new(idle_timeout),
+            dialer: Dialer {
+                timeout: connect_timeout,
+                metrics: None,
+            },
         }
     }
 
     /// Counts failed connects in `metrics`.
     pub fn counting(mut self, metrics: Arc<Metrics>) -> Pool {
-        self.metrics = Some(metrics);
+        self.dialer.metrics = Some(metrics);
         self
+    }
+
+    /// How this pool connects (shared with the lean path's pool).
+    pub fn dialer(&self) -> Dialer {
+        self.dialer.clone()
     }
 
     /// An idle connection to `addr` if one is alive, else a new one.
     pub async fn get(&self, addr: SocketAddr) -> Result<Conn, ConnectError> {
-        while let Some((mut tx, mark)) = self.pop(addr) {
+        while let Some(Idle { mut tx, mark }) = self.idle.pop(addr) {
             // Ready at once, or within the moment hyper takes to finish the
             // previous exchange; an error means the app closed it. One that
             // stays busy (the app answered before reading a long upload,
@@ -151,21 +179,20 @@ impl Pool {
     /// A new connection. `upgrades`: the driver hands the socket over after
     /// a 101 (WebSocket); such connections are never pooled.
     pub async fn connect(&self, addr: SocketAddr, upgrades: bool) -> Result<Conn, ConnectError> {
-        let made = self.open(addr, upgrades).await;
-        if let (Err(e), Some(m)) = (&made, &self.metrics) {
-            m.app_connect_error(e.cause());
-        }
-        made
-    }
-
-    async fn open(&self, addr: SocketAddr, upgrades: bool) -> Result<Conn, ConnectError> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| ConnectError::Timeout(self.connect_timeout))??;
-        stream.set_nodelay(true)?;
+        let stream = self.dialer.dial(addr).await?;
         let mark = HeadMark::default();
         let io = AppIo::new(stream, mark.clone());
-        let (tx, conn) = http1::Builder::new().handshake(TokioIo::new(io)).await?;
+        let handshake = http1::Builder::new().handshake(TokioIo::new(io)).await;
+        let (tx, conn) = match handshake {
+            Ok(pair) => pair,
+            Err(e) => {
+                let e = ConnectError::Handshake(e);
+                if let Some(m) = &self.dialer.metrics {
+                    m.app_connect_error(e.cause());
+                }
+                return Err(e);
+            }
+        };
         if upgrades {
             tokio::spawn(async move {
                 let _ = conn.with_upgrades().await;
@@ -188,63 +215,18 @@ impl Pool {
         if conn.tx.is_closed() {
             return;
         }
-        let now = Instant::now();
-        let Ok(mut idle) = self.idle.lock() else {
-            return;
+        let idle = Idle {
+            tx: conn.tx,
+            mark: conn.mark,
         };
-        if idle
-            .last_sweep
-            .is_none_or(|s| now.duration_since(s) >= self.idle_timeout)
-        {
-            idle.last_sweep = Some(now);
-            let limit = self.idle_timeout;
-            idle.by_addr.retain(|_, list| {
-                list.retain(|i| !i.tx.is_closed() && now.duration_since(i.since) < limit);
-                !list.is_empty()
-            });
-        }
-        let list = idle.by_addr.entry(conn.addr).or_default();
-        // Oldest first: drop what has idled too long (the app may be about
-        // to close it anyway) before adding.
-        while list
-            .front()
-            .is_some_and(|i| now.duration_since(i.since) >= self.idle_timeout)
-        {
-            list.pop_front();
-        }
-        if list.len() < MAX_IDLE_PER_PROCESS {
-            list.push_back(Idle {
-                tx: conn.tx,
-                mark: conn.mark,
-                since: now,
-            });
-        }
-    }
-
-    fn pop(&self, addr: SocketAddr) -> Option<(SendRequest<RequestBody>, HeadMark)> {
-        let mut idle = self.idle.lock().ok()?;
-        let list = idle.by_addr.get_mut(&addr)?;
-        // Most recent first: it is the least likely to have been closed.
-        while let Some(i) = list.pop_back() {
-            if i.since.elapsed() < self.idle_timeout && !i.tx.is_closed() {
-                return Some((i.tx, i.mark));
-            }
-        }
-        if list.is_empty() {
-            idle.by_addr.remove(&addr);
-        }
-        None
-    }
-
-    #[cfg(test)]
-    fn addresses(&self) -> usize {
-        self.idle.lock().map_or(0, |i| i.by_addr.len())
+        self.idle.put(conn.addr, idle);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
     use tokio::net::TcpListener;
 
     /// A listener that accepts and holds connections (no HTTP needed: the
@@ -294,15 +276,12 @@ mod tests {
         let again = pool.get(a).await.unwrap();
         assert!(again.reused, "an idle connection is taken again");
         pool.put(again);
-        assert_eq!(pool.addresses(), 1);
+        assert_eq!(pool.idle.addresses(), 1);
 
         // The process behind `a` goes away; its connections close.
         server_a.abort();
         let _ = server_a.await;
-        let closed = || {
-            let idle = pool.idle.lock().unwrap();
-            idle.by_addr[&a].iter().all(|i| i.tx.is_closed())
-        };
+        let closed = || pool.idle.all_closed(a);
         let deadline = Instant::now() + Duration::from_secs(5);
         while !closed() {
             assert!(
@@ -317,10 +296,7 @@ mod tests {
         loop {
             let other = pool.get(b).await.unwrap();
             pool.put(other);
-            let only_b = {
-                let lists = pool.idle.lock().unwrap();
-                lists.by_addr.len() == 1 && lists.by_addr.contains_key(&b)
-            };
+            let only_b = pool.idle.only(b);
             if only_b {
                 break;
             }

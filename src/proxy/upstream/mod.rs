@@ -11,9 +11,16 @@
 //! name the client, the app or hpgate as the cause. `clean_answer` fixes
 //! the answer's head the same way for both paths.
 //!
+//! A request without a body takes the lean path (`lean.rs`: the same
+//! phases around hpgate's own HTTP/1 client, `proxy/lean/`); the rest, and
+//! every upgrade, go through hyper's client here.
+//!
 //! Owns nothing of what happens to the answer afterwards: `forward.rs`
 //! streams an HTTP body, `websocket/` takes over a 101.
 
+mod lean;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +39,7 @@ use super::request_body::{ClientStalled, RequestBody};
 use super::Gateway;
 use crate::config::Config;
 use crate::supervisor::{exit_seen, Backend};
+pub use lean::{send_lean, takes_lean};
 
 /// What a request goes to the app for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +101,7 @@ pub async fn send(
     let body = RequestBody::new(body, activity.clone(), client_body_limit(cfg))
         .counting(gw.sup.metrics().request_bytes.clone());
     let (backend, conn) = match purpose {
-        Purpose::Http => pick_and_connect(gw, session.pid).await?,
+        Purpose::Http => pick_and_connect(gw, session.pid, |a| gw.pool.get(a)).await?,
         Purpose::Upgrade => {
             let backend = pick(gw, session.pid).await?;
             // A connection of its own: after the 101 it becomes the WebSocket.
@@ -204,19 +212,24 @@ fn with_target(
     Ok(parts)
 }
 
-/// A ready process and a connection to it. When the connect fails (the
-/// process went away between the pick and the connect) another pick gets
-/// one more chance; the request has not been touched yet.
-async fn pick_and_connect(
+/// A ready process and a connection to it (`get` connects, from one pool
+/// or the other). When the connect fails (the process went away between
+/// the pick and the connect) another pick gets one more chance; the
+/// request has not been touched yet.
+async fn pick_and_connect<C, F>(
     gw: &Gateway,
     prefer_pid: Option<u32>,
-) -> Result<(Backend, Conn), ProxyError> {
+    get: impl Fn(SocketAddr) -> F,
+) -> Result<(Backend, C), ProxyError>
+where
+    F: std::future::Future<Output = Result<C, ConnectError>>,
+{
     let backend = pick(gw, prefer_pid).await?;
-    match gw.pool.get(backend.addr).await {
+    match get(backend.addr).await {
         Ok(conn) => Ok((backend, conn)),
         Err(first) => {
             let again = pick(gw, None).await?;
-            match gw.pool.get(again.addr).await {
+            match get(again.addr).await {
                 Ok(conn) => Ok((again, conn)),
                 Err(e) => {
                     tracing::debug!(pid = backend.pid, "connect failed: {first}");
@@ -242,12 +255,7 @@ fn connect_error(e: ConnectError, backend: &Backend) -> ProxyError {
 /// 9.2.2) and carry no body, as nginx does; the copy costs a header map
 /// clone, so it is made only on reused connections.
 fn replayable(parts: &http::request::Parts, conn: &Conn) -> Option<Request<()>> {
-    use http::Method;
-    let safe = matches!(
-        parts.method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    );
-    if !(conn.reused && safe) {
+    if !(conn.reused && safe_to_repeat(&parts.method)) {
         return None;
     }
     let mut head = Request::new(());
@@ -256,6 +264,15 @@ fn replayable(parts: &http::request::Parts, conn: &Conn) -> Option<Request<()>> 
     *head.version_mut() = parts.version;
     *head.headers_mut() = parts.headers.clone();
     Some(head)
+}
+
+/// RFC 9110 section 9.2.2: methods whose repetition does no harm.
+fn safe_to_repeat(method: &http::Method) -> bool {
+    use http::Method;
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
 }
 
 /// The app closed the connection under a request without answering it.
@@ -289,12 +306,6 @@ async fn guarded(
     activity: &Arc<Activity>,
     limit: Option<Duration>,
 ) -> Result<(Response<Incoming>, Conn), ProxyError> {
-    let idle = async {
-        match limit {
-            Some(l) => activity.idle_for(l).await,
-            None => std::future::pending().await,
-        }
-    };
     let exchange = async {
         let mut e = match conn.tx.try_send_request(req).await {
             Ok(resp) => return Ok((resp, conn)),
@@ -322,6 +333,23 @@ async fn guarded(
             .await
             .map_err(|e| failed(&e, backend, activity))?;
         Ok((resp, fresh))
+    };
+    watched(exchange, backend, activity, limit).await
+}
+
+/// Runs an exchange under the process-exit grace and the `requestTimeout`
+/// inactivity guard (both paths to the app).
+async fn watched<T>(
+    exchange: impl std::future::Future<Output = Result<T, ProxyError>>,
+    backend: &Backend,
+    activity: &Activity,
+    limit: Option<Duration>,
+) -> Result<T, ProxyError> {
+    let idle = async {
+        match limit {
+            Some(l) => activity.idle_for(l).await,
+            None => std::future::pending().await,
+        }
     };
     tokio::select! {
         r = unless_gone(exchange, backend) => r,

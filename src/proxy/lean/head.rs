@@ -1,0 +1,322 @@
+//! The lean path's HTTP/1 heads: the request head written into one
+//! buffer, the app's response head parsed once, and how its body is
+//! framed (RFC 9112 section 6.3).
+//!
+//! Reads the app's head by the same rules as hyper's client on the other
+//! path: no bare LF or CR (`app_io::head_end`), no obs-fold, no space
+//! before a colon, at most 100 header fields in at most 400 KiB. Must not
+//! decide what a failure means for the client (`upstream/`).
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{request, response, Method, StatusCode, Version};
+
+use crate::proxy::app_io::{self, MalformedHead};
+
+/// The largest response head read (hyper's client buffer limit).
+pub const MAX_HEAD: usize = 8192 + 4096 * 100;
+/// The most header fields in a response head (hyper's client default).
+const MAX_HEADERS: usize = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HeadError {
+    #[error(transparent)]
+    Malformed(#[from] MalformedHead),
+    #[error("an unreadable response head ({0})")]
+    Invalid(httparse::Error),
+    #[error("a response head over {MAX_HEAD} bytes")]
+    TooLarge,
+    #[error("a header field hpgate cannot pass on")]
+    BadField,
+    #[error("a Content-Length that is not one number")]
+    BadLength,
+    #[error("101 Switching Protocols to a request that asked for no upgrade")]
+    UnaskedSwitch,
+}
+
+/// How the response body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body (HEAD, 204, 304).
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Read until the app closes the connection.
+    Close,
+}
+
+/// A response head, parsed.
+pub struct Head {
+    pub parts: response::Parts,
+    pub framing: Framing,
+    /// The app keeps the connection open after this response.
+    pub keep_alive: bool,
+}
+
+/// What the bytes read so far hold.
+pub enum Parsed {
+    /// Not a whole head yet.
+    Partial,
+    /// An informational (1xx) head this many bytes long: another follows.
+    Interim(usize),
+    /// The final head and its length.
+    Final(Head, usize),
+}
+
+/// Appends the request head for the app: request line, the prepared
+/// header fields in their order, and `content-length: 0` where a bodiless
+/// request's method implies a body (POST, PUT, PATCH), as hyper's client
+/// adds it.
+pub fn write_request(parts: &request::Parts, out: &mut Vec<u8>) {
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let implies_body = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
+    if implies_body && !parts.headers.contains_key(header::CONTENT_LENGTH) {
+        out.extend_from_slice(b"content-length: 0\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Parses the response head at the front of `buf` (the answer to a HEAD
+/// request when `head_request`).
+pub fn parse(buf: &[u8], head_request: bool) -> Result<Parsed, HeadError> {
+    let Some(end) = app_io::head_end(buf)? else {
+        if buf.len() > MAX_HEAD {
+            return Err(HeadError::TooLarge);
+        }
+        return Ok(Parsed::Partial);
+    };
+    if end > MAX_HEAD {
+        return Err(HeadError::TooLarge);
+    }
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut r = httparse::Response::new(&mut fields);
+    match r.parse(&buf[..end]) {
+        Ok(httparse::Status::Complete(n)) if n == end => {}
+        Ok(_) => return Err(HeadError::Invalid(httparse::Error::Status)),
+        Err(e) => return Err(HeadError::Invalid(e)),
+    }
+    let code = r.code.unwrap_or(0);
+    let status =
+        StatusCode::from_u16(code).map_err(|_| HeadError::Invalid(httparse::Error::Status))?;
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        return Err(HeadError::UnaskedSwitch);
+    }
+    if status.is_informational() {
+        return Ok(Parsed::Interim(end));
+    }
+    let version = if r.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let mut headers = HeaderMap::with_capacity(r.headers.len());
+    for f in r.headers.iter() {
+        let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| HeadError::BadField)?;
+        let value = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(f.value))
+            .map_err(|_| HeadError::BadField)?;
+        headers.append(name, value);
+    }
+    let framing = framing(status, &headers, head_request)?;
+    let keep_alive = framing != Framing::Close && keeps_alive(version, &headers);
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = status;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(Parsed::Final(
+        Head {
+            parts,
+            framing,
+            keep_alive,
+        },
+        end,
+    ))
+}
+
+/// RFC 9112 section 6.3: no body for HEAD, 204 and 304; Transfer-Encoding
+/// over Content-Length (chunked last, else read to the close); a
+/// Content-Length must be one number (repeated equal values are one).
+fn framing(
+    status: StatusCode,
+    headers: &HeaderMap,
+    head_request: bool,
+) -> Result<Framing, HeadError> {
+    if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok(Framing::Empty);
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        let last = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            // An unreadable value is a coding, and not chunked.
+            .map(|v| v.to_str().unwrap_or("?"))
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .rfind(|c| !c.is_empty());
+        return Ok(match last {
+            Some(c) if c.eq_ignore_ascii_case("chunked") => Framing::Chunked,
+            _ => Framing::Close,
+        });
+    }
+    let mut length: Option<u64> = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        let text = value.to_str().map_err(|_| HeadError::BadLength)?;
+        for part in text.split(',') {
+            let part = part.trim();
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(HeadError::BadLength);
+            }
+            let n: u64 = part.parse().map_err(|_| HeadError::BadLength)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(HeadError::BadLength);
+            }
+            length = Some(n);
+        }
+    }
+    Ok(length.map_or(Framing::Close, Framing::Length))
+}
+
+/// HTTP/1.1 keeps the connection unless it says `close`; HTTP/1.0 closes
+/// it unless it says `keep-alive`.
+fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
+    let says = |token: &str| {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if version == Version::HTTP_10 {
+        says("keep-alive")
+    } else {
+        !says("close")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(wire: &[u8]) -> Result<(Head, usize), HeadError> {
+        match parse(wire, false)? {
+            Parsed::Final(h, n) => Ok((h, n)),
+            Parsed::Partial => panic!("partial: {:?}", String::from_utf8_lossy(wire)),
+            Parsed::Interim(n) => panic!("interim {n}"),
+        }
+    }
+
+    #[test]
+    fn request_head_keeps_order_and_adds_length_for_post() {
+        let mut req = http::Request::post("/a?b=1").body(()).unwrap();
+        req.headers_mut()
+            .append("x-z", HeaderValue::from_static("1"));
+        req.headers_mut()
+            .append("host", HeaderValue::from_static("h"));
+        let (parts, ()) = req.into_parts();
+        let mut out = Vec::new();
+        write_request(&parts, &mut out);
+        assert_eq!(
+            out,
+            b"POST /a?b=1 HTTP/1.1\r\nx-z: 1\r\nhost: h\r\ncontent-length: 0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let cases: [(&[u8], Framing, bool); 7] = [
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                Framing::Length(5),
+                true,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n",
+                Framing::Length(5),
+                true,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 5\r\n\r\n",
+                Framing::Chunked,
+                true,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+                Framing::Close,
+                false,
+            ),
+            (b"HTTP/1.1 204 No Content\r\n\r\n", Framing::Empty, true),
+            (
+                b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n",
+                Framing::Length(1),
+                false,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nConnection: x, Close\r\nContent-Length: 1\r\n\r\n",
+                Framing::Length(1),
+                false,
+            ),
+        ];
+        for (wire, framing, keep) in cases {
+            let (h, n) = head(wire).unwrap();
+            assert_eq!(n, wire.len());
+            assert_eq!(h.framing, framing, "{:?}", String::from_utf8_lossy(wire));
+            assert_eq!(h.keep_alive, keep, "{:?}", String::from_utf8_lossy(wire));
+        }
+        let (h, _) = match parse(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", true).unwrap() {
+            Parsed::Final(h, n) => (h, n),
+            _ => panic!(),
+        };
+        assert_eq!(h.framing, Framing::Empty, "a HEAD answer has no body");
+    }
+
+    #[test]
+    fn refuses_heads_hyper_would_refuse_or_misread() {
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nX-A: a\nSet-Cookie: evil=2\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX : a\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX: a\r\n folded\r\n\r\n",
+            b"HTTP/1.1 999999 OK\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            b"HTTP/2 200 OK\r\n\r\n",
+        ] {
+            assert!(head_err(bad), "{:?}", String::from_utf8_lossy(bad));
+        }
+        let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            many.extend_from_slice(format!("X-{i}: 1\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert!(head_err(&many));
+    }
+
+    fn head_err(wire: &[u8]) -> bool {
+        parse(wire, false).is_err()
+    }
+
+    #[test]
+    fn informational_heads_and_partial_heads() {
+        let wire = b"HTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\nHTTP/1.1 200 OK\r\n\r\n";
+        let Ok(Parsed::Interim(n)) = parse(wire, false) else {
+            panic!("not interim")
+        };
+        assert!(head(&wire[n..]).is_ok());
+        assert!(matches!(
+            parse(b"HTTP/1.1 200 OK\r\nA:", false),
+            Ok(Parsed::Partial)
+        ));
+        let big = vec![b'a'; MAX_HEAD + 1];
+        assert!(matches!(parse(&big, false), Err(HeadError::TooLarge)));
+    }
+}

@@ -1,0 +1,98 @@
+//! The lean path: hpgate's own HTTP/1 client for requests without a body
+//! (most GETs, HEADs, DELETEs), which are most requests a web app gets.
+//!
+//! hyper's client runs each app connection in a task of its own and hands
+//! requests and responses to it through channels; here the client
+//! connection's task writes the rewritten head in one write, parses the
+//! answer's head once, and reads the body itself (`body.rs`), so a small
+//! request costs no task switch and no second copy of its head. Requests
+//! with a body, and upgrades, stay on hyper's client (`pool/mod.rs`):
+//! streaming an upload, `100-continue` and the upgrade hand-over are what
+//! hyper's dispatcher is for (docs/architecture.md).
+//!
+//! Owns the bytes on the wire to the app for these requests. Must not
+//! pick processes, retry, time or render anything: `upstream/lean.rs`
+//! does that around `exchange`, as `upstream/mod.rs` does for hyper.
+
+mod body;
+mod chunked;
+mod head;
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::pool::raw::{RawConn, RawPool};
+pub use body::LeanBody;
+pub use head::{write_request, HeadError};
+
+/// The first read's room: most response heads and small bodies fit.
+const HEAD_ROOM: usize = 8 * 1024;
+
+/// Why an exchange on the lean path failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// The app closed or reset the connection before answering anything;
+    /// `sent` says whether the head went out (an unsent request can always
+    /// be sent again; a sent one only if it is safe to repeat).
+    #[error("{error}")]
+    Unanswered { error: io::Error, sent: bool },
+    /// The connection broke in the middle of the answer's head.
+    #[error("{0}")]
+    Io(io::Error),
+    #[error("{0}")]
+    Head(#[from] HeadError),
+}
+
+/// Sends `head` (a bodiless request) on `conn` and reads the answer's
+/// head; the body follows in the returned `LeanBody`.
+pub async fn exchange(
+    mut conn: RawConn,
+    pool: Arc<RawPool>,
+    head: &[u8],
+    head_request: bool,
+) -> Result<(http::response::Parts, LeanBody), ExchangeError> {
+    if let Err(error) = conn.stream.write_all(head).await {
+        return Err(ExchangeError::Unanswered { error, sent: false });
+    }
+    let mut buf = BytesMut::with_capacity(HEAD_ROOM);
+    let mut answered = false;
+    loop {
+        if !buf.is_empty() {
+            match head::parse(&buf, head_request)? {
+                head::Parsed::Partial => {}
+                head::Parsed::Interim(n) => {
+                    buf.advance(n);
+                    continue;
+                }
+                head::Parsed::Final(h, n) => {
+                    buf.advance(n);
+                    let body = LeanBody::new(conn, pool, buf, h.framing, h.keep_alive);
+                    return Ok((h.parts, body));
+                }
+            }
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(HEAD_ROOM);
+        }
+        let read = conn.stream.read_buf(&mut buf).await;
+        let error = match read {
+            Ok(0) => io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the app closed the connection before its response head ended",
+            ),
+            Ok(_) => {
+                answered = true;
+                continue;
+            }
+            Err(e) => e,
+        };
+        return Err(if answered {
+            ExchangeError::Io(error)
+        } else {
+            ExchangeError::Unanswered { error, sent: true }
+        });
+    }
+}

@@ -1,0 +1,117 @@
+//! The lean path's kept-alive app connections: plain sockets, each free
+//! for the next request once its response was read to the end.
+//!
+//! Owns connecting (through the shared `Dialer`) and the check that an
+//! idle socket is still open before it is lent again. Must not read or
+//! write HTTP: `proxy/lean/` does.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use super::idle::{IdleLists, Reusable};
+use super::{ConnectError, Dialer};
+
+/// A socket to one app process, lent to one exchange.
+pub struct RawConn {
+    pub stream: TcpStream,
+    pub addr: SocketAddr,
+    /// Taken from the idle list (the app may have closed it since).
+    pub reused: bool,
+}
+
+struct Idle(TcpStream);
+
+impl Reusable for Idle {
+    /// An idle socket has nothing to read: end of stream means the app
+    /// closed it, and bytes nobody asked for mean it cannot be trusted.
+    fn closed(&self) -> bool {
+        let mut probe = [0u8; 1];
+        !matches!(self.0.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}
+
+pub struct RawPool {
+    idle: IdleLists<Idle>,
+    dialer: Dialer,
+}
+
+impl RawPool {
+    pub fn new(idle_timeout: Duration, dialer: Dialer) -> Arc<RawPool> {
+        Arc::new(RawPool {
+            idle: IdleLists::new(idle_timeout),
+            dialer,
+        })
+    }
+
+    /// An idle socket to `addr` that is still open, else a new one.
+    pub async fn get(&self, addr: SocketAddr) -> Result<RawConn, ConnectError> {
+        if let Some(Idle(stream)) = self.idle.pop(addr) {
+            return Ok(RawConn {
+                stream,
+                addr,
+                reused: true,
+            });
+        }
+        self.connect(addr).await
+    }
+
+    /// A new socket (the second try after a reused one failed).
+    pub async fn connect(&self, addr: SocketAddr) -> Result<RawConn, ConnectError> {
+        let stream = self.dialer.dial(addr).await?;
+        Ok(RawConn {
+            stream,
+            addr,
+            reused: false,
+        })
+    }
+
+    /// Takes a socket back after its response was read to the end.
+    pub fn put(&self, conn: RawConn) {
+        self.idle.put(conn.addr, Idle(conn.stream));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    /// A socket the app closed, or one with unasked-for bytes, is not lent
+    /// again; an open quiet one is.
+    #[tokio::test]
+    async fn only_open_quiet_sockets_are_lent_again() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let dialer = Dialer {
+            timeout: Duration::from_secs(2),
+            metrics: None,
+        };
+        let pool = RawPool::new(Duration::from_secs(30), dialer);
+        let first = pool.get(addr).await.unwrap();
+        let (peer, _) = l.accept().await.unwrap();
+        assert!(!first.reused);
+        pool.put(first);
+        let again = pool.get(addr).await.unwrap();
+        assert!(again.reused, "an open idle socket is taken again");
+        pool.put(again);
+
+        drop(peer);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let fresh = pool.get(addr).await.unwrap();
+        assert!(!fresh.reused, "a socket the app closed was lent again");
+
+        let (mut peer, _) = l.accept().await.unwrap();
+        peer.write_all(b"x").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        pool.put(fresh);
+        let fresh = pool.get(addr).await.unwrap();
+        assert!(
+            !fresh.reused,
+            "a socket with unasked-for bytes was lent again"
+        );
+    }
+}
