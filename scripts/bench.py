@@ -23,6 +23,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from bench_admin import admin_cases  # noqa: E402
 from bench_core import core_cases  # noqa: E402
 from bench_cases import IDLE_CONNS, RUNS, SECS, WRK_THREADS, http_cases, lifecycle_case, ws_cases, wsbench_path  # noqa: E402
 from bench_stack import HPGATE, ROOT  # noqa: E402
@@ -101,6 +102,8 @@ def main():
     doc = os.path.join(ROOT, "docs", "benchmarks.md")
     if want("core"):
         side_part("core", core_cases, doc, stamp, machine)
+    if want("admin"):
+        side_part("admin", admin_cases, doc, stamp, machine)
     if want("tls"):
         side_part("tls", tls_cases, doc, stamp, machine)
     if "compare" in only or (not only and os.environ.get("BENCH_HPGATE_BEFORE")):

@@ -89,7 +89,7 @@ def core_cases():
     rows, facts = [], {}
     for case, backend in [("P1. small GET, 64 conns, proxy-bound (nginx return 200)", memory_backend(work)),
                           ("P2. small GET, 64 conns, backend-bound (static file)", file_cmd)]:
-        stack = Stack(backend, before=True, admin=True)
+        stack = Stack(backend, before=True)
         try:
             time.sleep(1)
             paths = {k: v for k, v in stack.paths().items() if k in KEEP}
