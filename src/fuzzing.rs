@@ -269,9 +269,13 @@ pub fn web_config(data: &[u8]) {
 }
 
 /// The app response-head target: where each head of a connection's first
-/// bytes ends (`app_io.rs`), the same whatever the reads; Err for a bare
-/// CR or LF in a head.
+/// bytes ends (`app_io.rs`), the same whatever the reads, and the same by
+/// the lean path's scan; Err for a bare CR or LF in a head.
 pub fn app_heads(data: &[u8]) -> Option<Vec<usize>> {
     let split = data.first().map_or(0, |b| usize::from(*b));
+    // The lean path's line-jumping scan agrees with the byte steps.
+    let fast = crate::proxy::fuzz::head_end(data).map_err(|e| e.to_string());
+    let steps = crate::proxy::fuzz::head_end_by_steps(data).map_err(|e| e.to_string());
+    assert_eq!(fast, steps, "head_end disagrees with the byte steps");
     crate::proxy::fuzz::head_ends(data, split).ok()
 }

@@ -128,8 +128,41 @@ fn scan(mut state: Scan, bytes: &[u8]) -> Result<Scan, MalformedHead> {
 /// Where the first response head in `bytes` ends (just past its empty
 /// line), or None while it has not ended; a bare LF or CR on the way is
 /// refused exactly as `AppIo` refuses it on hyper's path (the lean path,
-/// `proxy/lean/`, parses its heads with this rule first).
+/// `proxy/lean/`, parses its heads with this rule first). Jumps from line
+/// end to line end rather than stepping byte by byte: the same verdict as
+/// `head_end_by_steps`, which the fuzz target checks.
 pub fn head_end(bytes: &[u8]) -> Result<Option<usize>, MalformedHead> {
+    let mut lines = 0usize;
+    let mut line_start = 0usize;
+    loop {
+        let Some(off) = bytes[line_start..]
+            .iter()
+            .position(|&b| b == b'\r' || b == b'\n')
+        else {
+            return Ok(None);
+        };
+        let at = line_start + off;
+        if bytes[at] == b'\n' {
+            return Err(MalformedHead("LF"));
+        }
+        match bytes.get(at + 1) {
+            None => return Ok(None),
+            Some(b'\n') => {}
+            Some(_) => return Err(MalformedHead("CR")),
+        }
+        if at == line_start && lines > 0 {
+            return Ok(Some(at + 2));
+        }
+        if at > line_start {
+            lines += 1;
+        }
+        line_start = at + 2;
+    }
+}
+
+/// `head_end` by the byte-stepping rules `AppIo` uses (the reference the
+/// fuzz target compares it with).
+pub(crate) fn head_end_by_steps(bytes: &[u8]) -> Result<Option<usize>, MalformedHead> {
     let mut h = Head::new();
     for (i, &b) in bytes.iter().enumerate() {
         if let Step::End(_) = step(&mut h, b)? {
@@ -303,6 +336,29 @@ mod tests {
         // A leading empty line is not the end of a head.
         let r = run(&[b"\r\nHTTP/1.1 200 OK\r\nX: a\nY: b\r\n\r\n"]);
         assert!(r.is_err());
+    }
+
+    #[test]
+    fn head_end_agrees_with_the_byte_steps() {
+        let cases: [&[u8]; 12] = [
+            b"HTTP/1.1 200 OK\r\nA: b\r\n\r\nbody",
+            b"\r\nHTTP/1.1 200 OK\r\n\r\n",
+            b"\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nA: b\r",
+            b"HTTP/1.1 200 OK\r\nA: b\r\n\r",
+            b"HTTP/1.1 200 OK\r\nA: b\nC: d\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nA: b\rC: d\r\n\r\n",
+            b"HTTP/1.1 200 OK\n",
+            b"HTTP/1.1 200 OK",
+            b"",
+            b"\r",
+            b"\rx",
+        ];
+        for c in cases {
+            let fast = head_end(c).map_err(|e| e.0);
+            let steps = head_end_by_steps(c).map_err(|e| e.0);
+            assert_eq!(fast, steps, "{:?}", String::from_utf8_lossy(c));
+        }
     }
 
     #[test]

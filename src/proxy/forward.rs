@@ -32,7 +32,7 @@ struct Reply {
     /// hyper's connection, back to its pool after the body (a lean body
     /// hands its socket back itself).
     lease: Option<Lease>,
-    backend: Backend,
+    backend: Arc<Backend>,
     activity: Arc<Activity>,
     session: Session,
 }

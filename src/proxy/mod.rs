@@ -30,7 +30,7 @@ pub mod websocket;
 
 /// What `crate::fuzzing` drives; not an API.
 pub(crate) mod fuzz {
-    pub(crate) use super::app_io::head_ends;
+    pub(crate) use super::app_io::{head_end, head_end_by_steps, head_ends};
     pub(crate) use super::guard::{Phase, Scanner, Step};
 }
 

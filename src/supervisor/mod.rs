@@ -74,14 +74,41 @@ struct Generation {
 }
 
 impl Generation {
-    fn ready(&self) -> Vec<Backend> {
+    /// A ready process: `prefer_pid`'s if it is ready, else the `turn`-th
+    /// ready one (round-robin). No list is built: a request pays for one
+    /// reference count.
+    fn pick_ready(&self, prefer_pid: Option<u32>, turn: &AtomicUsize) -> Option<Arc<Backend>> {
+        let mut count = 0;
+        for s in &self.slots {
+            if let SlotState::Ready(b) = &*s.state.borrow() {
+                if prefer_pid == Some(b.pid) {
+                    return Some(b.clone());
+                }
+                count += 1;
+            }
+        }
+        if count == 0 {
+            return None;
+        }
+        let mut k = turn.fetch_add(1, Ordering::Relaxed) % count;
+        for s in &self.slots {
+            if let SlotState::Ready(b) = &*s.state.borrow() {
+                if k == 0 {
+                    return Some(b.clone());
+                }
+                k -= 1;
+            }
+        }
+        // A slot stopped being ready between the passes: the next turn.
+        None
+    }
+
+    /// How many processes are ready.
+    fn ready_count(&self) -> usize {
         self.slots
             .iter()
-            .filter_map(|s| match &*s.state.borrow() {
-                SlotState::Ready(b) => Some(b.clone()),
-                _ => None,
-            })
-            .collect()
+            .filter(|s| matches!(&*s.state.borrow(), SlotState::Ready(_)))
+            .count()
     }
 
     /// True while some slot is starting or will retry by itself.
@@ -179,28 +206,22 @@ impl Supervisor {
     /// session affinity). Waits while a process is starting
     /// (up to startupTimeLimit); answers at once when starting has failed
     /// for good, is locked out, or the site is offline.
-    pub async fn pick(&self, prefer_pid: Option<u32>) -> Result<Backend, Unavailable> {
+    pub async fn pick(&self, prefer_pid: Option<u32>) -> Result<Arc<Backend>, Unavailable> {
+        // The common case first: a process is ready, nothing to wait for.
+        if let Some(b) = self.ready_now(prefer_pid)? {
+            return Ok(b);
+        }
         let limit = self.config().startup_time_limit.max(Duration::from_secs(1));
         // A little past the start limit, so a failed attempt can report its
         // own diagnosis rather than a generic "still starting".
         let deadline = tokio::time::Instant::now() + limit + START_MARGIN;
         loop {
+            // Subscribed before looking, so no change is missed.
             let mut changes = self.shared.epoch.subscribe();
-            if self.shared.shutting_down.load(Ordering::Acquire) {
-                return Err(Unavailable::ShuttingDown);
-            }
-            if let Some(page) = self.offline_page() {
-                return Err(Unavailable::Offline(page));
+            if let Some(b) = self.ready_now(prefer_pid)? {
+                return Ok(b);
             }
             let generation = self.current();
-            let ready = generation.ready();
-            if let Some(b) = prefer_pid.and_then(|p| ready.iter().find(|b| b.pid == p)) {
-                return Ok(b.clone());
-            }
-            if !ready.is_empty() {
-                let n = self.shared.round_robin.fetch_add(1, Ordering::Relaxed);
-                return Ok(ready[n % ready.len()].clone());
-            }
             if !generation.pending() {
                 for s in &generation.slots {
                     s.kick.notify_one();
@@ -224,6 +245,19 @@ impl Supervisor {
                 }
             }
         }
+    }
+
+    /// A ready process now, if there is one; Err when none may serve.
+    fn ready_now(&self, prefer_pid: Option<u32>) -> Result<Option<Arc<Backend>>, Unavailable> {
+        if self.shared.shutting_down.load(Ordering::Acquire) {
+            return Err(Unavailable::ShuttingDown);
+        }
+        if let Some(page) = self.offline_page() {
+            return Err(Unavailable::Offline(page));
+        }
+        Ok(self
+            .current()
+            .pick_ready(prefer_pid, &self.shared.round_robin))
     }
 
     fn offline_page(&self) -> Option<Bytes> {
@@ -265,7 +299,7 @@ impl Supervisor {
         };
         if abandoned {
             tracing::info!("a newer configuration came before this one was ready; starting that");
-        } else if next.ready().is_empty() || self.shared.shutting_down.load(Ordering::Acquire) {
+        } else if next.ready_count() == 0 || self.shared.shutting_down.load(Ordering::Acquire) {
             if let Some(f) = next.first_failure() {
                 tracing::error!(
                     "the new configuration did not start ({}); still serving with the old processes",
@@ -288,7 +322,7 @@ impl Supervisor {
     async fn settled(&self, next: &Generation) {
         let mut changes = self.shared.epoch.subscribe();
         loop {
-            let all_ready = next.ready().len() == next.slots.len();
+            let all_ready = next.ready_count() == next.slots.len();
             if all_ready || !next.pending() || self.shared.shutting_down.load(Ordering::Acquire) {
                 return;
             }
@@ -369,7 +403,7 @@ impl Supervisor {
         let mut changes = self.shared.epoch.subscribe();
         loop {
             let generation = self.current();
-            if !generation.ready().is_empty()
+            if generation.ready_count() > 0
                 || !generation.pending()
                 || self.is_offline()
                 || self.shared.shutting_down.load(Ordering::Acquire)

@@ -72,7 +72,9 @@ pub async fn exit_seen(gone: &CancellationToken) -> bool {
 #[derive(Debug, Clone)]
 pub enum SlotState {
     Starting,
-    Ready(Backend),
+    /// Shared: every request to the process holds it (one count, not a
+    /// clone of each token).
+    Ready(Arc<Backend>),
     /// Not serving. `retrying`: another attempt is coming by itself.
     Down {
         failure: Arc<Failure>,
@@ -467,7 +469,7 @@ fn tail_suffix(tail: &str) -> String {
 
 struct Running {
     started: Started,
-    backend: Backend,
+    backend: Arc<Backend>,
 }
 
 async fn start(
@@ -494,14 +496,14 @@ async fn start(
                 ms = started.started_at.elapsed().as_millis() as u64,
                 "app process is ready"
             );
-            let backend = Backend {
+            let backend = Arc::new(Backend {
                 addr: SocketAddr::from(([127, 0, 0, 1], port)),
                 pid: started.pid,
                 slot: slot.index,
                 gone: CancellationToken::new(),
                 retiring: CancellationToken::new(),
                 requests: TaskTracker::new(),
-            };
+            });
             Ok(Running { started, backend })
         }
         Err(cause) => {

@@ -43,7 +43,7 @@ impl Supervisor {
             return Err("offline: app_offline.htm is present".into());
         }
         let generation = self.current();
-        if !generation.ready().is_empty() {
+        if generation.ready_count() > 0 {
             return Ok(());
         }
         match generation.first_failure() {

@@ -30,7 +30,7 @@ use crate::supervisor::Backend;
 pub struct LeanAnswer {
     pub parts: response::Parts,
     pub body: LeanBody,
-    pub backend: Backend,
+    pub backend: Arc<Backend>,
     pub activity: Arc<Activity>,
     pub session: Session,
 }

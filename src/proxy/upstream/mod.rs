@@ -55,7 +55,7 @@ pub enum Purpose {
 pub struct Answer {
     pub resp: Response<Incoming>,
     pub conn: Conn,
-    pub backend: Backend,
+    pub backend: Arc<Backend>,
     pub activity: Arc<Activity>,
     pub session: Session,
 }
@@ -182,7 +182,7 @@ impl Session {
     }
 }
 
-async fn pick(gw: &Gateway, prefer_pid: Option<u32>) -> Result<Backend, ProxyError> {
+async fn pick(gw: &Gateway, prefer_pid: Option<u32>) -> Result<Arc<Backend>, ProxyError> {
     gw.sup
         .pick(prefer_pid)
         .await
@@ -220,7 +220,7 @@ async fn pick_and_connect<C, F>(
     gw: &Gateway,
     prefer_pid: Option<u32>,
     get: impl Fn(SocketAddr) -> F,
-) -> Result<(Backend, C), ProxyError>
+) -> Result<(Arc<Backend>, C), ProxyError>
 where
     F: std::future::Future<Output = Result<C, ConnectError>>,
 {
