@@ -56,7 +56,9 @@ pub async fn handle(
             session: a.session,
         }
     } else {
-        let a = upstream::send(gw, cfg, parts, body, Purpose::Http).await?;
+        // Boxed: hyper's path is the rarer one here, and its future's size
+        // would otherwise be moved with every bodiless request's.
+        let a = Box::pin(upstream::send(gw, cfg, parts, body, Purpose::Http)).await?;
         let (parts, body) = a.resp.into_parts();
         Reply {
             parts,
@@ -69,7 +71,8 @@ pub async fn handle(
     };
     let pid = reply.backend.pid;
     let resp = if reply.session.handshake && reply.parts.status == http::StatusCode::OK {
-        learn_session(gw, reply).await?
+        // Boxed: only Engine.IO handshakes take it.
+        Box::pin(learn_session(gw, reply)).await?
     } else {
         stream(cfg, reply)
     };

@@ -106,7 +106,9 @@ async fn dispatch(
         return Err(ProxyError::MethodNotImplemented("CONNECT"));
     }
     if websocket::is_websocket(&req) {
-        websocket::handle(gw, cfg, req, client).await
+        // Boxed: a handshake is rare beside plain requests, and its large
+        // future would otherwise be part of every request's.
+        Box::pin(websocket::handle(gw, cfg, req, client)).await
     } else {
         forward::handle(gw, cfg, req, client).await
     }

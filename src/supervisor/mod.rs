@@ -211,6 +211,13 @@ impl Supervisor {
         if let Some(b) = self.ready_now(prefer_pid)? {
             return Ok(b);
         }
+        // Boxed: waiting is the exception, and its timer and channel would
+        // otherwise make every request's future larger.
+        Box::pin(self.wait_for_ready(prefer_pid)).await
+    }
+
+    /// `pick` when no process is ready: waits for one (or the verdict).
+    async fn wait_for_ready(&self, prefer_pid: Option<u32>) -> Result<Arc<Backend>, Unavailable> {
         let limit = self.config().startup_time_limit.max(Duration::from_secs(1));
         // A little past the start limit, so a failed attempt can report its
         // own diagnosis rather than a generic "still starting".

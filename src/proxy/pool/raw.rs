@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -27,9 +28,18 @@ struct Idle(TcpStream);
 impl Reusable for Idle {
     /// An idle socket has nothing to read: end of stream means the app
     /// closed it, and bytes nobody asked for mean it cannot be trusted.
+    /// tokio's readiness (from epoll) answers first, with no system call;
+    /// only a socket that may have something to read is probed.
     fn closed(&self) -> bool {
-        let mut probe = [0u8; 1];
-        !matches!(self.0.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.0.poll_read_ready(&mut cx) {
+            Poll::Pending => false,
+            Poll::Ready(Err(_)) => true,
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                !matches!(self.0.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            }
+        }
     }
 }
 
@@ -55,7 +65,8 @@ impl RawPool {
                 reused: true,
             });
         }
-        self.connect(addr).await
+        // Boxed: a connect is the exception on a warm pool.
+        Box::pin(self.connect(addr)).await
     }
 
     /// A new socket (the second try after a reused one failed).

@@ -81,12 +81,10 @@ async fn send_head(
         Err(ExchangeError::Unanswered { sent, .. })
             if reused && (!sent || safe_to_repeat(method)) =>
         {
-            let fresh = gw
-                .raw
-                .connect(backend.addr)
+            let fresh = Box::pin(gw.raw.connect(backend.addr))
                 .await
                 .map_err(|e| connect_error(e, backend))?;
-            lean::exchange(fresh, gw.raw.clone(), head, head_request)
+            Box::pin(lean::exchange(fresh, gw.raw.clone(), head, head_request))
                 .await
                 .map_err(|e| failed(e, backend))
         }

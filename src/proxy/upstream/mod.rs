@@ -363,7 +363,7 @@ async fn watched<T>(
 async fn explain_exit<T>(r: Result<T, ProxyError>, backend: &Backend) -> Result<T, ProxyError> {
     match r {
         Err(ProxyError::Backend { .. } | ProxyError::Connect { .. })
-            if exit_seen(&backend.gone).await =>
+            if Box::pin(exit_seen(&backend.gone)).await =>
         {
             Err(ProxyError::ProcessExited { pid: backend.pid })
         }
