@@ -36,7 +36,7 @@ fn both(g: &Gateway, raw: &[u8]) -> (Reply, Reply) {
 #[test]
 fn every_framing_reads_the_same_on_both_paths() {
     let (_s, g) = gateway("lean-framing");
-    let cases: [(&[u8], u16, &[u8]); 8] = [
+    let cases: [(&[u8], u16, &[u8]); 9] = [
         (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", 200, b"hello"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello", 200, b"hello"),
         (
@@ -47,6 +47,8 @@ fn every_framing_reads_the_same_on_both_paths() {
         // Read to the close: no length, no chunks.
         (b"HTTP/1.1 200 OK\r\nX: y\r\n\r\nuntil close", 200, b"until close"),
         (b"HTTP/1.0 200 OK\r\n\r\nold style", 200, b"old style"),
+        // A coding other than chunked last: read to the close.
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nzzz", 200, b"zzz"),
         // Informational heads come before the answer and are not passed on.
         (
             b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok",
