@@ -543,3 +543,93 @@ fn http2_header_list_over_the_limit_gets_431() {
     assert_eq!(status, 200);
     assert!(!g.logs().contains("testapp saw huge"), "{}", g.logs());
 }
+
+/// hpgate's resident memory in KiB.
+fn rss_kib(g: &Gateway) -> u64 {
+    std::fs::read_to_string(format!("/proc/{}/status", g.child.id()))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Runs fixtures/tls/h2_flood.py against hpgate's https listener.
+fn flood(g: &Gateway, ca: &Path, mode: &str, count: usize) -> serde_json::Value {
+    let out = run(Command::new(venv_python())
+        .arg(repo_root().join("fixtures/tls/h2_flood.py"))
+        .arg("127.0.0.1")
+        .arg(g.https_addr().port().to_string())
+        .arg(ca)
+        .arg(mode)
+        .arg(count.to_string()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let r = serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|_| {
+        panic!(
+            "{mode}: client said: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    eprintln!("{r}");
+    r
+}
+
+/// The app's request count (the test app's `/count`, itself included).
+fn app_count(g: &Gateway) -> u64 {
+    g.get("/count").text().trim().parse().unwrap_or(0)
+}
+
+/// HTTP/2 floods an attacker sends: rapid reset (CVE-2023-44487), a header
+/// block continued forever (CVE-2024-27316), SETTINGS and PING floods whose
+/// answers are never read. Each ends with the connection refused or cut,
+/// reaches the app at most a little, leaves memory bounded, and hpgate
+/// serves the next client at once.
+#[test]
+fn http2_floods_are_cut_off() {
+    if !have("openssl", "version") {
+        return;
+    }
+    let (_site, g, ca) = testapp_tls("tls-h2-floods", &[]);
+    let before = app_count(&g);
+    let rss0 = rss_kib(&g);
+
+    let r = flood(&g, &ca, "rapid-reset", 20_000);
+    assert!(
+        r["ended"] == true || !r["goaway"].is_null(),
+        "rapid reset went on: {r}"
+    );
+    let reached = app_count(&g) - before;
+    assert!(
+        reached < 2_000,
+        "{reached} of 20,000 reset streams reached the app: {r}"
+    );
+
+    let r = flood(&g, &ca, "continuation", 4_000);
+    assert!(
+        r["ended"] == true || !r["goaway"].is_null(),
+        "an endless header block was taken: {r}"
+    );
+    assert!(
+        r["sent"].as_u64().unwrap_or(0) < 4_000,
+        "all 64 MB taken: {r}"
+    );
+
+    for mode in ["settings", "ping"] {
+        let r = flood(&g, &ca, mode, 200_000);
+        // The connection may be cut or may simply stop being read; either
+        // way the flood must not cost memory or the next client.
+        assert!(r["sent"].as_u64().is_some(), "{mode}: {r}");
+    }
+    let grown = rss_kib(&g).saturating_sub(rss0);
+    assert!(
+        grown < 64 * 1024,
+        "hpgate grew by {grown} KiB under the floods"
+    );
+    let t0 = std::time::Instant::now();
+    let (status, version, _, _) = curl(&g, &ca, "--http2", "/", &[]);
+    assert_eq!((status, version.as_str()), (200, "2"), "{}", g.logs());
+    assert!(t0.elapsed() < std::time::Duration::from_secs(5));
+}
