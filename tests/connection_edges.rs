@@ -20,15 +20,6 @@ fn gateway(name: &str, attrs: &str, settings: &[(&str, &str)]) -> (Site, Gateway
     (site, g)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The path that makes the test app answer exactly `raw` and close.
-fn raw_path(raw: &[u8]) -> String {
-    format!("/raw?hex={}", hex(raw))
-}
-
 fn count(g: &Gateway) -> u64 {
     g.get("/count").text().trim().parse().unwrap()
 }

@@ -19,12 +19,6 @@ fn gateway(name: &str) -> (Site, Gateway) {
     (site, g)
 }
 
-/// The path that makes the test app answer exactly `raw` and close.
-fn raw_path(raw: &[u8]) -> String {
-    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    format!("/raw?hex={hex}")
-}
-
 /// GET (the lean path) and POST with a body (hyper's client).
 fn both(g: &Gateway, raw: &[u8]) -> (Reply, Reply) {
     let path = raw_path(raw);

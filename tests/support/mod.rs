@@ -300,6 +300,13 @@ pub fn request(
     raw_request(addr, &raw, Duration::from_secs(30))
 }
 
+/// The test app's path that makes it answer exactly `raw` (any bytes,
+/// however malformed) and close.
+pub fn raw_path(raw: &[u8]) -> String {
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    format!("/raw?hex={hex}")
+}
+
 /// Sends raw bytes and parses the first response (status 0 on none).
 pub fn raw_request(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> Reply {
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
