@@ -269,22 +269,8 @@ impl Ws {
         } else {
             payload.to_vec()
         };
-        let mut f = vec![if compress { 0xC2 } else { 0x82 }];
-        match data.len() {
-            n if n < 126 => f.push(0x80 | n as u8),
-            n if n < 65536 => {
-                f.push(0x80 | 126);
-                f.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                f.push(0x80 | 127);
-                f.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        let mask = [7u8, 13, 42, 99];
-        f.extend_from_slice(&mask);
-        f.extend(data.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.w.write_all(&f).unwrap();
+        let first = if compress { 0xC2 } else { 0x82 };
+        support::frames::send_masked(&mut self.w, first, &data);
     }
 
     /// The next message: (was it compressed, its inflated payload).
