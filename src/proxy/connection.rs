@@ -1,6 +1,7 @@
 //! One client connection, from the accepted socket to its end: the TLS
 //! handshake on an https listener, then HTTP/2 (when ALPN chose `h2`) or
-//! HTTP/1.1 behind the smuggling guard, and the graceful close on shutdown.
+//! HTTP/1.1 (the front, `front/`, then hyper's server behind the smuggling
+//! guard if the front hands over), and the graceful close on shutdown.
 //!
 //! Owns the per-protocol hyper settings (built from the configuration that
 //! serves, once per change) and the TLS handshake's time limit. Must not
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::client::Client;
+use super::front;
 use super::guard::{GuardedIo, Stream, UpgradeGate};
 use super::service::handle;
 use super::Gateway;
@@ -49,6 +51,9 @@ where
 pub struct Protocols {
     h1: http1::Builder,
     h2: http2::Builder<InSpan>,
+    /// The front's limits (`proxy/front/`); None when keep-alive is off
+    /// (`keepAliveTimeout` 0): hyper's server then serves every request.
+    front: Option<front::Limits>,
     /// A client gets this long for its TLS handshake (as for a head).
     handshake_limit: Duration,
 }
@@ -63,9 +68,14 @@ impl Protocols {
             .max_header_list_size(
                 (cfg.max_request_header_bytes + cfg.max_request_line_bytes) as u32,
             );
+        let front = (!cfg.keep_alive_timeout.is_zero()).then(|| front::Limits {
+            head_timeout: head_timeout(cfg),
+            max_head: max_buf(cfg),
+        });
         Protocols {
             h1: http1_builder(cfg),
             h2,
+            front,
             handshake_limit: cfg.header_read_timeout,
         }
     }
@@ -106,6 +116,7 @@ impl Connection {
         }
     }
 
+    /// HTTP/1.1: the front serves while it can, then hyper (`front/`).
     async fn http1<S: Stream>(self, stream: S) {
         let gate = Arc::new(UpgradeGate::default());
         let (gw, protocols, stop) = (self.gw, self.protocols, self.shutdown);
@@ -115,10 +126,18 @@ impl Connection {
             gate.clone(),
             self.tls.is_some(),
         ));
+        let io = match protocols.front {
+            Some(limits) => match front::serve(stream, &gw, &client, limits, &stop).await {
+                front::Ended::Closed => return,
+                // Unboxed: the WebSocket path finds the stream by its type.
+                front::Ended::HandOff(io) => *io,
+            },
+            None => GuardedIo::new(stream, gate),
+        };
         let svc = service_fn(move |req| handle(gw.clone(), req, client.clone()));
         let conn = protocols
             .h1
-            .serve_connection(TokioIo::new(GuardedIo::new(stream, gate)), svc)
+            .serve_connection(TokioIo::new(io), svc)
             .with_upgrades();
         let mut conn = std::pin::pin!(conn);
         let result = tokio::select! {
@@ -169,23 +188,28 @@ fn log_end(result: Result<(), hyper::Error>) {
     }
 }
 
+/// hyper uses one timer for a request head and for the wait for the next
+/// request on a kept-alive connection; the shorter of the two limits wins.
+/// The front keeps the same one.
+fn head_timeout(cfg: &Config) -> Duration {
+    cfg.header_read_timeout
+        .min(cfg.keep_alive_timeout.max(Duration::from_secs(1)))
+}
+
+/// Room for the request line and headers; exact limits (414/431) are
+/// checked per request so each gets its own status.
+fn max_buf(cfg: &Config) -> usize {
+    (cfg.max_request_header_bytes + cfg.max_request_line_bytes + 1024).max(8192) as usize
+}
+
 fn http1_builder(cfg: &Config) -> http1::Builder {
     let mut builder = http1::Builder::new();
-    // hyper uses one timer for a request head and for the wait for the next
-    // request on a kept-alive connection; the shorter of the two limits wins.
-    let head_timeout = cfg
-        .header_read_timeout
-        .min(cfg.keep_alive_timeout.max(Duration::from_secs(1)));
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(head_timeout)
+        .header_read_timeout(head_timeout(cfg))
         .keep_alive(!cfg.keep_alive_timeout.is_zero())
         .max_headers(cfg.max_request_headers as usize + 1)
-        // Room for the line and headers; exact limits (414/431) are
-        // checked per request so each gets its own status.
-        .max_buf_size(
-            (cfg.max_request_header_bytes + cfg.max_request_line_bytes + 1024).max(8192) as usize,
-        )
+        .max_buf_size(max_buf(cfg))
         // A client that half-closes after a complete request (`nc -N`, load
         // balancers' health checks) still gets its answer, and the guard's
         // refusal of a later pipelined head waits for the answers before it

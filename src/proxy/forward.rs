@@ -40,22 +40,13 @@ struct Reply {
 pub async fn handle(
     gw: &Gateway,
     cfg: &Config,
-    req: Request<Incoming>,
+    req: Request<Option<Incoming>>,
     client: &Client,
 ) -> Result<(Response<ResponseBody>, Option<u32>), ProxyError> {
     let (mut parts, body) = req.into_parts();
     upstream::prepare(cfg, &mut parts, &client.peer, Purpose::Http)?;
-    let reply = if upstream::takes_lean(Purpose::Http, &body) {
-        let a = upstream::send_lean(gw, cfg, parts).await?;
-        Reply {
-            parts: a.parts,
-            body: a.body.into(),
-            lease: None,
-            backend: a.backend,
-            activity: a.activity,
-            session: a.session,
-        }
-    } else {
+    let body = body.filter(|b| !upstream::takes_lean(b));
+    let reply = if let Some(body) = body {
         // Boxed: hyper's path is the rarer one here, and its future's size
         // would otherwise be moved with every bodiless request's.
         let a = Box::pin(upstream::send(gw, cfg, parts, body, Purpose::Http)).await?;
@@ -64,6 +55,16 @@ pub async fn handle(
             parts,
             body: body.into(),
             lease: Some(Lease::new(gw.pool.clone(), a.conn)),
+            backend: a.backend,
+            activity: a.activity,
+            session: a.session,
+        }
+    } else {
+        let a = upstream::send_lean(gw, cfg, parts).await?;
+        Reply {
+            parts: a.parts,
+            body: a.body.into(),
+            lease: None,
             backend: a.backend,
             activity: a.activity,
             session: a.session,

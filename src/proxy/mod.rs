@@ -5,7 +5,7 @@
 //! request and must not start, stop or inspect processes itself.
 //!
 //! A request's path: `server.rs` accepts, `guard/` checks the raw bytes,
-//! hyper parses, `service.rs` checks and dispatches once to `forward.rs`
+//! `front/` (GET and HEAD without a body) or hyper parses, `service.rs` checks and dispatches once to `forward.rs`
 //! (plain HTTP) or `websocket/` (upgrades); both reach the app through
 //! `upstream.rs`. `error.rs` renders every response hpgate makes itself.
 
@@ -17,6 +17,7 @@ mod client;
 mod connection;
 mod error;
 mod forward;
+mod front;
 mod guard;
 mod headers;
 mod host;

@@ -28,6 +28,16 @@ pub async fn handle(
     req: Request<Incoming>,
     client: Arc<Client>,
 ) -> Result<Response<ResponseBody>, Infallible> {
+    Ok(respond(&gw, req.map(Some), &client).await)
+}
+
+/// One request to its response, whichever server read it: hyper's, or
+/// the front's (`proxy/front/`), whose requests have no body (`None`).
+pub async fn respond(
+    gw: &Gateway,
+    req: Request<Option<Incoming>>,
+    client: &Client,
+) -> Response<ResponseBody> {
     let start = Instant::now();
     // The guard holds what follows an upgrade request until it knows
     // whether the protocol switched; dropped without a 101 it stays HTTP.
@@ -47,7 +57,7 @@ pub async fn handle(
     // At debug level every line of one request is tied together (the
     // connection's span, at info, already names the connection).
     let span = tracing::debug_span!("request", %method, %path);
-    let (mut resp, pid) = match dispatch(&gw, &cfg, req, &client).instrument(span).await {
+    let (mut resp, pid) = match dispatch(gw, &cfg, req, client).instrument(span).await {
         Ok(ok) => ok,
         Err(e) => {
             e.log(&method, &path);
@@ -82,14 +92,14 @@ pub async fn handle(
         complete: false,
         counted: Some(gw.sup.metrics().response_bytes.clone()),
     });
-    Ok(resp)
+    resp
 }
 
 /// The checks every request passes, then its one path.
 async fn dispatch(
     gw: &Gateway,
     cfg: &Config,
-    req: Request<Incoming>,
+    req: Request<Option<Incoming>>,
     client: &Client,
 ) -> Result<(Response<ResponseBody>, Option<u32>), ProxyError> {
     if let Some(answer) = acme_answer(gw, &req) {
@@ -106,9 +116,18 @@ async fn dispatch(
         return Err(ProxyError::MethodNotImplemented("CONNECT"));
     }
     if websocket::is_websocket(&req) {
+        let (parts, body) = req.into_parts();
+        // The front hands upgrades to hyper: a handshake always has a body.
+        let body = body.ok_or(ProxyError::BadRequest("an upgrade without hyper's body"))?;
         // Boxed: a handshake is rare beside plain requests, and its large
         // future would otherwise be part of every request's.
-        Box::pin(websocket::handle(gw, cfg, req, client)).await
+        Box::pin(websocket::handle(
+            gw,
+            cfg,
+            Request::from_parts(parts, body),
+            client,
+        ))
+        .await
     } else {
         forward::handle(gw, cfg, req, client).await
     }
@@ -116,13 +135,13 @@ async fn dispatch(
 
 /// ACME HTTP-01 challenges must be answered on plain HTTP (RFC 8555
 /// section 8.3), so `httpsRedirect` leaves them alone.
-fn is_acme_challenge(req: &Request<Incoming>) -> bool {
+fn is_acme_challenge<B>(req: &Request<B>) -> bool {
     req.uri().path().starts_with("/.well-known/acme-challenge/")
 }
 
 /// The key authorization for an open ACME HTTP-01 challenge (RFC 8555
 /// section 8.3), before anything else: the app never sees these.
-fn acme_answer(gw: &Gateway, req: &Request<Incoming>) -> Option<Response<ResponseBody>> {
+fn acme_answer<B>(gw: &Gateway, req: &Request<B>) -> Option<Response<ResponseBody>> {
     let challenges = gw.acme.as_ref()?;
     if req.method() != http::Method::GET {
         return None;
@@ -142,7 +161,7 @@ fn acme_answer(gw: &Gateway, req: &Request<Incoming>) -> Option<Response<Respons
 
 /// The same host and target on the https listener (its port left out when
 /// it is 443).
-fn https_location(gw: &Gateway, req: &Request<Incoming>) -> String {
+fn https_location<B>(gw: &Gateway, req: &Request<B>) -> String {
     let host = req
         .uri()
         .host()
@@ -164,7 +183,7 @@ fn https_location(gw: &Gateway, req: &Request<Incoming>) -> String {
     format!("https://{host}{port}{target}")
 }
 
-fn accepts_html(req: &Request<Incoming>) -> bool {
+fn accepts_html<B>(req: &Request<B>) -> bool {
     req.headers()
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -172,7 +191,7 @@ fn accepts_html(req: &Request<Incoming>) -> bool {
 }
 
 /// Limits hyper does not enforce with the statuses RFC 9110 names.
-fn check_limits(cfg: &Config, req: &Request<Incoming>) -> Result<(), ProxyError> {
+fn check_limits<B>(cfg: &Config, req: &Request<B>) -> Result<(), ProxyError> {
     // The request line as sent: method, target, " HTTP/1.1\r\n".
     let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len())
         + req.uri().authority().map_or(0, |a| a.as_str().len() + 7);

@@ -28,7 +28,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -64,6 +64,16 @@ pub struct GuardedIo<S: Stream = TcpStream> {
     /// Waiting for the gate's answer before releasing anything more.
     paused: bool,
     state: Refused,
+    /// Bytes the front (`proxy/front/`) read and scanned but did not
+    /// serve: hyper gets them first, unscanned a second time.
+    prefix: Bytes,
+}
+
+/// The last scan the front made before handing its connection to hyper,
+/// and where in its buffer that scan's bytes began.
+pub struct LastScan {
+    pub from: usize,
+    pub step: Result<Step, ProxyError>,
 }
 
 /// Where the connection is after a refusal.
@@ -89,13 +99,46 @@ impl<S: Stream> GuardedIo<S> {
             held_at: 0,
             paused: false,
             state: Refused::No,
+            prefix: Bytes::new(),
         }
+    }
+
+    /// Takes over a connection from the front: `buf` holds what it read
+    /// and did not serve, scanned by `scanner`; `last` is its last scan,
+    /// whose pause or refusal applies here as if this guard had met it.
+    pub fn resume(
+        inner: S,
+        gate: Arc<UpgradeGate>,
+        scanner: Scanner,
+        mut buf: BytesMut,
+        last: LastScan,
+    ) -> GuardedIo<S> {
+        let mut io = GuardedIo::new(inner, gate);
+        io.scanner = scanner;
+        match last.step {
+            Ok(Step::All) => {}
+            Ok(Step::Pause(n)) => {
+                io.held = buf.split_off(last.from + n).to_vec();
+                io.paused = true;
+            }
+            Err(e) => match io.reject(e) {
+                Ok(keep) => buf.truncate(last.from + keep),
+                Err(_) => buf.truncate(last.from),
+            },
+        }
+        if io.scanner.take_expect() {
+            io.gate.expect();
+        }
+        io.prefix = buf.freeze();
+        io
     }
 
     /// The socket and any bytes read but not yet given to hyper (after a
     /// 101 they belong to the new protocol).
     pub fn into_parts(mut self) -> Option<(S, Bytes)> {
-        let rest = Bytes::copy_from_slice(&self.held[self.held_at..]);
+        let mut rest = BytesMut::from(&self.prefix[..]);
+        rest.extend_from_slice(&self.held[self.held_at..]);
+        let rest = rest.freeze();
         Some((self.inner.take()?, rest))
     }
 
@@ -199,6 +242,11 @@ impl<S: Stream> AsyncRead for GuardedIo<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         loop {
             match this.state {
                 Refused::No => {}

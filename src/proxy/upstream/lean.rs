@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 
 use super::{
     connect_error, explain_exit, pick_and_connect, request_limit, safe_to_repeat, watched,
-    with_target, Purpose, Session,
+    with_target, Session,
 };
 use crate::config::Config;
 use crate::proxy::activity::Activity;
@@ -35,10 +35,11 @@ pub struct LeanAnswer {
     pub session: Session,
 }
 
-/// Whether a request takes the lean path: plain HTTP whose body is known
-/// to be empty (no Content-Length or zero, no chunked body).
-pub fn takes_lean(purpose: Purpose, body: &Incoming) -> bool {
-    purpose == Purpose::Http && http_body::Body::is_end_stream(body)
+/// Whether a plain HTTP request takes the lean path: its body is known to
+/// be empty (no Content-Length or zero, no chunked body). Upgrades never
+/// do (`websocket/` sends them through `send`).
+pub fn takes_lean(body: &Incoming) -> bool {
+    http_body::Body::is_end_stream(body)
 }
 
 /// Picks a process, connects, sends the prepared bodiless request and

@@ -1,0 +1,170 @@
+//! The front: hpgate's own HTTP/1.1 server side for the common request,
+//! as `proxy/lean/` is its own client side.
+//!
+//! A plain connection starts here. Each request head is read into one
+//! buffer, passes the smuggling guard's scanner (the same one hyper's path
+//! reads through) and is parsed once (`request.rs`); a GET or HEAD
+//! without a body goes through `service::respond` like any request, and
+//! its response is written by `response.rs`. The first request the front
+//! does not serve itself (a body, an upgrade, `Expect`, HTTP/1.0, a head
+//! httparse refuses, a refusal by the guard) hands the connection to
+//! hyper for the rest of its life, with every byte read so far
+//! (`GuardedIo::resume`): hyper's server stays the one that answers
+//! everything unusual. Why: hyper's server costs a dispatcher, a second
+//! buffer and a HeaderMap round trip per request; for small requests that
+//! was a large part of hpgate's CPU (docs/benchmarks.md, issue 19).
+//!
+//! Owns the connection's keep-alive loop while it serves: the head timer
+//! (the same limit hyper's server gets), the close on shutdown between
+//! requests, and `connection: close`. Must not check limits, Host or
+//! anything else `service.rs` checks, and must not talk to the app.
+
+mod request;
+mod response;
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::client::Client;
+use super::guard::{GuardedIo, LastScan, Scanner, Step, Stream};
+use super::service;
+use super::Gateway;
+use request::Parsed;
+
+/// The first read's room: most request heads fit many times over.
+const READ_ROOM: usize = 8 * 1024;
+/// Gathered response bytes kept between requests; more is freed.
+const OUT_KEEP: usize = 64 * 1024;
+
+/// The limits the front keeps, the same as hyper's server's.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// How long a head (or the wait for the next one) may take.
+    pub head_timeout: Duration,
+    /// A head longer than this goes to hyper, which answers 431.
+    pub max_head: usize,
+}
+
+/// How the front's part of a connection ended.
+pub enum Ended<S: Stream> {
+    /// The connection is done (closed, timed out, shut down, or failed).
+    Closed,
+    /// hyper serves the rest (boxed: rare, and large).
+    HandOff(Box<GuardedIo<S>>),
+}
+
+/// Serves requests on `stream` until the connection ends or needs hyper.
+pub async fn serve<S: Stream>(
+    mut stream: S,
+    gw: &Gateway,
+    client: &Client,
+    limits: Limits,
+    stop: &CancellationToken,
+) -> Ended<S> {
+    let mut conn = Conn {
+        buf: BytesMut::with_capacity(READ_ROOM),
+        scanner: Scanner::default(),
+        out: Vec::new(),
+    };
+    loop {
+        let (parts, close) = match conn.next_head(&mut stream, limits, stop).await {
+            Next::Request(parts, close) => (parts, close),
+            Next::Closed => return Ended::Closed,
+            Next::HandOff(last) => {
+                let gate = client.gate.clone();
+                let io = GuardedIo::resume(stream, gate, conn.scanner, conn.buf, last);
+                return Ended::HandOff(Box::new(io));
+            }
+        };
+        let head_request = parts.method == http::Method::HEAD;
+        let resp = service::respond(gw, http::Request::from_parts(parts, None), client).await;
+        let close = close || stop.is_cancelled();
+        match response::write(&mut stream, &mut conn.out, resp, head_request, close).await {
+            Ok(true) if !stop.is_cancelled() => {}
+            Ok(_) => return Ended::Closed,
+            Err(e) => {
+                tracing::debug!("connection ended: {e}");
+                return Ended::Closed;
+            }
+        }
+        if conn.out.capacity() > OUT_KEEP {
+            conn.out = Vec::new();
+        }
+    }
+}
+
+/// What the front holds between requests.
+struct Conn {
+    /// Read and scanned, not yet served.
+    buf: BytesMut,
+    scanner: Scanner,
+    /// The response being gathered (kept for the next one).
+    out: Vec<u8>,
+}
+
+enum Next {
+    Request(http::request::Parts, bool),
+    Closed,
+    HandOff(LastScan),
+}
+
+impl Conn {
+    /// The next head the front serves, or why there is none.
+    async fn next_head<S: Stream>(
+        &mut self,
+        stream: &mut S,
+        limits: Limits,
+        stop: &CancellationToken,
+    ) -> Next {
+        let deadline = Instant::now() + limits.head_timeout;
+        loop {
+            if !self.buf.is_empty() {
+                match request::parse(&mut self.buf) {
+                    Parsed::Lean(parts, close) => return Next::Request(parts, close),
+                    Parsed::Other => return Next::HandOff(all_scanned()),
+                    Parsed::Partial if self.buf.len() > limits.max_head => {
+                        return Next::HandOff(all_scanned())
+                    }
+                    Parsed::Partial => {}
+                }
+            }
+            if self.buf.capacity() - self.buf.len() < 1024 {
+                self.buf.reserve(READ_ROOM);
+            }
+            let from = self.buf.len();
+            let read = tokio::select! {
+                biased;
+                r = stream.read_buf(&mut self.buf) => r,
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::debug!("no request head within {:?}", limits.head_timeout);
+                    return Next::Closed;
+                }
+                _ = stop.cancelled() => return Next::Closed,
+            };
+            match read {
+                Ok(0) => return Next::Closed,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!("connection ended: {e}");
+                    return Next::Closed;
+                }
+            }
+            match self.scanner.feed(&self.buf[from..]) {
+                Ok(Step::All) => {}
+                step => return Next::HandOff(LastScan { from, step }),
+            }
+        }
+    }
+}
+
+/// A hand-off with everything in the buffer scanned and accepted.
+fn all_scanned() -> LastScan {
+    LastScan {
+        from: 0,
+        step: Ok(Step::All),
+    }
+}

@@ -1,0 +1,202 @@
+//! The front's request heads: parsed once with httparse, and taken only
+//! when they are the common case the front serves itself.
+//!
+//! Owns the choice of which requests the front serves: GET and HEAD over
+//! HTTP/1.1 with an origin-form target, no body framing (no
+//! Content-Length, no Transfer-Encoding), no Upgrade, no Expect, and a
+//! Connection header that says only `keep-alive` or `close`. Anything else
+//! goes to hyper with the connection (`Parsed::Other`), which then answers
+//! it as before: refusals, 400s, 414/431 and bodies stay where they were.
+//! Must not check limits or the Host rules: `service.rs` does, for both
+//! servers, on the `Parts` built here.
+
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{request, Method, Request, Uri, Version};
+
+/// Header fields the front parses; a head with more goes to hyper, which
+/// applies `maxRequestHeaders` (431).
+const MAX_FIELDS: usize = 64;
+
+/// What the front makes of the bytes at the front of its buffer.
+// `Lean` is the common case: boxing it would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
+pub enum Parsed {
+    /// Not a whole head yet.
+    Partial,
+    /// A head the front serves: the request, and whether the client asked
+    /// to close after it.
+    Lean(request::Parts, bool),
+    /// Anything else: hyper takes the connection from here.
+    Other,
+}
+
+/// Parses the head at the front of `buf`; a served head is taken out of
+/// `buf` (its header values share that memory, nothing is copied).
+pub fn parse(buf: &mut BytesMut) -> Parsed {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut req = httparse::Request::new(&mut fields);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Other,
+    };
+    let method = match req.method {
+        Some("GET") => Method::GET,
+        Some("HEAD") => Method::HEAD,
+        _ => return Parsed::Other,
+    };
+    let target = req.path.unwrap_or("");
+    if req.version != Some(1) || !target.starts_with('/') {
+        return Parsed::Other;
+    }
+    let Some(close) = plain_fields(req.headers) else {
+        return Parsed::Other;
+    };
+    // Where each piece lies in the head, before the head leaves `buf`.
+    let base = buf.as_ptr() as usize;
+    let at = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
+    let target_at = at(target.as_bytes());
+    let mut spans = [Span::default(); MAX_FIELDS];
+    for (span, f) in spans.iter_mut().zip(req.headers.iter()) {
+        *span = Span {
+            name: at(f.name.as_bytes()),
+            value: at(f.value),
+        };
+    }
+    let count = req.headers.len();
+    let head = buf.split_to(len).freeze();
+    match build(method, &head, target_at, &spans[..count]) {
+        Some(parts) => Parsed::Lean(parts, close),
+        // Not expected after httparse; hyper says what is wrong with it.
+        None => {
+            let mut back = BytesMut::from(&head[..]);
+            back.extend_from_slice(buf);
+            *buf = back;
+            Parsed::Other
+        }
+    }
+}
+
+/// Where a field's name and value lie in the head (offset, length).
+#[derive(Clone, Copy, Default)]
+struct Span {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+fn build(
+    method: Method,
+    head: &Bytes,
+    (at, len): (usize, usize),
+    spans: &[Span],
+) -> Option<request::Parts> {
+    let uri = Uri::from_maybe_shared(head.slice(at..at + len)).ok()?;
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for Span { name, value } in spans {
+        let name = HeaderName::from_bytes(&head[name.0..name.0 + name.1]).ok()?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value.0..value.0 + value.1)).ok()?;
+        headers.append(name, value);
+    }
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    parts.headers = headers;
+    Some(parts)
+}
+
+/// None when a field makes the request one for hyper; else whether
+/// Connection asked for a close.
+fn plain_fields(fields: &[httparse::Header<'_>]) -> Option<bool> {
+    let mut close = false;
+    for f in fields {
+        let name = f.name.as_bytes();
+        let framing = name.eq_ignore_ascii_case(b"content-length")
+            || name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(b"upgrade")
+            || name.eq_ignore_ascii_case(b"expect");
+        if framing {
+            return None;
+        }
+        if name.eq_ignore_ascii_case(b"connection") {
+            for token in std::str::from_utf8(f.value).ok()?.split(',') {
+                match token.trim() {
+                    t if t.eq_ignore_ascii_case("close") => close = true,
+                    t if t.eq_ignore_ascii_case("keep-alive") => {}
+                    // Names a header to drop, or is empty: hyper's path.
+                    _ => return None,
+                }
+            }
+        }
+    }
+    Some(close)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(raw: &[u8]) -> (Parsed, BytesMut) {
+        let mut buf = BytesMut::from(raw);
+        (parse(&mut buf), buf)
+    }
+
+    #[test]
+    fn a_plain_get_is_served_and_leaves_what_follows() {
+        let (p, rest) =
+            parsed(b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nx-a: 2\r\n\r\nGET /next");
+        let Parsed::Lean(parts, close) = p else {
+            panic!("not lean")
+        };
+        assert!(!close);
+        assert_eq!(parts.uri, "/a?b=1");
+        assert_eq!(parts.headers.get_all("x-a").iter().count(), 2);
+        assert_eq!(parts.headers["host"], "x");
+        assert_eq!(&rest[..], b"GET /next");
+    }
+
+    #[test]
+    fn connection_close_is_noted() {
+        let (p, _) = parsed(b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: Keep-Alive, close\r\n\r\n");
+        assert!(matches!(p, Parsed::Lean(_, true)));
+    }
+
+    #[test]
+    fn everything_else_goes_to_hyper_untouched() {
+        let others: &[&[u8]] = &[
+            b"POST / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET / HTTP/1.0\r\nHost: x\r\n\r\n",
+            b"GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: x-secret\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: \r\n\r\n",
+            b"GET / HTTP/1.1\r\nHo st: x\r\n\r\n",
+            b"GET /\x7f HTTP/1.1\r\nHost: x\r\n\r\n",
+        ];
+        for raw in others {
+            let (p, rest) = parsed(raw);
+            assert!(
+                matches!(p, Parsed::Other),
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+            assert_eq!(&rest[..], *raw, "bytes kept for hyper");
+        }
+        let many: String = (0..70).map(|i| format!("X-{i}: 1\r\n")).collect();
+        let raw = format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n");
+        assert!(matches!(parsed(raw.as_bytes()).0, Parsed::Other));
+    }
+
+    #[test]
+    fn a_cut_head_is_partial() {
+        assert!(matches!(
+            parsed(b"GET / HTTP/1.1\r\nHost: x\r\n").0,
+            Parsed::Partial
+        ));
+        assert!(matches!(parsed(b"GE").0, Parsed::Partial));
+    }
+}
