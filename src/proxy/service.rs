@@ -38,61 +38,94 @@ pub async fn respond(
     req: Request<Option<Incoming>>,
     client: &Client,
 ) -> Response<ResponseBody> {
-    let start = Instant::now();
-    // The guard holds what follows an upgrade request until it knows
-    // whether the protocol switched; dropped without a 101 it stays HTTP.
-    let upgrade = req
-        .headers()
-        .contains_key(header::UPGRADE)
-        .then(|| Decision::new(&client.gate));
-    let cfg = gw.sup.config();
-    let html = accepts_html(&req);
-    let method = req.method().clone();
-    let proto = req.version();
-    let path = req
-        .uri()
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    let noted = Noted::of(gw, &req, client);
     // At debug level every line of one request is tied together (the
     // connection's span, at info, already names the connection).
-    let span = tracing::debug_span!("request", %method, %path);
-    let (mut resp, pid) = match dispatch(gw, &cfg, req, client).instrument(span).await {
-        Ok(ok) => ok,
-        Err(e) => {
-            e.log(&method, &path);
-            let kind = e.kind();
-            let resp = e.into_response(html, cfg.detailed_errors);
-            gw.sup.metrics().unavailable(resp.status().as_u16(), kind);
-            (resp, None)
+    let span = tracing::debug_span!("request", method = %noted.method, path = %noted.path);
+    let outcome = dispatch(gw, &noted.cfg, req, client).instrument(span).await;
+    // Plain functions before and after the one await: what they build is
+    // not kept in this future's state, which every request moves.
+    noted.finish(gw, client, outcome)
+}
+
+/// What a response needs from its request once the request is gone.
+struct Noted<'c> {
+    start: Instant,
+    /// The guard holds what follows an upgrade request until it knows
+    /// whether the protocol switched; dropped without a 101 it stays HTTP.
+    upgrade: Option<Decision<'c>>,
+    cfg: Arc<Config>,
+    html: bool,
+    method: http::Method,
+    proto: http::Version,
+    path: http::uri::PathAndQuery,
+}
+
+impl<'c> Noted<'c> {
+    fn of<B>(gw: &Gateway, req: &Request<B>, client: &'c Client) -> Noted<'c> {
+        Noted {
+            start: Instant::now(),
+            upgrade: req
+                .headers()
+                .contains_key(header::UPGRADE)
+                .then(|| Decision::new(&client.gate)),
+            cfg: gw.sup.config(),
+            html: accepts_html(req),
+            method: req.method().clone(),
+            proto: req.version(),
+            path: req
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
         }
-    };
-    let status = resp.status().as_u16();
-    gw.sup
-        .metrics()
-        .request(status, &method, proto, start.elapsed());
-    if let Some(d) = upgrade.filter(|_| status == 101) {
-        d.switched();
     }
-    if client.peer.tls && !cfg.hsts.is_zero() {
-        let value = format!("max-age={}", cfg.hsts.as_secs());
-        if let Ok(v) = http::HeaderValue::from_str(&value) {
-            resp.headers_mut()
-                .insert(header::STRICT_TRANSPORT_SECURITY, v);
+
+    /// The response, or the failure's page; metrics, HSTS, access log.
+    fn finish(
+        self,
+        gw: &Gateway,
+        client: &Client,
+        outcome: Result<(Response<ResponseBody>, Option<u32>), ProxyError>,
+    ) -> Response<ResponseBody> {
+        let cfg = &self.cfg;
+        let (mut resp, pid) = match outcome {
+            Ok(ok) => ok,
+            Err(e) => {
+                e.log(&self.method, &self.path);
+                let kind = e.kind();
+                let resp = e.into_response(self.html, cfg.detailed_errors);
+                gw.sup.metrics().unavailable(resp.status().as_u16(), kind);
+                (resp, None)
+            }
+        };
+        let status = resp.status().as_u16();
+        gw.sup
+            .metrics()
+            .request(status, &self.method, self.proto, self.start.elapsed());
+        if let Some(d) = self.upgrade.filter(|_| status == 101) {
+            d.switched();
         }
+        if client.peer.tls && !cfg.hsts.is_zero() {
+            let value = format!("max-age={}", cfg.hsts.as_secs());
+            if let Ok(v) = http::HeaderValue::from_str(&value) {
+                resp.headers_mut()
+                    .insert(header::STRICT_TRANSPORT_SECURITY, v);
+            }
+        }
+        resp.body_mut().set_log(AccessLog {
+            method: self.method,
+            path: self.path,
+            status,
+            proto: self.proto,
+            pid,
+            start: self.start,
+            bytes: 0,
+            complete: false,
+            counted: Some(gw.sup.metrics().response_bytes.clone()),
+        });
+        resp
     }
-    resp.body_mut().set_log(AccessLog {
-        method,
-        path,
-        status,
-        proto,
-        pid,
-        start,
-        bytes: 0,
-        complete: false,
-        counted: Some(gw.sup.metrics().response_bytes.clone()),
-    });
-    resp
 }
 
 /// The checks every request passes, then its one path.

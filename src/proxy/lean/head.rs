@@ -119,10 +119,15 @@ pub fn parse(buf: &[u8], head_request: bool) -> Result<Parsed, HeadError> {
     } else {
         Version::HTTP_11
     };
+    // One copy of the head, which every value then shares (not one
+    // allocation per field).
+    let shared = Bytes::copy_from_slice(&buf[..end]);
     let mut headers = HeaderMap::with_capacity(r.headers.len());
     for f in r.headers.iter() {
         let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| HeadError::BadField)?;
-        let value = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(f.value))
+        // httparse's value lies inside `buf`: the same place in `shared`.
+        let at = f.value.as_ptr() as usize - buf.as_ptr() as usize;
+        let value = HeaderValue::from_maybe_shared(shared.slice(at..at + f.value.len()))
             .map_err(|_| HeadError::BadField)?;
         headers.append(name, value);
     }
