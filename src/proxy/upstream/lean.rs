@@ -55,8 +55,10 @@ pub async fn send_lean(
     let parts = with_target(parts, &backend)?;
     let mut head = Vec::with_capacity(512);
     lean::write_request(&parts, &mut head);
-    let exchange = send_head(gw, conn, &head, &parts.method, &backend);
-    let r = watched(exchange, &backend, &activity, request_limit(cfg)).await;
+    let r = {
+        let exchange = std::pin::pin!(send_head(gw, conn, &head, &parts.method, &backend));
+        watched(exchange, &backend, &activity, request_limit(cfg)).await
+    };
     let (parts, body) = explain_exit(r, &backend).await?;
     Ok(LeanAnswer {
         parts,

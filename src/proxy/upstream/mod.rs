@@ -334,11 +334,15 @@ async fn guarded(
             .map_err(|e| failed(&e, backend, activity))?;
         Ok((resp, fresh))
     };
-    watched(exchange, backend, activity, limit).await
+    watched(std::pin::pin!(exchange), backend, activity, limit).await
 }
 
 /// Runs an exchange under the process-exit grace and the `requestTimeout`
 /// inactivity guard (both paths to the app).
+///
+/// Callers pass the exchange pinned in their own state (`pin!`): taken by
+/// value, it would be moved into this future and again into `unless_gone`,
+/// a copy of its whole state per request at each step.
 async fn watched<T>(
     exchange: impl std::future::Future<Output = Result<T, ProxyError>>,
     backend: &Backend,
