@@ -83,7 +83,11 @@ pub async fn serve<S: Stream>(
         let head_request = parts.method == http::Method::HEAD;
         let resp = service::respond(gw, http::Request::from_parts(parts, None), client).await;
         let close = close || stop.is_cancelled();
-        match response::write(&mut stream, &mut conn.out, resp, head_request, close).await {
+        let (parts, body) = resp.into_parts();
+        let started = response::start(&mut conn.out, &parts, &body, head_request, close);
+        drop(parts);
+        let body = std::pin::pin!(body);
+        match response::send(&mut stream, &mut conn.out, body, started).await {
             Ok(true) if !stop.is_cancelled() => {}
             Ok(_) => return Ended::Closed,
             Err(e) => {

@@ -17,7 +17,7 @@ use std::task::Poll;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{header, HeaderMap, Response, StatusCode};
+use http::{header, HeaderMap, StatusCode};
 use http_body::Body;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -37,20 +37,36 @@ enum Plan {
     Chunked,
 }
 
-/// Writes `resp` for a request (`head_request` for HEAD); `close` when the
-/// connection ends after it. Returns whether it may carry another request
-/// (false after a body the app broke off, or a `connection: close`).
-pub async fn write<W: AsyncWrite + Unpin>(
-    w: &mut W,
+/// A response whose head is gathered, ready for `send`.
+pub struct Started {
+    plan: Plan,
+    close: bool,
+}
+
+/// Gathers the head of a response to a request (`head_request` for HEAD)
+/// in `out`; `close` when the connection ends after it.
+pub fn start(
     out: &mut Vec<u8>,
-    resp: Response<ResponseBody>,
+    parts: &http::response::Parts,
+    body: &ResponseBody,
     head_request: bool,
     mut close: bool,
+) -> Started {
+    let plan = head(out, parts, body, head_request, &mut close);
+    Started { plan, close }
+}
+
+/// Sends the head and the body. Returns whether the connection may carry
+/// another request (false after a body the app broke off, or a
+/// `connection: close`). The body is pinned by the caller: this future
+/// holds references only, so creating it per request copies little.
+pub async fn send<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    out: &mut Vec<u8>,
+    mut body: Pin<&mut ResponseBody>,
+    started: Started,
 ) -> io::Result<bool> {
-    let (parts, body) = resp.into_parts();
-    let plan = head(out, &parts, &body, head_request, &mut close);
-    let mut body = std::pin::pin!(body);
-    let whole = match plan {
+    let whole = match started.plan {
         Plan::None => {
             // An ended body is polled once so its access line says complete.
             if body.is_end_stream() {
@@ -58,14 +74,14 @@ pub async fn write<W: AsyncWrite + Unpin>(
             }
             true
         }
-        Plan::Sized | Plan::Chunked => stream(w, out, body.as_mut(), plan == Plan::Chunked).await?,
+        plan => stream(w, out, body, plan == Plan::Chunked).await?,
     };
     if !out.is_empty() {
         w.write_all(out).await?;
         out.clear();
     }
     w.flush().await?;
-    Ok(whole && !close)
+    Ok(whole && !started.close)
 }
 
 /// Sends the body; false when it ended with an error (the client then
@@ -271,6 +287,7 @@ fn date(out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::Response;
 
     async fn written(
         resp: Response<ResponseBody>,
@@ -279,9 +296,10 @@ mod tests {
     ) -> (String, bool) {
         let mut wire = Vec::new();
         let mut out = Vec::new();
-        let again = write(&mut wire, &mut out, resp, head_request, close)
-            .await
-            .unwrap();
+        let (parts, body) = resp.into_parts();
+        let started = start(&mut out, &parts, &body, head_request, close);
+        let body = std::pin::pin!(body);
+        let again = send(&mut wire, &mut out, body, started).await.unwrap();
         let text = String::from_utf8(wire).unwrap();
         // The date changes; its presence is what counts.
         let text = text
