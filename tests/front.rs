@@ -14,14 +14,6 @@ use support::*;
 
 const S: Duration = Duration::from_secs(1);
 
-fn gateway(name: &str, settings: &[(&str, &str)]) -> (Site, Gateway) {
-    let site = Site::new(name);
-    site.testapp_config("serve", "", settings);
-    let g = Gateway::start(&site.dir, &[]);
-    assert!(g.wait_log("app process is ready", 10 * S), "{}", g.logs());
-    (site, g)
-}
-
 fn connect(g: &Gateway) -> (TcpStream, BufReader<TcpStream>) {
     let s = TcpStream::connect(g.addr).unwrap();
     s.set_read_timeout(Some(10 * S)).unwrap();
@@ -42,7 +34,7 @@ fn closed(r: &mut BufReader<TcpStream>) -> bool {
 
 #[test]
 fn pipelined_requests_cross_the_hand_off_in_order() {
-    let (_s, g) = gateway("front-pipeline", &[]);
+    let (_s, g) = serving_testapp("front-pipeline", &[]);
     let (mut s, mut r) = connect(&g);
     // Served by the front, then a body (hyper from here on), then more.
     s.write_all(
@@ -76,7 +68,7 @@ fn pipelined_requests_cross_the_hand_off_in_order() {
 
 #[test]
 fn a_refused_head_after_served_requests_is_answered_after_them() {
-    let (_s, g) = gateway("front-refusal", &[]);
+    let (_s, g) = serving_testapp("front-refusal", &[]);
     let (mut s, mut r) = connect(&g);
     s.write_all(
         b"GET /status?code=201 HTTP/1.1\r\nHost: x\r\n\r\n\
@@ -98,7 +90,7 @@ fn a_refused_head_after_served_requests_is_answered_after_them() {
 
 #[test]
 fn an_upgrade_after_plain_requests_switches() {
-    let (_s, g) = gateway("front-upgrade", &[]);
+    let (_s, g) = serving_testapp("front-upgrade", &[]);
     let (mut s, mut r) = connect(&g);
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     assert_eq!(read_response(&mut r).status, 200);
@@ -114,7 +106,7 @@ fn an_upgrade_after_plain_requests_switches() {
 
 #[test]
 fn head_close_and_hpgates_own_pages() {
-    let (_s, g) = gateway("front-head", &[]);
+    let (_s, g) = serving_testapp("front-head", &[]);
     let (mut s, mut r) = connect(&g);
     s.write_all(b"HEAD /status?code=200 HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
@@ -155,7 +147,7 @@ fn head_close_and_hpgates_own_pages() {
 
 #[test]
 fn a_head_in_pieces_is_served_and_an_idle_connection_timed_out() {
-    let (_s, g) = gateway("front-pieces", &[("keepAliveTimeout", "1")]);
+    let (_s, g) = serving_testapp("front-pieces", &[("keepAliveTimeout", "1")]);
     let (mut s, mut r) = connect(&g);
     for b in b"GET /status?code=200 HTTP/1.1\r\nHost: x\r\n\r\n".chunks(7) {
         s.write_all(b).unwrap();

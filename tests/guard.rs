@@ -12,14 +12,6 @@ use support::*;
 
 const S: Duration = Duration::from_secs(1);
 
-fn gateway(name: &str, settings: &[(&str, &str)]) -> (Site, Gateway) {
-    let site = Site::new(name);
-    site.testapp_config("serve", "", settings);
-    let g = Gateway::start(&site.dir, &[]);
-    assert!(g.wait_log("app process is ready", 10 * S), "{}", g.logs());
-    (site, g)
-}
-
 /// Requests the app has seen (the count includes this request).
 fn count(g: &Gateway) -> u64 {
     g.get("/count").text().trim().parse().unwrap()
@@ -86,7 +78,7 @@ const TECL: &[u8] = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTra
 
 #[test]
 fn guard_stays_on_after_an_upgrade_forwarded_as_http() {
-    let (_s, g) = gateway("guard-h2c", &[]);
+    let (_s, g) = serving_testapp("guard-h2c", &[]);
     let before = count(&g);
     let first = b"GET /echo?a HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n";
     let got = exchange(&g, &[&first[..], TECL].concat());
@@ -100,7 +92,7 @@ fn guard_stays_on_after_an_upgrade_forwarded_as_http() {
 
 #[test]
 fn guard_stays_on_after_a_refused_handshake() {
-    let (_s, g) = gateway("guard-refused", &[]);
+    let (_s, g) = serving_testapp("guard-refused", &[]);
     let before = count(&g);
     // A WebSocket handshake with a malformed key: 400, connection kept.
     let refused = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: c2hvcnQ=\r\n\r\n";
@@ -124,7 +116,7 @@ fn guard_stays_on_after_a_refused_handshake() {
 
 #[test]
 fn long_framing_header_lines_are_recognized() {
-    let (_s, g) = gateway("guard-long", &[]);
+    let (_s, g) = serving_testapp("guard-long", &[]);
     let before = count(&g);
     // A 31-byte body that looks like an upgrade request head.
     let body = "GET /x HTTP/1.1\r\nUpgrade: y\r\n\r\n";
@@ -145,7 +137,7 @@ fn long_framing_header_lines_are_recognized() {
 
 #[test]
 fn transfer_codings_are_refused_once_and_alike() {
-    let (_s, g) = gateway("guard-te", &[]);
+    let (_s, g) = serving_testapp("guard-te", &[]);
     let before = count(&g);
     for (te, want) in [
         ("gzip, chunked", 501),
@@ -175,7 +167,7 @@ fn transfer_codings_are_refused_once_and_alike() {
 
 #[test]
 fn connect_is_not_implemented() {
-    let (_s, g) = gateway("guard-connect", &[]);
+    let (_s, g) = serving_testapp("guard-connect", &[]);
     let before = count(&g);
     let got = exchange(
         &g,
@@ -187,7 +179,7 @@ fn connect_is_not_implemented() {
 
 #[test]
 fn host_rules() {
-    let (_s, g) = gateway("guard-host", &[]);
+    let (_s, g) = serving_testapp("guard-host", &[]);
     let before = count(&g);
     for raw in [
         &b"GET /echo HTTP/1.1\r\n\r\n"[..],
@@ -263,7 +255,7 @@ fn answers(g: &Gateway, raw: &[u8], want: usize) -> Vec<Wire> {
 /// refusals, and the 504 and 502 pages, as text and as HTML.
 #[test]
 fn own_responses_are_well_framed() {
-    let (_site, g) = gateway(
+    let (_site, g) = serving_testapp(
         "guard-framed",
         &[("maxRequestLineBytes", "512"), ("maxRequestHeaders", "20")],
     );
@@ -347,7 +339,7 @@ fn malformed_trailer_lines_are_refused() {
     // Found by the guard-versus-h11 differential (docs/fuzzing.md): trailer
     // lines follow the head's rules. The whole request is in one read, so
     // it is refused before dispatch and the pipelined one never runs.
-    let (_s, g) = gateway("guard-trailer", &[]);
+    let (_s, g) = serving_testapp("guard-trailer", &[]);
     let before = count(&g);
     for trailer in [" folded", "T", "T : 1", "T: a\x01"] {
         let raw = format!(

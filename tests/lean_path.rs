@@ -11,14 +11,6 @@ use support::*;
 
 const S: Duration = Duration::from_secs(1);
 
-fn gateway(name: &str) -> (Site, Gateway) {
-    let site = Site::new(name);
-    site.testapp_config("serve", "", &[]);
-    let g = Gateway::start(&site.dir, &[]);
-    assert!(g.wait_log("app process is ready", 10 * S), "{}", g.logs());
-    (site, g)
-}
-
 /// GET (the lean path) and POST with a body (hyper's client).
 fn both(g: &Gateway, raw: &[u8]) -> (Reply, Reply) {
     let path = raw_path(raw);
@@ -29,7 +21,7 @@ fn both(g: &Gateway, raw: &[u8]) -> (Reply, Reply) {
 
 #[test]
 fn every_framing_reads_the_same_on_both_paths() {
-    let (_s, g) = gateway("lean-framing");
+    let (_s, g) = serving_testapp("lean-framing", &[]);
     let cases: [(&[u8], u16, &[u8]); 9] = [
         (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", 200, b"hello"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello", 200, b"hello"),
@@ -74,7 +66,7 @@ fn every_framing_reads_the_same_on_both_paths() {
 
 #[test]
 fn both_length_and_chunked_is_read_by_chunks_and_the_length_dropped() {
-    let (_s, g) = gateway("lean-te-cl");
+    let (_s, g) = serving_testapp("lean-te-cl", &[]);
     let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
     let (lean, hyper) = both(&g, raw);
     for r in [lean, hyper] {
@@ -86,7 +78,7 @@ fn both_length_and_chunked_is_read_by_chunks_and_the_length_dropped() {
 
 #[test]
 fn heads_that_could_be_read_two_ways_are_refused_on_both_paths() {
-    let (_s, g) = gateway("lean-refused");
+    let (_s, g) = serving_testapp("lean-refused", &[]);
     for raw in [
         &b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: a\nSet-Cookie: evil=2\r\n\r\nok"[..],
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: a\rSet-Cookie: evil=2\r\n\r\nok",
@@ -112,7 +104,7 @@ fn heads_that_could_be_read_two_ways_are_refused_on_both_paths() {
 
 #[test]
 fn a_broken_body_cuts_the_response_after_what_came() {
-    let (_s, g) = gateway("lean-cut");
+    let (_s, g) = serving_testapp("lean-cut", &[]);
     for raw in [
         // Shorter than its length, then the close.
         &b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello"[..],
@@ -140,7 +132,7 @@ fn a_broken_body_cuts_the_response_after_what_came() {
 
 #[test]
 fn kept_alive_sockets_are_reused_and_head_answers_read_no_body() {
-    let (_s, g) = gateway("lean-reuse");
+    let (_s, g) = serving_testapp("lean-reuse", &[]);
     let port = |r: Reply| -> u64 {
         let v: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
         v["peer_port"].as_u64().expect("peer_port")

@@ -115,6 +115,20 @@ impl Drop for Site {
     }
 }
 
+/// hpgate in front of the test app (`serve` mode) with these settings,
+/// once the app is ready.
+pub fn serving_testapp(name: &str, settings: &[(&str, &str)]) -> (Site, Gateway) {
+    let site = Site::new(name);
+    site.testapp_config("serve", "", settings);
+    let g = Gateway::start(&site.dir, &[]);
+    assert!(
+        g.wait_log("app process is ready", Duration::from_secs(10)),
+        "{}",
+        g.logs()
+    );
+    (site, g)
+}
+
 /// A running hpgate; stopped (SIGTERM, then SIGKILL) on drop.
 pub struct Gateway {
     pub child: Child,
