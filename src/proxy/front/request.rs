@@ -199,4 +199,81 @@ mod tests {
         ));
         assert!(matches!(parsed(b"GE").0, Parsed::Partial));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Heads built from pieces the front must tell apart, and bytes
+        /// with no shape at all.
+        fn heads() -> impl Strategy<Value = Vec<u8>> {
+            let line = prop::sample::select(vec![
+                b"GET / HTTP/1.1\r\n" as &[u8],
+                b"HEAD /a?b HTTP/1.1\r\n",
+                b"GET http://x/ HTTP/1.1\r\n",
+                b"POST / HTTP/1.1\r\n",
+                b"GET / HTTP/1.0\r\n",
+                b"GET /\x7f HTTP/1.1\r\n",
+                b"GET / HTTP/1.1\n",
+            ]);
+            let field = prop::sample::select(vec![
+                b"Host: x\r\n" as &[u8],
+                b"Host: a\r\nHost: b\r\n",
+                b"Content-Length: 0\r\n",
+                b"Transfer-Encoding: chunked\r\n",
+                b"Connection: close\r\n",
+                b"Connection: x-secret\r\n",
+                b"Upgrade: websocket\r\n",
+                b"X-A: \xff\r\n",
+                b"Bad Name: 1\r\n",
+                b" folded\r\n",
+                b"X-B: 1\n",
+            ]);
+            let built = (
+                line,
+                prop::collection::vec(field, 0..6),
+                any::<bool>(),
+                any::<Vec<u8>>(),
+            )
+                .prop_map(|(line, fields, end, tail)| {
+                    let mut raw = line.to_vec();
+                    for f in fields {
+                        raw.extend_from_slice(f);
+                    }
+                    if end {
+                        raw.extend_from_slice(b"\r\n");
+                    }
+                    raw.extend_from_slice(&tail);
+                    raw
+                });
+            prop_oneof![built, any::<Vec<u8>>()]
+        }
+
+        proptest! {
+            /// Whatever the bytes: no panic; a head the front does not
+            /// take leaves every byte for hyper; a head it takes is a GET
+            /// or HEAD with no framing or upgrade field, and exactly that
+            /// head leaves the buffer.
+            #[test]
+            fn a_head_is_taken_whole_or_left_untouched(raw in heads()) {
+                let mut buf = BytesMut::from(&raw[..]);
+                match parse(&mut buf) {
+                    Parsed::Partial | Parsed::Other => prop_assert_eq!(&buf[..], &raw[..]),
+                    Parsed::Lean(parts, _) => {
+                        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+                        let mut req = httparse::Request::new(&mut fields);
+                        let Ok(httparse::Status::Complete(len)) = req.parse(&raw) else {
+                            return Err(TestCaseError::fail("taken but not a whole head"));
+                        };
+                        prop_assert_eq!(&buf[..], &raw[len..]);
+                        prop_assert!(parts.method == Method::GET || parts.method == Method::HEAD);
+                        prop_assert_eq!(parts.headers.len(), req.headers.len());
+                        for name in ["content-length", "transfer-encoding", "upgrade", "expect"] {
+                            prop_assert!(!parts.headers.contains_key(name));
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
