@@ -164,3 +164,32 @@ fn a_head_in_pieces_is_served_and_an_idle_connection_timed_out() {
         "{idle:?}"
     );
 }
+
+#[test]
+fn bodies_of_unknown_length_are_chunked_and_the_connection_kept() {
+    let (_s, g) = serving_testapp("front-framing", &[]);
+    let (mut s, mut r) = connect(&g);
+    // The app answers without a length and closes: the client must get
+    // chunks, and its connection stays usable.
+    let path = raw_path(b"HTTP/1.1 200 OK\r\nX: y\r\n\r\nuntil close");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    let reply = read_response(&mut r);
+    assert_eq!(
+        reply.header("transfer-encoding"),
+        Some("chunked"),
+        "{reply:?}"
+    );
+    assert_eq!(reply.text(), "until close");
+    // A chunked app body in 64 KiB pieces (larger than what the front
+    // gathers behind a head): every byte, in order, on the same connection.
+    s.write_all(b"GET /download?size=300000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let reply = read_response(&mut r);
+    assert_eq!(reply.status, 200);
+    let expected: Vec<u8> = (0..300_000usize).map(|i| (i % 256) as u8).collect();
+    assert!(reply.body == expected, "{} bytes", reply.body.len());
+    s.write_all(b"GET /status?code=200 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut r).text(), "status 200");
+}

@@ -1,4 +1,6 @@
-//! The hyper service entry: one client request in, one response out.
+//! One client request in, one response out, whoever read it: `handle` is
+//! hyper's service entry (HTTP/1.1 and HTTP/2), `respond` what the front
+//! (`proxy/front/`) calls for the requests it reads itself.
 //!
 //! Phases: the upgrade decision for the guard, `check_limits` (414/431)
 //! and the Host rules, then dispatch, once: a WebSocket handshake goes to

@@ -11,7 +11,7 @@
 
 use std::cell::RefCell;
 use std::future::poll_fn;
-use std::io;
+use std::io::{self, Write as _};
 use std::pin::Pin;
 use std::task::Poll;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -132,7 +132,7 @@ async fn put<W: AsyncWrite + Unpin>(
     chunked: bool,
 ) -> io::Result<()> {
     if chunked {
-        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        let _ = write!(out, "{:x}\r\n", data.len());
     }
     if out.len() + data.len() <= GATHER {
         out.extend_from_slice(&data);
@@ -167,27 +167,21 @@ fn head(
     *close |= fields.close;
     let plan = if fields.length {
         Plan::Sized
-    } else {
-        match body.size_hint().exact().filter(|_| !ended) {
-            Some(0) | None if ended => {
-                if !bodiless_status && !head_request {
-                    out.extend_from_slice(b"content-length: 0\r\n");
-                }
-                Plan::None
-            }
-            Some(n) => {
-                if !bodiless_status {
-                    out.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
-                }
-                Plan::Sized
-            }
-            None => {
-                if can_body {
-                    out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-                }
-                Plan::Chunked
-            }
+    } else if ended {
+        if !bodiless_status && !head_request {
+            out.extend_from_slice(b"content-length: 0\r\n");
         }
+        Plan::None
+    } else if let Some(n) = body.size_hint().exact() {
+        if !bodiless_status {
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
+        Plan::Sized
+    } else {
+        if can_body {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        }
+        Plan::Chunked
     };
     if *close && !fields.close {
         out.extend_from_slice(b"connection: close\r\n");
