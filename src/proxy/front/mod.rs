@@ -15,7 +15,9 @@
 //! was a large part of hpgate's CPU (docs/benchmarks.md, issue 19).
 //!
 //! Owns the connection's keep-alive loop while it serves: the head timer
-//! (the same limit hyper's server gets), the close on shutdown between
+//! (the same limit hyper's server gets), parsing a head only once its
+//! blank line has arrived (a head trickled in byte by byte costs one parse,
+//! not one per read), the close on shutdown between
 //! requests, and `connection: close`. Must not check limits, Host or
 //! anything else `service.rs` checks, and must not talk to the app.
 
@@ -125,16 +127,19 @@ impl Conn {
         stop: &CancellationToken,
     ) -> Next {
         let deadline = Instant::now() + limits.head_timeout;
+        // Where a head's end not yet looked for may begin: a head sent a
+        // byte at a time must not be parsed again from its start per byte.
+        let mut unseen = 0;
         loop {
-            if !self.buf.is_empty() {
+            if may_end_head(&self.buf[unseen..]) {
                 match request::parse(&mut self.buf) {
                     Parsed::Lean(parts, close) => return Next::Request(parts, close),
                     Parsed::Other => return Next::HandOff(all_scanned()),
-                    Parsed::Partial if self.buf.len() > limits.max_head => {
-                        return Next::HandOff(all_scanned())
-                    }
                     Parsed::Partial => {}
                 }
+            }
+            if self.buf.len() > limits.max_head {
+                return Next::HandOff(all_scanned());
             }
             if self.buf.capacity() - self.buf.len() < 1024 {
                 self.buf.reserve(READ_ROOM);
@@ -161,8 +166,16 @@ impl Conn {
                 Ok(Step::All) => {}
                 step => return Next::HandOff(LastScan { from, step }),
             }
+            // A CRLFCRLF may straddle the old bytes and the new.
+            unseen = from.saturating_sub(3);
         }
     }
+}
+
+/// Whether these bytes hold the blank line that ends a head (the guard
+/// lets only CRLF line ends through, so no bare-LF form needs looking for).
+fn may_end_head(bytes: &[u8]) -> bool {
+    bytes.windows(4).any(|w| w == b"\r\n\r\n")
 }
 
 /// A hand-off with everything in the buffer scanned and accepted.
