@@ -195,3 +195,25 @@ fn bodies_of_unknown_length_are_chunked_and_the_connection_kept() {
         .unwrap();
     assert_eq!(read_response(&mut r).text(), "status 200");
 }
+
+#[test]
+fn shutdown_closes_idle_connections_and_ends_the_request_in_flight_with_close() {
+    let (_s, mut g) = serving_testapp("front-stop", &[("shutdownTimeLimit", "3")]);
+    let (mut idle, mut idle_r) = connect(&g);
+    idle.write_all(b"GET /status?code=200 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut idle_r).status, 200);
+    let (mut s, mut r) = connect(&g);
+    s.write_all(b"GET /slow?delay=1&mark=front-stop HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert!(g.wait_log("testapp saw front-stop", 10 * S), "{}", g.logs());
+    let stopper = std::thread::spawn(move || g.stop(10 * S));
+    // The answer in flight still arrives, says the connection ends, and
+    // it does; the kept-alive idle connection is closed too.
+    let reply = read_response(&mut r);
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.header("connection"), Some("close"));
+    assert!(closed(&mut r));
+    assert!(closed(&mut idle_r));
+    assert_eq!(stopper.join().unwrap(), Some(0));
+}
