@@ -20,6 +20,7 @@
 //! what hyper writes.
 
 mod gate;
+mod plain_head;
 mod rules;
 mod scanner;
 
