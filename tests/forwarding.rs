@@ -103,6 +103,58 @@ fn request_line_headers_and_forwarding_headers() {
     assert_eq!(out.header("keep-alive"), None);
 }
 
+/// Every header line the app got, as (name, value), in order.
+fn lines(v: &serde_json::Value) -> Vec<(String, String)> {
+    v["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            let s = |i: usize| h[i].as_str().unwrap().to_ascii_lowercase();
+            (s(0), s(1))
+        })
+        .collect()
+}
+
+/// A plain GET has its forwarding fields written with its head (no map
+/// edits), one carrying such fields of its own has them replaced in the
+/// map: the app gets the same fields, once each, either way.
+#[test]
+fn forwarding_headers_of_plain_gets() {
+    let (_s, g) = gateway("plain-get", "", &[]);
+    let host = g.addr.to_string();
+    let forwarded = format!("for=127.0.0.1;host=\"{host}\";proto=http");
+    let want = |accept: &str| {
+        vec![
+            ("host".to_string(), host.clone()),
+            ("accept".to_string(), accept.to_string()),
+            ("x-forwarded-for".to_string(), "127.0.0.1".to_string()),
+            ("x-forwarded-proto".to_string(), "http".to_string()),
+            ("x-forwarded-host".to_string(), host.clone()),
+            ("forwarded".to_string(), forwarded.clone()),
+        ]
+    };
+    let plain = echo(&request(
+        g.addr,
+        "GET",
+        "/echo/p",
+        &[("Accept", "*/*")],
+        b"",
+    ));
+    assert_eq!(lines(&plain), want("*/*"), "connection is hop-by-hop");
+    let spoofed = &[
+        ("Accept", "text/plain"),
+        ("X-Forwarded-For", "6.6.6.6"),
+        ("X-Forwarded-Proto", "https"),
+        ("Forwarded", "for=6.6.6.6"),
+    ];
+    let mut got = lines(&echo(&request(g.addr, "GET", "/echo/p", spoofed, b"")));
+    got.sort();
+    let mut replaced = want("text/plain");
+    replaced.sort();
+    assert_eq!(got, replaced);
+}
+
 #[test]
 fn trusted_forwarded_headers_are_appended() {
     let (_s, g) = gateway("trust", "", &[("trustForwardedHeaders", "true")]);

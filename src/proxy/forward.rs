@@ -44,9 +44,9 @@ pub async fn handle(
     client: &Client,
 ) -> Result<(Response<ResponseBody>, Option<u32>), ProxyError> {
     let (mut parts, body) = req.into_parts();
-    upstream::prepare(cfg, &mut parts, &client.peer, Purpose::Http)?;
     let body = body.filter(|b| !upstream::takes_lean(b));
     let reply = if let Some(body) = body {
+        upstream::prepare(cfg, &mut parts, &client.peer, Purpose::Http)?;
         // Boxed: hyper's path is the rarer one here, and its future's size
         // would otherwise be moved with every bodiless request's.
         let a = Box::pin(upstream::send(gw, cfg, parts, body, Purpose::Http)).await?;
@@ -60,7 +60,8 @@ pub async fn handle(
             session: a.session,
         }
     } else {
-        let a = upstream::send_lean(gw, cfg, parts).await?;
+        let forwarding = upstream::prepare_lean(cfg, &mut parts, &client.peer)?;
+        let a = upstream::send_lean(gw, cfg, parts, forwarding, &client.peer).await?;
         Reply {
             parts: a.parts,
             body: a.body.into(),

@@ -23,22 +23,44 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         .filter(|n| !(keep_upgrade && n == header::UPGRADE))
         .collect();
     remove_where(headers, |name| {
-        name == KEEP_ALIVE
-            || name == header::TE
-            || name == header::TRAILER
-            || name == header::TRANSFER_ENCODING
-            || name.as_str().starts_with("proxy-")
-            || (!keep_upgrade && (name == header::CONNECTION || name == header::UPGRADE))
-            || listed.contains(name)
+        let kept = keep_upgrade && (name == header::CONNECTION || name == header::UPGRADE);
+        (is_hop_by_hop(name) && !kept) || listed.contains(name)
     });
+}
+
+/// The fixed hop-by-hop set (RFC 9110 section 7.6.1, and `proxy-*`).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::UPGRADE
+        || name == KEEP_ALIVE
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name.as_str().starts_with("proxy-")
 }
 
 /// Drops headers only IIS's own modules may set, so a client cannot
 /// impersonate them (ANCM does the same).
 pub fn strip_spoofable(headers: &mut HeaderMap) {
-    remove_where(headers, |name| {
-        name.as_str().starts_with("ms-aspnetcore-") || name == "x-iis-windowsauthtoken"
-    });
+    remove_where(headers, is_spoofable);
+}
+
+fn is_spoofable(name: &HeaderName) -> bool {
+    name.as_str().starts_with("ms-aspnetcore-") || name == "x-iis-windowsauthtoken"
+}
+
+fn is_forwarding(name: &HeaderName) -> bool {
+    name == XFF || name == XFP || name == XFH || name == header::FORWARDED
+}
+
+/// True when a request carries nothing `strip_hop_by_hop`,
+/// `strip_spoofable` or `add_forwarded` would drop, replace or append to:
+/// then `write_forwarded` gives the app the same head without the map
+/// edits. One look at each name, no hashing.
+pub fn nothing_to_strip(headers: &HeaderMap) -> bool {
+    !headers
+        .keys()
+        .any(|n| is_hop_by_hop(n) || is_spoofable(n) || is_forwarding(n))
 }
 
 /// Removes every header whose name matches, keeping the others in their
@@ -156,6 +178,34 @@ pub fn add_forwarded(headers: &mut HeaderMap, peer: &Peer, trust: bool) {
     set(headers, &header::FORWARDED, &forwarded);
 }
 
+/// The fields `add_forwarded` adds to a request that carries none of
+/// them, in the same order and spelling, written as head lines (`host`:
+/// the request's Host).
+pub fn write_forwarded(out: &mut Vec<u8>, peer: &Peer, host: Option<&HeaderValue>) {
+    let line = |out: &mut Vec<u8>, name: &[u8], value: &[u8]| {
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    };
+    line(out, b"x-forwarded-for", peer.ip.as_bytes());
+    let proto: &[u8] = if peer.tls { b"https" } else { b"http" };
+    line(out, b"x-forwarded-proto", proto);
+    if let Some(h) = host {
+        line(out, b"x-forwarded-host", h.as_bytes());
+    }
+    out.extend_from_slice(b"forwarded: for=");
+    out.extend_from_slice(peer.node.as_bytes());
+    if let Some(h) = host.and_then(|h| h.to_str().ok()) {
+        out.extend_from_slice(b";host=\"");
+        out.extend(h.bytes().filter(|c| !matches!(c, b'"' | b'\\')));
+        out.push(b'"');
+    }
+    out.extend_from_slice(b";proto=");
+    out.extend_from_slice(proto);
+    out.extend_from_slice(b"\r\n");
+}
+
 fn join_values(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     let vals: Vec<&str> = headers
         .get_all(name)
@@ -261,6 +311,67 @@ mod tests {
         add_forwarded(&mut m, &Peer::new("[::1]:5000".parse().unwrap()), true);
         assert_eq!(m["x-forwarded-for"], "6.6.6.6, ::1");
         assert_eq!(m["forwarded"], "for=\"[::1]\";proto=http");
+    }
+
+    fn lines(m: &HeaderMap) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (k, v) in m {
+            out.extend_from_slice(format!("{k}: ").as_bytes());
+            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out
+    }
+
+    #[test]
+    fn written_forwarding_fields_are_the_ones_the_map_gets() {
+        let peers = [
+            Peer::new("10.0.0.1:5000".parse().unwrap()),
+            Peer::with_tls("[2001:db8::1]:443".parse().unwrap(), true),
+        ];
+        for peer in &peers {
+            for host in [None, Some("example.com:8080"), Some("a\"b\\c")] {
+                let plain = match host {
+                    Some(h) => map(&[("accept", "*/*"), ("host", h)]),
+                    None => map(&[("accept", "*/*")]),
+                };
+                assert!(nothing_to_strip(&plain));
+                for trust in [false, true] {
+                    let mut edited = plain.clone();
+                    add_forwarded(&mut edited, peer, trust);
+                    let mut written = lines(&plain);
+                    write_forwarded(&mut written, peer, plain.get(header::HOST));
+                    assert_eq!(
+                        String::from_utf8_lossy(&written),
+                        String::from_utf8_lossy(&lines(&edited))
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn anything_to_strip_or_forwarded_already_is_seen() {
+        for name in [
+            "connection",
+            "keep-alive",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-authorization",
+            "ms-aspnetcore-token",
+            "x-iis-windowsauthtoken",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "forwarded",
+        ] {
+            assert!(
+                !nothing_to_strip(&map(&[("a", "1"), (name, "x")])),
+                "{name}"
+            );
+        }
     }
 
     #[test]

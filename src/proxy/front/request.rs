@@ -58,13 +58,18 @@ pub fn parse(buf: &mut BytesMut) -> Parsed {
     let at = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
     let target_at = at(target.as_bytes());
     let mut spans = [Span::default(); MAX_FIELDS];
-    for (span, f) in spans.iter_mut().zip(req.headers.iter()) {
-        *span = Span {
-            name: at(f.name.as_bytes()),
-            value: at(f.value),
-        };
+    let mut count = 0;
+    // Connection has said all it can (keep-alive or close) and is
+    // hop-by-hop: the app would not get it anyway.
+    for f in req.headers.iter() {
+        if !f.name.eq_ignore_ascii_case("connection") {
+            spans[count] = Span {
+                name: at(f.name.as_bytes()),
+                value: at(f.value),
+            };
+            count += 1;
+        }
     }
-    let count = req.headers.len();
     let head = buf.split_to(len).freeze();
     match build(method, &head, target_at, &spans[..count]) {
         Some(parts) => Parsed::Lean(parts, close),
@@ -145,11 +150,12 @@ mod tests {
     #[test]
     fn a_plain_get_is_served_and_leaves_what_follows() {
         let (p, rest) =
-            parsed(b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nx-a: 2\r\n\r\nGET /next");
+            parsed(b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nConnection: keep-alive\r\nx-a: 2\r\n\r\nGET /next");
         let Parsed::Lean(parts, close) = p else {
             panic!("not lean")
         };
         assert!(!close);
+        assert!(!parts.headers.contains_key("connection"), "hop-by-hop");
         assert_eq!(parts.uri, "/a?b=1");
         assert_eq!(parts.headers.get_all("x-a").iter().count(), 2);
         assert_eq!(parts.headers["host"], "x");

@@ -9,6 +9,8 @@
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use super::fields::{Fields, Kind};
 use http::{request, response, Method, StatusCode, Version};
 
 use crate::proxy::app_io::{self, MalformedHead};
@@ -16,7 +18,7 @@ use crate::proxy::app_io::{self, MalformedHead};
 /// The largest response head read (hyper's client buffer limit).
 pub const MAX_HEAD: usize = 8192 + 4096 * 100;
 /// The most header fields in a response head (hyper's client default).
-const MAX_HEADERS: usize = 100;
+pub const MAX_HEADERS: usize = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HeadError {
@@ -64,10 +66,11 @@ pub enum Parsed {
 }
 
 /// Appends the request head for the app: request line, the prepared
-/// header fields in their order, and `content-length: 0` where a bodiless
-/// request's method implies a body (POST, PUT, PATCH), as hyper's client
-/// adds it.
-pub fn write_request(parts: &request::Parts, out: &mut Vec<u8>) {
+/// header fields in their order, what `more` writes (the forwarding
+/// fields, when they are not in the map), and `content-length: 0` where a
+/// bodiless request's method implies a body (POST, PUT, PATCH), as
+/// hyper's client adds it.
+pub fn write_request(parts: &request::Parts, out: &mut Vec<u8>, more: impl FnOnce(&mut Vec<u8>)) {
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -79,6 +82,7 @@ pub fn write_request(parts: &request::Parts, out: &mut Vec<u8>) {
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    more(out);
     let implies_body = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
     if implies_body && !parts.headers.contains_key(header::CONTENT_LENGTH) {
         out.extend_from_slice(b"content-length: 0\r\n");
@@ -119,24 +123,13 @@ pub fn parse(buf: &[u8], head_request: bool) -> Result<Parsed, HeadError> {
     } else {
         Version::HTTP_11
     };
-    // One copy of the head, which every value then shares (not one
-    // allocation per field).
-    let shared = Bytes::copy_from_slice(&buf[..end]);
-    let mut headers = HeaderMap::with_capacity(r.headers.len());
-    for f in r.headers.iter() {
-        let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| HeadError::BadField)?;
-        // httparse's value lies inside `buf`: the same place in `shared`.
-        let at = f.value.as_ptr() as usize - buf.as_ptr() as usize;
-        let value = HeaderValue::from_maybe_shared(shared.slice(at..at + f.value.len()))
-            .map_err(|_| HeadError::BadField)?;
-        headers.append(name, value);
-    }
-    let framing = framing(status, &headers, head_request)?;
-    let keep_alive = framing != Framing::Close && keeps_alive(version, &headers);
-    let (mut parts, ()) = http::Response::new(()).into_parts();
+    let fields = Fields::read(r.headers);
+    let framing = framing(status, &fields, head_request)?;
+    let keep_alive = framing != Framing::Close && keeps_alive(version, &fields);
+    let mut parts = http::Response::new(()).into_parts().0;
     parts.status = status;
     parts.version = version;
-    parts.headers = headers;
+    parts.headers = header_map(&fields, &buf[..end])?;
     Ok(Parsed::Final(
         Head {
             parts,
@@ -147,64 +140,77 @@ pub fn parse(buf: &[u8], head_request: bool) -> Result<Parsed, HeadError> {
     ))
 }
 
+/// The fields the client gets, as a map whose values share one copy of
+/// the head (not one allocation per field). Transfer-Encoding stays only
+/// beside a Content-Length: `upstream::clean_answer` drops both and warns.
+fn header_map(fields: &Fields<'_, '_>, head: &[u8]) -> Result<HeaderMap, HeadError> {
+    let shared = Bytes::copy_from_slice(head);
+    let both = fields.has(Kind::TransferEncoding) && fields.has(Kind::ContentLength);
+    let mut headers = HeaderMap::with_capacity(fields.all.len());
+    for f in fields.passed(both) {
+        let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| HeadError::BadField)?;
+        // httparse's value lies inside `head`: the same place in `shared`.
+        let at = f.value.as_ptr() as usize - head.as_ptr() as usize;
+        let value = HeaderValue::from_maybe_shared(shared.slice(at..at + f.value.len()))
+            .map_err(|_| HeadError::BadField)?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
 /// RFC 9112 section 6.3: no body for HEAD, 204 and 304; Transfer-Encoding
 /// over Content-Length (chunked last, else read to the close); a
 /// Content-Length must be one number (repeated equal values are one).
 fn framing(
     status: StatusCode,
-    headers: &HeaderMap,
+    fields: &Fields<'_, '_>,
     head_request: bool,
 ) -> Result<Framing, HeadError> {
     if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok(Framing::Empty);
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        let last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            // An unreadable value is a coding, and not chunked.
-            .map(|v| v.to_str().unwrap_or("?"))
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
+    if fields.has(Kind::TransferEncoding) {
+        let last = fields
+            .values(Kind::TransferEncoding)
+            .flat_map(|v| v.split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
             .rfind(|c| !c.is_empty());
         return Ok(match last {
-            Some(c) if c.eq_ignore_ascii_case("chunked") => Framing::Chunked,
+            Some(c) if c.eq_ignore_ascii_case(b"chunked") => Framing::Chunked,
             _ => Framing::Close,
         });
     }
     let mut length: Option<u64> = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        let text = value.to_str().map_err(|_| HeadError::BadLength)?;
-        for part in text.split(',') {
-            let part = part.trim();
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(HeadError::BadLength);
-            }
-            let n: u64 = part.parse().map_err(|_| HeadError::BadLength)?;
-            if length.is_some_and(|l| l != n) {
-                return Err(HeadError::BadLength);
-            }
-            length = Some(n);
+    for part in fields
+        .values(Kind::ContentLength)
+        .flat_map(|v| v.split(|b| *b == b','))
+    {
+        let n = decimal(part.trim_ascii()).ok_or(HeadError::BadLength)?;
+        if length.is_some_and(|l| l != n) {
+            return Err(HeadError::BadLength);
         }
+        length = Some(n);
     }
     Ok(length.map_or(Framing::Close, Framing::Length))
 }
 
+/// `1*DIGIT` that fits a u64.
+fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
 /// HTTP/1.1 keeps the connection unless it says `close`; HTTP/1.0 closes
 /// it unless it says `keep-alive`.
-fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
-    let says = |token: &str| {
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
+fn keeps_alive(version: Version, fields: &Fields<'_, '_>) -> bool {
     if version == Version::HTTP_10 {
-        says("keep-alive")
+        fields.connection_says(b"keep-alive")
     } else {
-        !says("close")
+        !fields.connection_says(b"close")
     }
 }
 
@@ -229,7 +235,7 @@ mod tests {
             .append("host", HeaderValue::from_static("h"));
         let (parts, ()) = req.into_parts();
         let mut out = Vec::new();
-        write_request(&parts, &mut out);
+        write_request(&parts, &mut out, |_| {});
         assert_eq!(
             out,
             b"POST /a?b=1 HTTP/1.1\r\nx-z: 1\r\nhost: h\r\ncontent-length: 0\r\n\r\n"

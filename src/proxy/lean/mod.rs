@@ -16,6 +16,7 @@
 
 mod body;
 mod chunked;
+mod fields;
 mod head;
 
 use std::io;

@@ -15,11 +15,12 @@ use hyper::body::Incoming;
 
 use super::{
     connect_error, explain_exit, pick_and_connect, request_limit, safe_to_repeat, watched,
-    with_target, Session,
+    with_target, Forwarding, Session,
 };
 use crate::config::Config;
 use crate::proxy::activity::Activity;
 use crate::proxy::error::ProxyError;
+use crate::proxy::headers::{self, Peer};
 use crate::proxy::lean::{self, ExchangeError, LeanBody};
 use crate::proxy::pool::raw::RawConn;
 use crate::proxy::Gateway;
@@ -48,13 +49,19 @@ pub async fn send_lean(
     gw: &Gateway,
     cfg: &Config,
     parts: request::Parts,
+    forwarding: Forwarding,
+    peer: &Peer,
 ) -> Result<LeanAnswer, ProxyError> {
     let session = Session::of(gw, cfg, &parts);
     let activity = Activity::new();
     let (backend, conn) = pick_and_connect(gw, session.pid, |a| gw.raw.get(a)).await?;
     let parts = with_target(parts, &backend)?;
     let mut head = Vec::with_capacity(512);
-    lean::write_request(&parts, &mut head);
+    lean::write_request(&parts, &mut head, |out| {
+        if let Forwarding::Written(host) = &forwarding {
+            headers::write_forwarded(out, peer, host.as_ref());
+        }
+    });
     let r = {
         let exchange = std::pin::pin!(send_head(gw, conn, &head, &parts.method, &backend));
         watched(exchange, &backend, &activity, request_limit(cfg)).await

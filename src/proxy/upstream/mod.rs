@@ -86,6 +86,36 @@ pub fn prepare(
     Ok(())
 }
 
+/// Where a lean request's forwarding fields are.
+pub enum Forwarding {
+    /// `prepare` put them in the map (the request had fields to strip or
+    /// forwarding fields of its own).
+    InMap,
+    /// To be written after the map's fields (`headers::write_forwarded`);
+    /// the client's Host, as `prepare` would have read it.
+    Written(Option<http::HeaderValue>),
+}
+
+/// `prepare` for a request on the lean path. The common request carries
+/// nothing to strip and no forwarding fields: its forwarding fields are
+/// then written with its head, not inserted into its map (four map
+/// insertions and two allocations fewer per request; the app gets the
+/// same bytes).
+pub fn prepare_lean(
+    cfg: &Config,
+    parts: &mut http::request::Parts,
+    peer: &Peer,
+) -> Result<Forwarding, ProxyError> {
+    if !headers::nothing_to_strip(&parts.headers) || parts.uri.authority().is_some() {
+        prepare(cfg, parts, peer, Purpose::Http)?;
+        return Ok(Forwarding::InMap);
+    }
+    parts.version = Version::HTTP_11;
+    Ok(Forwarding::Written(
+        parts.headers.get(header::HOST).cloned(),
+    ))
+}
+
 /// Picks a process, connects and sends the prepared request; the answer's
 /// head, or the failure with its cause.
 pub async fn send(
