@@ -78,6 +78,13 @@ impl Generation {
     /// ready one (round-robin). No list is built: a request pays for one
     /// reference count.
     fn pick_ready(&self, prefer_pid: Option<u32>, turn: &AtomicUsize) -> Option<Arc<Backend>> {
+        // One process (the default): no turn to take, one look at it.
+        if let [only] = self.slots.as_slice() {
+            return match &*only.state.borrow() {
+                SlotState::Ready(b) => Some(b.clone()),
+                _ => None,
+            };
+        }
         let mut count = 0;
         for s in &self.slots {
             if let SlotState::Ready(b) = &*s.state.borrow() {
