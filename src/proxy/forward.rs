@@ -61,7 +61,7 @@ pub async fn handle(
         }
     } else {
         let forwarding = upstream::prepare_lean(cfg, &mut parts, &client.peer)?;
-        let a = upstream::send_lean(gw, cfg, parts, forwarding, &client.peer).await?;
+        let a = upstream::send_lean(gw, cfg, &mut parts, forwarding, &client.peer).await?;
         Reply {
             parts: a.parts,
             body: a.body.into(),

@@ -12,7 +12,7 @@
 //! was the largest single item of hpgate's own CPU per small request
 //! (docs/benchmarks.md, issue 19).
 
-use super::rules::is_tchar;
+use super::rules::{classify, is_tchar, Kind};
 
 /// The most a head may be and still be taken here (the scanner's own
 /// bound is larger; anything near it goes the slow way).
@@ -64,9 +64,7 @@ fn plain_field(line: &[u8]) -> bool {
     if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
         return false;
     }
-    let framing = name.eq_ignore_ascii_case(b"content-length")
-        || name.eq_ignore_ascii_case(b"transfer-encoding")
-        || name.eq_ignore_ascii_case(b"upgrade");
+    let framing = classify(name, name.len()) != Kind::Other;
     !framing
         && value
             .iter()

@@ -112,6 +112,33 @@ pub fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
+/// Which framing-relevant field a header line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Other,
+    ContentLength,
+    TransferEncoding,
+    Upgrade,
+}
+
+/// What a header name is to the framing rules: `kept` holds its first
+/// bytes, `len` its whole length (a longer name is none of these). The
+/// scanner and its shortcut (`plain_head.rs`) both ask this.
+pub fn classify(kept: &[u8], len: usize) -> Kind {
+    if len != kept.len() {
+        return Kind::Other;
+    }
+    if kept.eq_ignore_ascii_case(b"content-length") {
+        Kind::ContentLength
+    } else if kept.eq_ignore_ascii_case(b"transfer-encoding") {
+        Kind::TransferEncoding
+    } else if kept.eq_ignore_ascii_case(b"upgrade") {
+        Kind::Upgrade
+    } else {
+        Kind::Other
+    }
+}
+
 fn trim(mut v: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = v {
         v = rest;

@@ -8,7 +8,7 @@
 //! decide framing itself: `rules::decide` does.
 
 use super::plain_head::plain_head;
-use super::rules::{self, is_tchar, Body, Framing};
+use super::rules::{self, classify, is_tchar, Body, Framing, Kind};
 use crate::proxy::error::ProxyError;
 
 /// The longest head or trailer section the scanner follows. hyper refuses
@@ -82,15 +82,6 @@ const CHUNK_START: Chunk = Chunk::Size {
     ext: false,
     cr: false,
 };
-
-/// Which framing-relevant header the current line is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Other,
-    ContentLength,
-    TransferEncoding,
-    Upgrade,
-}
 
 /// The current head: counters and the framing values seen so far. The
 /// buffers are kept between heads so scanning does not allocate.
@@ -506,21 +497,6 @@ fn trailer_byte(b: u8, line: usize, name: &mut bool) -> Result<(), ProxyError> {
         _ => Err(bad(
             "an invalid character (or whitespace) in a trailer field name",
         )),
-    }
-}
-
-fn classify(kept: &[u8], len: usize) -> Kind {
-    if len != kept.len() {
-        return Kind::Other;
-    }
-    if kept.eq_ignore_ascii_case(b"content-length") {
-        Kind::ContentLength
-    } else if kept.eq_ignore_ascii_case(b"transfer-encoding") {
-        Kind::TransferEncoding
-    } else if kept.eq_ignore_ascii_case(b"upgrade") {
-        Kind::Upgrade
-    } else {
-        Kind::Other
     }
 }
 

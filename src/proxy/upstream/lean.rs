@@ -48,16 +48,16 @@ pub fn takes_lean(body: &Incoming) -> bool {
 pub async fn send_lean(
     gw: &Gateway,
     cfg: &Config,
-    parts: request::Parts,
+    parts: &mut request::Parts,
     forwarding: Forwarding,
     peer: &Peer,
 ) -> Result<LeanAnswer, ProxyError> {
-    let session = Session::of(gw, cfg, &parts);
+    let session = Session::of(gw, cfg, parts);
     let activity = Activity::new();
     let (backend, conn) = pick_and_connect(gw, session.pid, |a| gw.raw.get(a)).await?;
-    let parts = with_target(parts, &backend)?;
+    with_target(parts, &backend)?;
     let mut head = Vec::with_capacity(512);
-    lean::write_request(&parts, &mut head, |out| {
+    lean::write_request(parts, &mut head, |out| {
         if let Forwarding::Written(host) = &forwarding {
             headers::write_forwarded(out, peer, host.as_ref());
         }

@@ -121,7 +121,7 @@ pub fn prepare_lean(
 pub async fn send(
     gw: &Gateway,
     cfg: &Config,
-    parts: http::request::Parts,
+    mut parts: http::request::Parts,
     body: Incoming,
     purpose: Purpose,
 ) -> Result<Answer, ProxyError> {
@@ -140,7 +140,7 @@ pub async fn send(
             (backend, conn)
         }
     };
-    let parts = with_target(parts, &backend)?;
+    with_target(&mut parts, &backend)?;
     let replay = (purpose == Purpose::Http && replay_ok)
         .then(|| replayable(&parts, &conn))
         .flatten();
@@ -222,10 +222,7 @@ async fn pick(gw: &Gateway, prefer_pid: Option<u32>) -> Result<Arc<Backend>, Pro
 /// Puts the request in origin form for the app (the path and query stay
 /// byte-for-byte) and gives it a Host if the client sent none (HTTP/1.0):
 /// HTTP/1.1 requires one.
-fn with_target(
-    mut parts: http::request::Parts,
-    backend: &Backend,
-) -> Result<http::request::Parts, ProxyError> {
+fn with_target(parts: &mut http::request::Parts, backend: &Backend) -> Result<(), ProxyError> {
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
         let pq = parts
             .uri
@@ -239,7 +236,7 @@ fn with_target(
             .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
         parts.headers.insert(header::HOST, host);
     }
-    Ok(parts)
+    Ok(())
 }
 
 /// A ready process and a connection to it (`get` connects, from one pool
