@@ -3,7 +3,8 @@
 //!
 //! Owns: hop-by-hop removal in both directions, the
 //! forwarding headers, and the anti-spoofing strip. Pure functions over
-//! header maps; no I/O.
+//! header maps, and `write_forwarded`, which writes the same forwarding
+//! fields as head lines for a request with nothing to strip; no I/O.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -61,6 +62,11 @@ pub fn nothing_to_strip(headers: &HeaderMap) -> bool {
     !headers
         .keys()
         .any(|n| is_hop_by_hop(n) || is_spoofable(n) || is_forwarding(n))
+}
+
+/// Removes every field named `name`, keeping the others in their order.
+pub fn remove_all(headers: &mut HeaderMap, name: &HeaderName) {
+    remove_where(headers, |n| n == name);
 }
 
 /// Removes every header whose name matches, keeping the others in their

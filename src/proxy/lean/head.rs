@@ -330,4 +330,73 @@ mod tests {
         let big = vec![b'a'; MAX_HEAD + 1];
         assert!(matches!(parse(&big, false), Err(HeadError::TooLarge)));
     }
+
+    mod properties {
+        use super::*;
+        use crate::proxy::headers::strip_hop_by_hop;
+        use crate::proxy::upstream::clean_answer;
+        use proptest::prelude::*;
+
+        fn fields() -> impl Strategy<Value = Vec<&'static str>> {
+            let one = proptest::sample::select(vec![
+                "X-A: 1",
+                "x-a: 2",
+                "X-Secret: s",
+                "Connection: keep-alive",
+                "Connection: close, X-Secret",
+                "connection: X-A ,x-b",
+                "X-B: b",
+                "Keep-Alive: timeout=5",
+                "TE: trailers",
+                "Trailer: X-T",
+                "Upgrade: h2c",
+                "Proxy-Authenticate: p",
+                "Transfer-Encoding: chunked",
+                "Content-Length: 3",
+                "Date: x",
+            ]);
+            proptest::collection::vec(one, 0..8)
+        }
+
+        /// The client's fields the way hpgate got them before `fields.rs`:
+        /// every field into the map, then the same clean-up.
+        fn by_the_map(wire: &[u8]) -> Vec<(String, String)> {
+            let mut buf = [httparse::EMPTY_HEADER; 16];
+            let mut r = httparse::Response::new(&mut buf);
+            r.parse(wire).unwrap();
+            let mut parts = http::Response::new(()).into_parts().0;
+            for f in r.headers.iter() {
+                parts.headers.append(
+                    HeaderName::from_bytes(f.name.as_bytes()).unwrap(),
+                    HeaderValue::from_bytes(f.value).unwrap(),
+                );
+            }
+            strip_then_list(parts)
+        }
+
+        fn strip_then_list(mut parts: response::Parts) -> Vec<(String, String)> {
+            clean_answer(&mut parts, 0);
+            strip_hop_by_hop(&mut parts.headers, false);
+            parts
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+                .collect()
+        }
+
+        proptest! {
+            /// Dropping hop-by-hop fields while parsing leaves the client
+            /// exactly the fields the map-and-strip way left.
+            #[test]
+            fn the_client_gets_the_fields_it_got_before(fields in fields()) {
+                let wire = format!("HTTP/1.1 200 OK\r\n{}\r\n\r\n", fields.join("\r\n"));
+                let wire = wire.replace("OK\r\n\r\n\r\n", "OK\r\n\r\n");
+                let Ok(Parsed::Final(h, _)) = parse(wire.as_bytes(), false) else {
+                    // Repeated unequal lengths and the like: refused either way.
+                    return Ok(());
+                };
+                prop_assert_eq!(strip_then_list(h.parts), by_the_map(wire.as_bytes()));
+            }
+        }
+    }
 }

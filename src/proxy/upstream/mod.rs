@@ -12,8 +12,10 @@
 //! the answer's head the same way for both paths.
 //!
 //! A request without a body takes the lean path (`lean.rs`: the same
-//! phases around hpgate's own HTTP/1 client, `proxy/lean/`); the rest, and
-//! every upgrade, go through hyper's client here.
+//! phases around hpgate's own HTTP/1 client, `proxy/lean/`, after
+//! `prepare_lean`, which leaves the forwarding fields to be written with
+//! the head when the request has nothing to strip); the rest, and every
+//! upgrade, go through hyper's client here.
 //!
 //! Owns nothing of what happens to the answer afterwards: `forward.rs`
 //! streams an HTTP body, `websocket/` takes over a 101.
@@ -171,8 +173,10 @@ pub fn clean_answer(parts: &mut http::response::Parts, pid: u32) {
 /// would frame the body by it.
 fn app_framing(headers: &mut http::HeaderMap, pid: u32) {
     if headers.contains_key(header::TRANSFER_ENCODING)
-        && headers.remove(header::CONTENT_LENGTH).is_some()
+        && headers.contains_key(header::CONTENT_LENGTH)
     {
+        // Not `HeaderMap::remove`: it moves the last field into the hole.
+        headers::remove_all(headers, &header::CONTENT_LENGTH);
         tracing::warn!(
             pid,
             "the app sent a response with both Content-Length and Transfer-Encoding (RFC 9112 section 6.3 forbids it); hpgate read it by Transfer-Encoding and dropped Content-Length. Fix the app or its server."
