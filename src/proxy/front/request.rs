@@ -4,7 +4,8 @@
 //! Owns the choice of which requests the front serves: GET and HEAD over
 //! HTTP/1.1 with an origin-form target, no body framing (no
 //! Content-Length, no Transfer-Encoding), no Upgrade, no Expect, and a
-//! Connection header that says only `keep-alive` or `close`. Anything else
+//! Connection header that says only `keep-alive` or `close` (read here,
+//! and then dropped: it is hop-by-hop). Anything else
 //! goes to hyper with the connection (`Parsed::Other`), which then answers
 //! it as before: refusals, 400s, 414/431 and bodies stay where they were.
 //! Must not check limits or the Host rules: `service.rs` does, for both

@@ -63,10 +63,15 @@ impl<'h, 'b> Fields<'h, 'b> {
         &self,
         keep_framing: bool,
     ) -> impl Iterator<Item = &'h httparse::Header<'b>> + '_ {
-        let listing = self.has(Kind::Connection);
+        // `keep-alive` names a field dropped anyway: the common Connection
+        // (nginx sends it on every answer) then costs no look per field.
+        let listing = self
+            .values(Kind::Connection)
+            .flat_map(|v| v.split(|b| *b == b','))
+            .any(|t| !t.trim_ascii().eq_ignore_ascii_case(b"keep-alive"));
         self.all
             .iter()
-            .zip(self.kinds)
+            .zip(&self.kinds)
             .filter(move |(f, k)| match k {
                 Kind::Other | Kind::ContentLength => {
                     !(listing && self.connection_says(f.name.as_bytes()))
