@@ -65,11 +65,4 @@ impl Activity {
     pub fn last(&self) -> Instant {
         self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
     }
-
-    /// Resolves once nothing has moved for `limit` by the app's doing.
-    pub async fn idle_for(&self, limit: Duration) {
-        while !self.app_idle_past(limit) {
-            tokio::time::sleep_until((self.last() + limit).into()).await;
-        }
-    }
 }

@@ -18,6 +18,7 @@ use super::client::Client;
 use super::error::ProxyError;
 use super::pool::Lease;
 use super::upstream::{self, Purpose, Session};
+use super::waits::Waits;
 use super::{affinity, Gateway};
 use crate::config::Config;
 use crate::supervisor::Backend;
@@ -29,8 +30,9 @@ const OPEN_PACKET_MAX: usize = 64 * 1024;
 struct Reply {
     parts: http::response::Parts,
     body: AppSource,
-    /// hyper's connection, back to its pool after the body (a lean body
-    /// hands its socket back itself).
+    /// hyper's connection, back to its pool after the body; None on the
+    /// lean path, whose body hands its socket back itself and whose head
+    /// never held hop-by-hop fields.
     lease: Option<Lease>,
     backend: Arc<Backend>,
     activity: Arc<Activity>,
@@ -42,6 +44,7 @@ pub async fn handle(
     cfg: &Config,
     req: Request<Option<Incoming>>,
     client: &Client,
+    waits: &mut Waits,
 ) -> Result<(Response<ResponseBody>, Option<u32>), ProxyError> {
     let (mut parts, body) = req.into_parts();
     let body = body.filter(|b| !upstream::takes_lean(b));
@@ -61,7 +64,7 @@ pub async fn handle(
         }
     } else {
         let forwarding = upstream::prepare_lean(cfg, &mut parts, &client.peer)?;
-        let a = upstream::send_lean(gw, cfg, &mut parts, forwarding, &client.peer).await?;
+        let a = upstream::send_lean(gw, cfg, &mut parts, forwarding, &client.peer, waits).await?;
         Reply {
             parts: a.parts,
             body: a.body.into(),
@@ -84,7 +87,7 @@ pub async fn handle(
 /// The app's body streamed to the client; the connection goes back to the
 /// pool when the body has been read to the end.
 fn stream(cfg: &Config, mut r: Reply) -> Response<ResponseBody> {
-    upstream::clean_answer(&mut r.parts, r.backend.pid);
+    upstream::clean_answer(&mut r.parts, r.backend.pid, r.lease.is_none());
     let token = r.backend.requests.token();
     let body = AppBody::new(r.body, r.activity, upstream::request_limit(cfg), token).reuse(r.lease);
     Response::from_parts(r.parts, ResponseBody::app(body))
@@ -93,7 +96,7 @@ fn stream(cfg: &Config, mut r: Reply) -> Response<ResponseBody> {
 /// An Engine.IO polling handshake: its open packet names the session,
 /// which later requests with `sid=` must reach on the same process.
 async fn learn_session(gw: &Gateway, mut r: Reply) -> Result<Response<ResponseBody>, ProxyError> {
-    upstream::clean_answer(&mut r.parts, r.backend.pid);
+    upstream::clean_answer(&mut r.parts, r.backend.pid, r.lease.is_none());
     let limited = http_body_util::Limited::new(r.body, OPEN_PACKET_MAX);
     let bytes = http_body_util::BodyExt::collect(limited)
         .await

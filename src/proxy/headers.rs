@@ -202,14 +202,26 @@ pub fn write_forwarded(out: &mut Vec<u8>, peer: &Peer, host: Option<&HeaderValue
     }
     out.extend_from_slice(b"forwarded: for=");
     out.extend_from_slice(peer.node.as_bytes());
-    if let Some(h) = host.and_then(|h| h.to_str().ok()) {
+    if let Some(h) = host.map(HeaderValue::as_bytes).filter(|h| visible(h)) {
         out.extend_from_slice(b";host=\"");
-        out.extend(h.bytes().filter(|c| !matches!(c, b'"' | b'\\')));
+        if h.iter().any(|c| matches!(c, b'"' | b'\\')) {
+            out.extend(h.iter().filter(|c| !matches!(c, b'"' | b'\\')));
+        } else {
+            out.extend_from_slice(h);
+        }
         out.push(b'"');
     }
     out.extend_from_slice(b";proto=");
     out.extend_from_slice(proto);
     out.extend_from_slice(b"\r\n");
+}
+
+/// What `HeaderValue::to_str` accepts (visible ASCII, space and tab),
+/// checked without building a `str`.
+fn visible(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&c| c == b'\t' || (b' '..0x7f).contains(&c))
 }
 
 fn join_values(headers: &HeaderMap, name: &HeaderName) -> Option<String> {

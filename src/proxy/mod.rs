@@ -8,6 +8,8 @@
 //! `front/` (GET and HEAD without a body) or hyper parses, `service.rs` checks and dispatches once to `forward.rs`
 //! (plain HTTP) or `websocket/` (upgrades); both reach the app through
 //! `upstream.rs`. `error.rs` renders every response hpgate makes itself.
+//! `waits.rs` holds what a connection waits on besides its sockets (its
+//! timer, shutdown, the app process's exit), lent to each request.
 
 mod activity;
 pub mod affinity;
@@ -27,6 +29,7 @@ mod request_body;
 mod server;
 mod service;
 mod upstream;
+mod waits;
 pub mod websocket;
 
 /// What `crate::fuzzing` drives; not an API.

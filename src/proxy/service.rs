@@ -21,6 +21,7 @@ use super::client::Client;
 use super::error::ProxyError;
 use super::guard::Decision;
 use super::host;
+use super::waits::Waits;
 use super::{forward, websocket, Gateway};
 use crate::config::Config;
 
@@ -30,7 +31,10 @@ pub async fn handle(
     req: Request<Incoming>,
     client: Arc<Client>,
 ) -> Result<Response<ResponseBody>, Infallible> {
-    Ok(respond(&gw, req.map(Some), &client).await)
+    // hyper's server path makes its waits per request; the front keeps
+    // one set per connection.
+    let mut waits = Waits::default();
+    Ok(respond(&gw, req.map(Some), &client, &mut waits).await)
 }
 
 /// One request to its response, whichever server read it: hyper's, or
@@ -39,12 +43,15 @@ pub async fn respond(
     gw: &Gateway,
     req: Request<Option<Incoming>>,
     client: &Client,
+    waits: &mut Waits,
 ) -> Response<ResponseBody> {
     let noted = Noted::of(gw, &req, client);
     // At debug level every line of one request is tied together (the
     // connection's span, at info, already names the connection).
     let span = tracing::debug_span!("request", method = %noted.method, path = %noted.path);
-    let outcome = dispatch(gw, &noted.cfg, req, client).instrument(span).await;
+    let outcome = dispatch(gw, &noted.cfg, req, client, waits)
+        .instrument(span)
+        .await;
     // Plain functions before and after the one await: what they build is
     // not kept in this future's state, which every request moves.
     noted.finish(gw, client, outcome)
@@ -136,6 +143,7 @@ async fn dispatch(
     cfg: &Config,
     req: Request<Option<Incoming>>,
     client: &Client,
+    waits: &mut Waits,
 ) -> Result<(Response<ResponseBody>, Option<u32>), ProxyError> {
     if let Some(answer) = acme_answer(gw, &req) {
         return Ok((answer, None));
@@ -164,7 +172,7 @@ async fn dispatch(
         ))
         .await
     } else {
-        forward::handle(gw, cfg, req, client).await
+        forward::handle(gw, cfg, req, client, waits).await
     }
 }
 

@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use super::client::Client;
 use super::guard::{GuardedIo, LastScan, Scanner, Step, Stream};
 use super::service;
+use super::waits::Waits;
 use super::Gateway;
 use request::Parsed;
 
@@ -71,9 +72,11 @@ pub async fn serve<S: Stream>(
         buf: BytesMut::with_capacity(READ_ROOM),
         scanner: Scanner::default(),
         out: Vec::new(),
+        waits: Waits::until_stopped(stop),
+        scratch: request::Scratch::default(),
     };
     loop {
-        let (parts, close) = match conn.next_head(&mut stream, limits, stop).await {
+        let (parts, close) = match conn.next_head(&mut stream, limits).await {
             Next::Request(parts, close) => (parts, close),
             Next::Closed => return Ended::Closed,
             Next::HandOff(last) => {
@@ -83,7 +86,8 @@ pub async fn serve<S: Stream>(
             }
         };
         let head_request = parts.method == http::Method::HEAD;
-        let resp = service::respond(gw, http::Request::from_parts(parts, None), client).await;
+        let req = http::Request::from_parts(parts, None);
+        let resp = service::respond(gw, req, client, &mut conn.waits).await;
         let close = close || stop.is_cancelled();
         let (parts, body) = resp.into_parts();
         let started = response::start(&mut conn.out, &parts, &body, head_request, close);
@@ -110,6 +114,9 @@ struct Conn {
     scanner: Scanner,
     /// The response being gathered (kept for the next one).
     out: Vec<u8>,
+    /// The connection's timer and cancellation waits, lent to each request.
+    waits: Waits,
+    scratch: request::Scratch,
 }
 
 enum Next {
@@ -120,19 +127,14 @@ enum Next {
 
 impl Conn {
     /// The next head the front serves, or why there is none.
-    async fn next_head<S: Stream>(
-        &mut self,
-        stream: &mut S,
-        limits: Limits,
-        stop: &CancellationToken,
-    ) -> Next {
+    async fn next_head<S: Stream>(&mut self, stream: &mut S, limits: Limits) -> Next {
         let deadline = Instant::now() + limits.head_timeout;
         // Where a head's end not yet looked for may begin: a head sent a
         // byte at a time must not be parsed again from its start per byte.
         let mut unseen = 0;
         loop {
             if may_end_head(&self.buf[unseen..]) {
-                match request::parse(&mut self.buf) {
+                match request::parse(&mut self.buf, &mut self.scratch) {
                     Parsed::Lean(parts, close) => return Next::Request(parts, close),
                     Parsed::Other => return Next::HandOff(all_scanned()),
                     Parsed::Partial => {}
@@ -148,11 +150,11 @@ impl Conn {
             let read = tokio::select! {
                 biased;
                 r = stream.read_buf(&mut self.buf) => r,
-                _ = tokio::time::sleep_until(deadline) => {
+                _ = self.waits.clock.until(deadline) => {
                     tracing::debug!("no request head within {:?}", limits.head_timeout);
                     return Next::Closed;
                 }
-                _ = stop.cancelled() => return Next::Closed,
+                _ = self.waits.stop.wait() => return Next::Closed,
             };
             match read {
                 Ok(0) => return Next::Closed,

@@ -11,6 +11,8 @@
 //! Must not check limits or the Host rules: `service.rs` does, for both
 //! servers, on the `Parts` built here.
 
+use std::mem::MaybeUninit;
+
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{request, Method, Request, Uri, Version};
@@ -32,12 +34,20 @@ pub enum Parsed {
     Other,
 }
 
+/// Room a connection keeps for parsing its heads: where each field lies
+/// (kept between requests, so a head costs no allocation or fill for it).
+#[derive(Default)]
+pub struct Scratch {
+    spans: Vec<Span>,
+}
+
 /// Parses the head at the front of `buf`; a served head is taken out of
 /// `buf` (its header values share that memory, nothing is copied).
-pub fn parse(buf: &mut BytesMut) -> Parsed {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut req = httparse::Request::new(&mut fields);
-    let len = match req.parse(buf) {
+pub fn parse(buf: &mut BytesMut, scratch: &mut Scratch) -> Parsed {
+    // Left uninitialised: httparse fills what it uses.
+    let mut fields = [const { MaybeUninit::uninit() }; MAX_FIELDS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut fields) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Other,
@@ -58,21 +68,20 @@ pub fn parse(buf: &mut BytesMut) -> Parsed {
     let base = buf.as_ptr() as usize;
     let at = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
     let target_at = at(target.as_bytes());
-    let mut spans = [Span::default(); MAX_FIELDS];
-    let mut count = 0;
+    let spans = &mut scratch.spans;
+    spans.clear();
     // Connection has said all it can (keep-alive or close) and is
     // hop-by-hop: the app would not get it anyway.
     for f in req.headers.iter() {
         if !f.name.eq_ignore_ascii_case("connection") {
-            spans[count] = Span {
+            spans.push(Span {
                 name: at(f.name.as_bytes()),
                 value: at(f.value),
-            };
-            count += 1;
+            });
         }
     }
     let head = buf.split_to(len).freeze();
-    match build(method, &head, target_at, &spans[..count]) {
+    match build(method, &head, target_at, spans) {
         Some(parts) => Parsed::Lean(parts, close),
         // Not expected after httparse; hyper says what is wrong with it.
         None => {
@@ -85,7 +94,7 @@ pub fn parse(buf: &mut BytesMut) -> Parsed {
 }
 
 /// Where a field's name and value lie in the head (offset, length).
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct Span {
     name: (usize, usize),
     value: (usize, usize),
@@ -145,7 +154,7 @@ mod tests {
 
     fn parsed(raw: &[u8]) -> (Parsed, BytesMut) {
         let mut buf = BytesMut::from(raw);
-        (parse(&mut buf), buf)
+        (parse(&mut buf, &mut Scratch::default()), buf)
     }
 
     #[test]
@@ -264,7 +273,7 @@ mod tests {
             #[test]
             fn a_head_is_taken_whole_or_left_untouched(raw in heads()) {
                 let mut buf = BytesMut::from(&raw[..]);
-                match parse(&mut buf) {
+                match parse(&mut buf, &mut Scratch::default()) {
                     Parsed::Partial | Parsed::Other => prop_assert_eq!(&buf[..], &raw[..]),
                     Parsed::Lean(parts, _) => {
                         let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];

@@ -6,7 +6,7 @@
 //! checked belongs to the pool that stores it (`mod.rs` for hyper's
 //! connections, `raw.rs` for the lean path's sockets).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -25,7 +25,9 @@ struct Entry<T> {
 }
 
 struct Lists<T> {
-    by_addr: HashMap<SocketAddr, VecDeque<Entry<T>>>,
+    /// One list per app process: a handful, so a look along them costs
+    /// less than hashing the address (SipHash) twice per request.
+    by_addr: Vec<(SocketAddr, VecDeque<Entry<T>>)>,
     /// Each app process has its own port, so a restarted app leaves its
     /// old list behind; a sweep every idle timeout drops dead lists.
     last_sweep: Option<Instant>,
@@ -40,7 +42,7 @@ impl<T: Reusable> IdleLists<T> {
     pub fn new(timeout: Duration) -> Self {
         IdleLists {
             lists: Mutex::new(Lists {
-                by_addr: HashMap::new(),
+                by_addr: Vec::new(),
                 last_sweep: None,
             }),
             timeout,
@@ -59,12 +61,19 @@ impl<T: Reusable> IdleLists<T> {
             .is_none_or(|s| now.duration_since(s) >= limit)
         {
             lists.last_sweep = Some(now);
-            lists.by_addr.retain(|_, list| {
+            lists.by_addr.retain_mut(|(_, list)| {
                 list.retain(|e| !e.conn.closed() && now.duration_since(e.since) < limit);
                 !list.is_empty()
             });
         }
-        let list = lists.by_addr.entry(addr).or_default();
+        let at = match lists.by_addr.iter().position(|(a, _)| *a == addr) {
+            Some(at) => at,
+            None => {
+                lists.by_addr.push((addr, VecDeque::new()));
+                lists.by_addr.len() - 1
+            }
+        };
+        let list = &mut lists.by_addr[at].1;
         // Oldest first: drop what has idled too long (the app may be about
         // to close it anyway) before adding.
         while list
@@ -81,14 +90,15 @@ impl<T: Reusable> IdleLists<T> {
     /// The most recently used connection to `addr` that is still open.
     pub fn pop(&self, addr: SocketAddr) -> Option<T> {
         let mut lists = self.lists.lock().ok()?;
-        let list = lists.by_addr.get_mut(&addr)?;
+        let at = lists.by_addr.iter().position(|(a, _)| *a == addr)?;
+        let list = &mut lists.by_addr[at].1;
         // Most recent first: it is the least likely to have been closed.
         while let Some(e) = list.pop_back() {
             if e.since.elapsed() < self.timeout && !e.conn.closed() {
                 return Some(e.conn);
             }
         }
-        lists.by_addr.remove(&addr);
+        lists.by_addr.swap_remove(at);
         None
     }
 
@@ -103,8 +113,9 @@ impl<T: Reusable> IdleLists<T> {
     pub fn all_closed(&self, addr: SocketAddr) -> bool {
         self.lists.lock().is_ok_and(|l| {
             l.by_addr
-                .get(&addr)
-                .is_none_or(|list| list.iter().all(|e| e.conn.closed()))
+                .iter()
+                .filter(|(a, _)| *a == addr)
+                .all(|(_, list)| list.iter().all(|e| e.conn.closed()))
         })
     }
 
@@ -113,6 +124,6 @@ impl<T: Reusable> IdleLists<T> {
     pub fn only(&self, addr: SocketAddr) -> bool {
         self.lists
             .lock()
-            .is_ok_and(|l| l.by_addr.len() == 1 && l.by_addr.contains_key(&addr))
+            .is_ok_and(|l| l.by_addr.len() == 1 && l.by_addr[0].0 == addr)
     }
 }

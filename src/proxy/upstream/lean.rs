@@ -23,6 +23,7 @@ use crate::proxy::error::ProxyError;
 use crate::proxy::headers::{self, Peer};
 use crate::proxy::lean::{self, ExchangeError, LeanBody};
 use crate::proxy::pool::raw::RawConn;
+use crate::proxy::waits::Waits;
 use crate::proxy::Gateway;
 use crate::supervisor::Backend;
 
@@ -51,6 +52,7 @@ pub async fn send_lean(
     parts: &mut request::Parts,
     forwarding: Forwarding,
     peer: &Peer,
+    waits: &mut Waits,
 ) -> Result<LeanAnswer, ProxyError> {
     let session = Session::of(gw, cfg, parts);
     let activity = Activity::new();
@@ -64,7 +66,7 @@ pub async fn send_lean(
     });
     let r = {
         let exchange = std::pin::pin!(send_head(gw, conn, &head, &parts.method, &backend));
-        watched(exchange, &backend, &activity, request_limit(cfg)).await
+        watched(exchange, &backend, &activity, request_limit(cfg), waits).await
     };
     let (parts, body) = explain_exit(r, &backend).await?;
     Ok(LeanAnswer {

@@ -38,6 +38,7 @@ use super::headers::{self, Peer};
 use super::host;
 use super::pool::{Conn, ConnectError};
 use super::request_body::{ClientStalled, RequestBody};
+use super::waits::{Clock, Gone, Waits};
 use super::Gateway;
 use crate::config::Config;
 use crate::supervisor::{exit_seen, Backend};
@@ -161,20 +162,27 @@ pub async fn send(
 
 /// The answer's head as the client gets it: the app's framing mistakes
 /// undone, hop-by-hop headers out, HTTP/1.1 whatever the app spoke.
-pub fn clean_answer(parts: &mut http::response::Parts, pid: u32) {
-    app_framing(&mut parts.headers, pid);
-    headers::strip_hop_by_hop(&mut parts.headers, false);
+/// `hop_by_hop_gone` when they never entered the map (the lean path reads
+/// them out while parsing, `proxy/lean/fields.rs`) but for a
+/// Transfer-Encoding kept beside a Content-Length for `app_framing`.
+pub fn clean_answer(parts: &mut http::response::Parts, pid: u32, hop_by_hop_gone: bool) {
+    let both = app_framing(&mut parts.headers, pid);
+    if !hop_by_hop_gone {
+        headers::strip_hop_by_hop(&mut parts.headers, false);
+    } else if both {
+        headers::remove_all(&mut parts.headers, &header::TRANSFER_ENCODING);
+    }
     parts.version = Version::HTTP_11;
 }
 
 /// A response that carries both Content-Length and Transfer-Encoding was
 /// read by its Transfer-Encoding (RFC 9112 section 6.3: it overrides); its
 /// Content-Length is the app's mistake and must not reach the client, who
-/// would frame the body by it.
-fn app_framing(headers: &mut http::HeaderMap, pid: u32) {
-    if headers.contains_key(header::TRANSFER_ENCODING)
-        && headers.contains_key(header::CONTENT_LENGTH)
-    {
+/// would frame the body by it. True when it was dropped.
+fn app_framing(headers: &mut http::HeaderMap, pid: u32) -> bool {
+    let both = headers.contains_key(header::TRANSFER_ENCODING)
+        && headers.contains_key(header::CONTENT_LENGTH);
+    if both {
         // Not `HeaderMap::remove`: it moves the last field into the hole.
         headers::remove_all(headers, &header::CONTENT_LENGTH);
         tracing::warn!(
@@ -182,6 +190,7 @@ fn app_framing(headers: &mut http::HeaderMap, pid: u32) {
             "the app sent a response with both Content-Length and Transfer-Encoding (RFC 9112 section 6.3 forbids it); hpgate read it by Transfer-Encoding and dropped Content-Length. Fix the app or its server."
         );
     }
+    both
 }
 
 /// What a request says about its Socket.IO session.
@@ -333,7 +342,7 @@ async fn guarded(
     mut conn: Conn,
     req: Request<RequestBody>,
     replay: Option<Request<()>>,
-    backend: &Backend,
+    backend: &Arc<Backend>,
     activity: &Arc<Activity>,
     limit: Option<Duration>,
 ) -> Result<(Response<Incoming>, Conn), ProxyError> {
@@ -365,30 +374,49 @@ async fn guarded(
             .map_err(|e| failed(&e, backend, activity))?;
         Ok((resp, fresh))
     };
-    watched(std::pin::pin!(exchange), backend, activity, limit).await
+    // hyper's client path waits per request (see `waits.rs`).
+    let mut waits = Waits::default();
+    watched(
+        std::pin::pin!(exchange),
+        backend,
+        activity,
+        limit,
+        &mut waits,
+    )
+    .await
 }
 
 /// Runs an exchange under the process-exit grace and the `requestTimeout`
-/// inactivity guard (both paths to the app).
+/// inactivity guard (both paths to the app), on the connection's `waits`.
 ///
 /// Callers pass the exchange pinned in their own state (`pin!`): taken by
 /// value, it would be moved into this future and again into `unless_gone`,
 /// a copy of its whole state per request at each step.
 async fn watched<T>(
     exchange: impl std::future::Future<Output = Result<T, ProxyError>>,
-    backend: &Backend,
+    backend: &Arc<Backend>,
     activity: &Activity,
     limit: Option<Duration>,
+    waits: &mut Waits,
 ) -> Result<T, ProxyError> {
+    let Waits { clock, gone, .. } = waits;
     let idle = async {
         match limit {
-            Some(l) => activity.idle_for(l).await,
+            Some(l) => app_idle(clock, activity, l).await,
             None => std::future::pending().await,
         }
     };
     tokio::select! {
-        r = unless_gone(exchange, backend) => r,
+        biased;
+        r = unless_gone(exchange, backend, gone) => r,
         _ = idle => Err(ProxyError::Timeout { secs: limit.map_or(0, |l| l.as_secs()) }),
+    }
+}
+
+/// Resolves once nothing has moved for `limit` by the app's doing.
+async fn app_idle(clock: &mut Clock, activity: &Activity, limit: Duration) {
+    while !activity.app_idle_past(limit) {
+        clock.until((activity.last() + limit).into()).await;
     }
 }
 
@@ -417,13 +445,14 @@ const EXIT_GRACE: Duration = Duration::from_millis(500);
 /// before the request fails as `ProcessExited`.
 async fn unless_gone<T>(
     exchange: impl std::future::Future<Output = Result<T, ProxyError>>,
-    backend: &Backend,
+    backend: &Arc<Backend>,
+    gone: &mut Gone,
 ) -> Result<T, ProxyError> {
     let mut exchange = std::pin::pin!(exchange);
     tokio::select! {
         biased;
         r = &mut exchange => r,
-        _ = backend.gone.cancelled() => {
+        _ = gone.wait(backend) => {
             timeout(EXIT_GRACE, exchange)
                 .await
                 .unwrap_or(Err(ProxyError::ProcessExited { pid: backend.pid }))

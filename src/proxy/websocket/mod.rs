@@ -166,7 +166,7 @@ fn plan(cfg: &Config, headers: &mut http::HeaderMap, slot: Slot) -> Plan {
 /// The app said no (403, 404, Engine.IO's 400): the client hears it as is.
 fn refused(a: Answer) -> Response<ResponseBody> {
     let (mut parts, body) = a.resp.into_parts();
-    upstream::clean_answer(&mut parts, a.backend.pid);
+    upstream::clean_answer(&mut parts, a.backend.pid, false);
     let lease = a.backend.requests.token();
     let body = AppBody::new(body, Activity::new(), None, lease);
     Response::from_parts(parts, ResponseBody::app(body))
