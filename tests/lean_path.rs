@@ -64,6 +64,42 @@ fn every_framing_reads_the_same_on_both_paths() {
     }
 }
 
+/// The values of every field named `name`, in order.
+fn all<'r>(r: &'r Reply, name: &str) -> Vec<&'r str> {
+    r.headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+#[test]
+fn the_apps_fields_reach_the_client_whichever_server_writes_the_head() {
+    // A lean answer's fields travel as bytes: the front writes them as
+    // they are, hyper's server (an HTTP/1.0 request) gets them as a map.
+    let (_s, g) = serving_testapp("lean-fields", &[]);
+    let raw = b"HTTP/1.1 200 OK\r\nX-App: 1\r\nContent-Type: text/plain\r\nx-app: 2\r\n\
+        Date: Tue, 01 Jan 2030 00:00:00 GMT\r\nContent-Length: 2\r\n\r\nok";
+    let path = raw_path(raw);
+    let front = request(g.addr, "GET", &path, &[], b"");
+    let old = format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+    let hyper = raw_request(g.addr, old.as_bytes(), 10 * S);
+    for (r, how) in [(&front, "front"), (&hyper, "hyper")] {
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"ok"[..]), "{how}");
+        assert_eq!(all(r, "x-app"), ["1", "2"], "{how}: {:?}", r.headers);
+        assert_eq!(all(r, "content-type"), ["text/plain"], "{how}");
+        assert_eq!(all(r, "date"), ["Tue, 01 Jan 2030 00:00:00 GMT"], "{how}");
+        assert_eq!(all(r, "content-length"), ["2"], "{how}");
+    }
+    // An empty body with the app's own length: one length field.
+    let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-App: 3\r\n\r\n";
+    let r = request(g.addr, "GET", &raw_path(raw), &[], b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(all(&r, "content-length"), ["0"], "{:?}", r.headers);
+    assert_eq!(all(&r, "x-app"), ["3"]);
+    assert_eq!(all(&r, "date").len(), 1, "{:?}", r.headers);
+}
+
 #[test]
 fn both_length_and_chunked_is_read_by_chunks_and_the_length_dropped() {
     let (_s, g) = serving_testapp("lean-te-cl", &[]);

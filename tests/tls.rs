@@ -456,6 +456,26 @@ fn hsts_on_https_only() {
             "{proto}: {headers}"
         );
     }
+    // The app's own field gives way to hpgate's, whether its fields came
+    // as a map or as bytes (the lean path), and its other fields stay.
+    let own = raw_path(
+        b"HTTP/1.1 200 OK\r\nStrict-Transport-Security: max-age=1\r\nX-App: 1\r\nContent-Length: 2\r\n\r\nok",
+    );
+    for proto in ["--http2", "--http1.1"] {
+        let (status, _, headers, body) = curl(&g, &ca, proto, &own, &[]);
+        assert_eq!((status, body.as_slice()), (200, &b"ok"[..]), "{proto}");
+        let headers = headers.to_ascii_lowercase();
+        assert_eq!(
+            headers.matches("strict-transport-security:").count(),
+            1,
+            "{proto}: {headers}"
+        );
+        assert!(
+            headers.contains("strict-transport-security: max-age=31536000"),
+            "{proto}: {headers}"
+        );
+        assert!(headers.contains("x-app: 1"), "{proto}: {headers}");
+    }
     let plain = g.get("/");
     assert_eq!(plain.status, 200);
     assert_eq!(plain.header("strict-transport-security"), None);

@@ -135,10 +135,7 @@ pub fn head_end(bytes: &[u8]) -> Result<Option<usize>, MalformedHead> {
     let mut lines = 0usize;
     let mut line_start = 0usize;
     loop {
-        let Some(off) = bytes[line_start..]
-            .iter()
-            .position(|&b| b == b'\r' || b == b'\n')
-        else {
+        let Some(off) = memchr::memchr2(b'\r', b'\n', &bytes[line_start..]) else {
             return Ok(None);
         };
         let at = line_start + off;

@@ -18,7 +18,7 @@ use tokio::time::Sleep;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::activity::Activity;
-use super::lean::LeanBody;
+use super::lean::{LeanBody, Passed};
 use super::pool::Lease;
 use super::request_body::BoxError;
 use prometheus_client::metrics::counter::Counter;
@@ -208,6 +208,15 @@ enum Inner {
     App(AppBody),
 }
 
+/// Moves the app's fields passed as bytes into the response's map, after
+/// what is there: for whatever reads or edits the head as a map (hyper's
+/// server, HSTS). The front writes them as bytes instead.
+pub fn fields_into_map(resp: &mut http::Response<ResponseBody>) {
+    if let Some(passed) = resp.body_mut().take_passed() {
+        passed.into_map(resp.headers_mut());
+    }
+}
+
 /// What hpgate sends to the client: its own page or the app's stream.
 pub struct ResponseBody {
     inner: Inner,
@@ -226,6 +235,28 @@ impl ResponseBody {
         ResponseBody {
             inner: Inner::App(up),
             log: None,
+        }
+    }
+
+    /// The app's header fields when they came as bytes (the lean path,
+    /// `lean/passed.rs`) rather than in the response's map.
+    pub fn passed(&self) -> Option<&Passed> {
+        match &self.inner {
+            Inner::App(AppBody {
+                inner: AppSource::Lean(b),
+                ..
+            }) => b.passed.as_ref(),
+            _ => None,
+        }
+    }
+
+    fn take_passed(&mut self) -> Option<Passed> {
+        match &mut self.inner {
+            Inner::App(AppBody {
+                inner: AppSource::Lean(b),
+                ..
+            }) => b.passed.take(),
+            _ => None,
         }
     }
 

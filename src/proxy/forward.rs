@@ -96,6 +96,12 @@ fn stream(cfg: &Config, mut r: Reply) -> Response<ResponseBody> {
 /// An Engine.IO polling handshake: its open packet names the session,
 /// which later requests with `sid=` must reach on the same process.
 async fn learn_session(gw: &Gateway, mut r: Reply) -> Result<Response<ResponseBody>, ProxyError> {
+    // The answer gets a body of its own: the fields go into its map.
+    if let AppSource::Lean(b) = &mut r.body {
+        if let Some(passed) = b.passed.take() {
+            passed.into_map(&mut r.parts.headers);
+        }
+    }
     upstream::clean_answer(&mut r.parts, r.backend.pid, r.lease.is_none());
     let limited = http_body_util::Limited::new(r.body, OPEN_PACKET_MAX);
     let bytes = http_body_util::BodyExt::collect(limited)

@@ -16,7 +16,7 @@ use http::{header, Request, Response};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
-use super::body::{AccessLog, ResponseBody};
+use super::body::{fields_into_map, AccessLog, ResponseBody};
 use super::client::Client;
 use super::error::ProxyError;
 use super::guard::Decision;
@@ -34,7 +34,10 @@ pub async fn handle(
     // hyper's server path makes its waits per request; the front keeps
     // one set per connection.
     let mut waits = Waits::default();
-    Ok(respond(&gw, req.map(Some), &client, &mut waits).await)
+    let mut resp = respond(&gw, req.map(Some), &client, &mut waits).await;
+    // hyper writes the head from the map.
+    fields_into_map(&mut resp);
+    Ok(resp)
 }
 
 /// One request to its response, whichever server read it: hyper's, or
@@ -116,6 +119,8 @@ impl<'c> Noted<'c> {
             d.switched();
         }
         if client.peer.tls && !cfg.hsts.is_zero() {
+            // Replaces the app's own, which must be in the map for that.
+            fields_into_map(&mut resp);
             let value = format!("max-age={}", cfg.hsts.as_secs());
             if let Ok(v) = http::HeaderValue::from_str(&value) {
                 resp.headers_mut()

@@ -163,7 +163,13 @@ fn head(
     let can_body = !head_request && !bodiless_status;
     let ended = body.is_end_stream();
     status_line(out, parts);
-    let fields = fields(out, &parts.headers, ended && !head_request);
+    let drop_length = ended && !head_request;
+    let mut fields = fields(out, &parts.headers, drop_length);
+    if let Some(passed) = body.passed() {
+        let (length, date) = passed.write(out, drop_length);
+        fields.length |= length;
+        fields.date |= date;
+    }
     *close |= fields.close;
     let plan = if fields.length {
         Plan::Sized

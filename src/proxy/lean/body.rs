@@ -16,6 +16,7 @@ use http_body::{Body, Frame, SizeHint};
 
 use super::chunked::{Chunked, Decoded};
 use super::head::Framing;
+use super::passed::Passed;
 use crate::proxy::pool::raw::{RawConn, RawPool};
 use crate::proxy::request_body::BoxError;
 
@@ -39,6 +40,9 @@ pub struct LeanBody {
     done: bool,
     /// A failure held back for one poll (see `fail`).
     failure: Option<BoxError>,
+    /// The head's fields as bytes, when they are not in its map
+    /// (`passed.rs`): they travel with the body to whoever writes the head.
+    pub passed: Option<Passed>,
 }
 
 impl LeanBody {
@@ -59,6 +63,7 @@ impl LeanBody {
             keep_alive,
             done: false,
             failure: None,
+            passed: None,
         };
         // hyper never polls a body that is already at its end.
         if matches!(framing, Framing::Empty | Framing::Length(0)) {

@@ -18,6 +18,7 @@ mod body;
 mod chunked;
 mod fields;
 mod head;
+mod passed;
 
 use std::io;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::pool::raw::{RawConn, RawPool};
 pub use body::LeanBody;
 pub use head::{write_request, HeadError};
+pub use passed::Passed;
 
 /// The first read's room: most response heads and small bodies fit.
 const HEAD_ROOM: usize = 8 * 1024;
@@ -70,7 +72,8 @@ pub async fn exchange(
                 }
                 head::Parsed::Final(h, n) => {
                     buf.advance(n);
-                    let body = LeanBody::new(conn, pool, buf, h.framing, h.keep_alive);
+                    let mut body = LeanBody::new(conn, pool, buf, h.framing, h.keep_alive);
+                    body.passed = h.passed;
                     return Ok((h.parts, body));
                 }
             }
