@@ -73,6 +73,9 @@ impl AccessLog {
 
 /// Where the app's body comes from: hyper's client, or the lean path's
 /// own reader (`proxy/lean/`).
+// The lean body is the common one; boxing it would cost an allocation per
+// request.
+#[allow(clippy::large_enum_variant)]
 pub enum AppSource {
     Hyper(Incoming),
     Lean(LeanBody),
