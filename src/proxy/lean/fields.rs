@@ -63,6 +63,14 @@ impl<'h, 'b> Fields<'h, 'b> {
         &self,
         keep_framing: bool,
     ) -> impl Iterator<Item = &'h httparse::Header<'b>> + '_ {
+        self.passing(keep_framing).map(|(_, _, f)| f)
+    }
+
+    /// `passed`, with each field's place in the head and its kind.
+    pub fn passing(
+        &self,
+        keep_framing: bool,
+    ) -> impl Iterator<Item = (usize, Kind, &'h httparse::Header<'b>)> + '_ {
         // `keep-alive` names a field dropped anyway: the common Connection
         // (nginx sends it on every answer) then costs no look per field.
         let listing = self
@@ -72,14 +80,15 @@ impl<'h, 'b> Fields<'h, 'b> {
         self.all
             .iter()
             .zip(&self.kinds)
-            .filter(move |(f, k)| match k {
+            .enumerate()
+            .filter(move |(_, (f, k))| match k {
                 Kind::Other | Kind::ContentLength => {
                     !(listing && self.connection_says(f.name.as_bytes()))
                 }
                 Kind::TransferEncoding => keep_framing,
                 Kind::Connection | Kind::HopByHop => false,
             })
-            .map(|(f, _)| f)
+            .map(|(i, (f, k))| (i, *k, f))
     }
 }
 

@@ -71,9 +71,16 @@ pub async fn exchange(
                     continue;
                 }
                 head::Parsed::Final(h, n) => {
-                    buf.advance(n);
+                    // Passed lines are copied from the head itself.
+                    let passed = match h.passed {
+                        Some(lines) => Some(lines.with(buf.split_to(n).freeze())),
+                        None => {
+                            buf.advance(n);
+                            None
+                        }
+                    };
                     let mut body = LeanBody::new(conn, pool, buf, h.framing, h.keep_alive);
-                    body.passed = h.passed;
+                    body.passed = passed;
                     return Ok((h.parts, body));
                 }
             }
