@@ -73,12 +73,11 @@ impl AccessLog {
 
 /// Where the app's body comes from: hyper's client, or the lean path's
 /// own reader (`proxy/lean/`).
-// The lean body is the common one; boxing it would cost an allocation per
-// request.
-#[allow(clippy::large_enum_variant)]
 pub enum AppSource {
     Hyper(Incoming),
-    Lean(LeanBody),
+    /// Boxed where it is made (`lean::exchange`): the answer is moved
+    /// through every phase on its way to the client, a copy each time.
+    Lean(Box<LeanBody>),
 }
 
 impl From<Incoming> for AppSource {
@@ -87,8 +86,8 @@ impl From<Incoming> for AppSource {
     }
 }
 
-impl From<LeanBody> for AppSource {
-    fn from(b: LeanBody) -> Self {
+impl From<Box<LeanBody>> for AppSource {
+    fn from(b: Box<LeanBody>) -> Self {
         AppSource::Lean(b)
     }
 }

@@ -56,7 +56,7 @@ pub async fn exchange(
     pool: Arc<RawPool>,
     head: &[u8],
     head_request: bool,
-) -> Result<(http::response::Parts, LeanBody), ExchangeError> {
+) -> Result<(http::response::Parts, Box<LeanBody>), ExchangeError> {
     if let Err(error) = conn.stream.write_all(head).await {
         return Err(ExchangeError::Unanswered { error, sent: false });
     }
@@ -81,7 +81,7 @@ pub async fn exchange(
                     };
                     let mut body = LeanBody::new(conn, pool, buf, h.framing, h.keep_alive);
                     body.passed = passed;
-                    return Ok((h.parts, body));
+                    return Ok((h.parts, Box::new(body)));
                 }
             }
         }

@@ -31,7 +31,7 @@ use crate::supervisor::Backend;
 /// socket.
 pub struct LeanAnswer {
     pub parts: response::Parts,
-    pub body: LeanBody,
+    pub body: Box<LeanBody>,
     pub backend: Arc<Backend>,
     pub activity: Arc<Activity>,
     pub session: Session,
@@ -86,7 +86,7 @@ async fn send_head(
     head: &[u8],
     method: &Method,
     backend: &Backend,
-) -> Result<(response::Parts, LeanBody), ProxyError> {
+) -> Result<(response::Parts, Box<LeanBody>), ProxyError> {
     let head_request = method == Method::HEAD;
     let reused = conn.reused;
     match lean::exchange(conn, gw.raw.clone(), head, head_request).await {
