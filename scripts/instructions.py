@@ -8,35 +8,15 @@ dumped: the instructions counted, divided by the requests wrk completed.
 import glob
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
-import time
+
+from bench_core import memory_backend
+from bench_stack import free_port, wait_port
 
 WARM_S = 3
 MEASURE_S = 6
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def backend(workdir):
-    """Shell command for a one-worker nginx answering "ok" from memory."""
-    tmpl = os.path.join(workdir, "memory.conf.in")
-    with open(tmpl, "w") as f:
-        f.write(f"""worker_processes 1; pid {workdir}/memory-PORT.pid; error_log /dev/null;
-events {{ worker_connections 4096; }}
-http {{ access_log off; keepalive_requests 100000;
-  server {{ listen 127.0.0.1:PORT; location / {{ return 200 "ok\\n"; }} }} }}
-""")
-    return (f'sed "s/PORT/$HTTP_PLATFORM_PORT/g" {tmpl} > {workdir}/memory-$HTTP_PLATFORM_PORT.conf; '
-            f"exec nginx -c {workdir}/memory-$HTTP_PLATFORM_PORT.conf -g 'daemon off;'")
 
 
 def wrk(port, seconds):
@@ -60,19 +40,12 @@ def measure(binary, workdir):
     out = os.path.join(workdir, f"callgrind-{os.path.basename(os.path.dirname(os.path.abspath(binary)))}-{port}.out")
     proc = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary, "run",
-         "--listen", f"127.0.0.1:{port}", "--worker-threads", "1", "--", "sh", "-c", backend(workdir)],
+         "--listen", f"127.0.0.1:{port}", "--worker-threads", "1", "--", "sh", "-c", memory_backend(workdir)],
         env=dict(os.environ, HPGATE_LOG="warn"), cwd=workdir,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.time() > deadline:
-                    raise SystemExit(f"{binary} did not start listening")
-                time.sleep(0.5)
+        # Under valgrind the start takes seconds.
+        wait_port(port, timeout=60, interval=0.5)
         wrk(port, WARM_S)
         subprocess.run(["callgrind_control", "-z", str(proc.pid)], capture_output=True, check=True)
         requests = wrk(port, MEASURE_S)

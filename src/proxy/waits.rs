@@ -137,33 +137,26 @@ mod tests {
         assert_eq!(Instant::now(), start + Duration::from_secs(30));
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_later_deadline_is_not_reached_early() {
+    /// A timer armed for `armed` s by a wait that ended after 1 s, then a
+    /// wait for `then` s: it must end at `then`, neither before nor after.
+    async fn armed_then_waited(armed: u64, then: u64) {
         let mut clock = Clock::default();
         let start = Instant::now();
-        // Armed for 5 s by a wait that ended before it fired.
-        let first = tokio::time::timeout(
-            Duration::from_secs(1),
-            clock.until(start + Duration::from_secs(5)),
-        )
-        .await;
+        let secs = |s| start + Duration::from_secs(s);
+        let first = tokio::time::timeout(Duration::from_secs(1), clock.until(secs(armed))).await;
         assert!(first.is_err());
-        clock.until(start + Duration::from_secs(50)).await;
-        assert_eq!(Instant::now(), start + Duration::from_secs(50));
+        clock.until(secs(then)).await;
+        assert_eq!(Instant::now(), secs(then), "armed {armed} s, then {then} s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_later_deadline_is_not_reached_early() {
+        armed_then_waited(5, 50).await;
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_earlier_deadline_moves_the_timer() {
-        let mut clock = Clock::default();
-        let start = Instant::now();
-        let first = tokio::time::timeout(
-            Duration::from_secs(1),
-            clock.until(start + Duration::from_secs(60)),
-        )
-        .await;
-        assert!(first.is_err());
-        clock.until(start + Duration::from_secs(3)).await;
-        assert_eq!(Instant::now(), start + Duration::from_secs(3));
+        armed_then_waited(60, 3).await;
     }
 
     #[tokio::test]

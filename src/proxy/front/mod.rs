@@ -15,7 +15,8 @@
 //! was a large part of hpgate's CPU (docs/benchmarks.md, issue 19).
 //!
 //! Owns the connection's keep-alive loop while it serves: the head timer
-//! (the same limit hyper's server gets), parsing a head only once its
+//! (the same limit hyper's server gets; it and the shutdown wait are the
+//! connection's `Waits`, lent to each request), parsing a head only once its
 //! blank line has arrived (a head trickled in byte by byte costs one parse,
 //! not one per read), the close on shutdown between
 //! requests, and `connection: close`. Must not check limits, Host or
