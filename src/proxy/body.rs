@@ -86,6 +86,25 @@ impl From<Incoming> for AppSource {
     }
 }
 
+impl AppSource {
+    /// The app's header fields when they came as bytes (the lean path,
+    /// `lean/passed.rs`) rather than in the response's map.
+    fn passed(&self) -> Option<&Passed> {
+        match self {
+            AppSource::Lean(b) => b.passed.as_ref(),
+            AppSource::Hyper(_) => None,
+        }
+    }
+
+    /// Takes them out, for a head that needs them as a map.
+    pub fn take_passed(&mut self) -> Option<Passed> {
+        match self {
+            AppSource::Lean(b) => b.passed.take(),
+            AppSource::Hyper(_) => None,
+        }
+    }
+}
+
 impl From<Box<LeanBody>> for AppSource {
     fn from(b: Box<LeanBody>) -> Self {
         AppSource::Lean(b)
@@ -244,21 +263,15 @@ impl ResponseBody {
     /// `lean/passed.rs`) rather than in the response's map.
     pub fn passed(&self) -> Option<&Passed> {
         match &self.inner {
-            Inner::App(AppBody {
-                inner: AppSource::Lean(b),
-                ..
-            }) => b.passed.as_ref(),
-            _ => None,
+            Inner::App(up) => up.inner.passed(),
+            Inner::Full(_) => None,
         }
     }
 
     fn take_passed(&mut self) -> Option<Passed> {
         match &mut self.inner {
-            Inner::App(AppBody {
-                inner: AppSource::Lean(b),
-                ..
-            }) => b.passed.take(),
-            _ => None,
+            Inner::App(up) => up.inner.take_passed(),
+            Inner::Full(_) => None,
         }
     }
 

@@ -97,10 +97,8 @@ fn stream(cfg: &Config, mut r: Reply) -> Response<ResponseBody> {
 /// which later requests with `sid=` must reach on the same process.
 async fn learn_session(gw: &Gateway, mut r: Reply) -> Result<Response<ResponseBody>, ProxyError> {
     // The answer gets a body of its own: the fields go into its map.
-    if let AppSource::Lean(b) = &mut r.body {
-        if let Some(passed) = b.passed.take() {
-            passed.into_map(&mut r.parts.headers);
-        }
+    if let Some(passed) = r.body.take_passed() {
+        passed.into_map(&mut r.parts.headers);
     }
     upstream::clean_answer(&mut r.parts, r.backend.pid, r.lease.is_none());
     let limited = http_body_util::Limited::new(r.body, OPEN_PACKET_MAX);
