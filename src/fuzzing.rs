@@ -270,12 +270,17 @@ pub fn web_config(data: &[u8]) {
 
 /// The app response-head target: where each head of a connection's first
 /// bytes ends (`app_io.rs`), the same whatever the reads, and the same by
-/// the lean path's scan; Err for a bare CR or LF in a head.
+/// the lean path's scan; the lean path's parse ends none elsewhere; Err
+/// for a bare CR or LF in a head.
 pub fn app_heads(data: &[u8]) -> Option<Vec<usize>> {
     let split = data.first().map_or(0, |b| usize::from(*b));
     // The lean path's line-jumping scan agrees with the byte steps.
     let fast = crate::proxy::fuzz::head_end(data).map_err(|e| e.to_string());
     let steps = crate::proxy::fuzz::head_end_by_steps(data).map_err(|e| e.to_string());
     assert_eq!(fast, steps, "head_end disagrees with the byte steps");
+    // The lean path's parse takes a head only where the byte steps end it.
+    if let Some(n) = crate::proxy::fuzz::lean_head_end(data) {
+        assert_eq!(steps, Ok(Some(n)), "the lean path ends a head elsewhere");
+    }
     crate::proxy::fuzz::head_ends(data, split).ok()
 }

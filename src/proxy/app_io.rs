@@ -26,6 +26,11 @@ use tokio::net::TcpStream;
 #[error("a bare {0} in its response head (hpgate refuses it rather than guess where a header line ends)")]
 pub struct MalformedHead(&'static str);
 
+impl MalformedHead {
+    /// A line ended by LF alone.
+    pub const BARE_LF: MalformedHead = MalformedHead("LF");
+}
+
 /// Set by the pool when the next bytes on a connection start a new head.
 #[derive(Clone, Default)]
 pub struct HeadMark(Arc<AtomicBool>);

@@ -36,6 +36,7 @@ pub mod websocket;
 pub(crate) mod fuzz {
     pub(crate) use super::app_io::{head_end, head_end_by_steps, head_ends};
     pub(crate) use super::guard::{Phase, Scanner, Step};
+    pub(crate) use super::lean::taken_end as lean_head_end;
 }
 
 use std::sync::Arc;

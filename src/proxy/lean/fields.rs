@@ -5,10 +5,15 @@
 //! Why here and not on a HeaderMap: looking each framing field up, and
 //! then rebuilding the map without the hop-by-hop ones
 //! (`headers::strip_hop_by_hop`), cost as much as building it
-//! (docs/benchmarks.md, issue 19). The rules are the same as
-//! `headers.rs`'s: Connection and every field it names, Keep-Alive, TE,
-//! Trailer, Transfer-Encoding, Upgrade and `proxy-*`. Must not build the
-//! map or decide the framing (`head.rs` does both).
+//! (docs/benchmarks.md, issue 19). Each field is classified once, by its
+//! name's length first, into one bit set per kind; every later question
+//! (which fields pass, where the length is) is a look at those sets. The
+//! rules are the same as `headers.rs`'s: Connection and every field it
+//! names, Keep-Alive, TE, Trailer, Transfer-Encoding, Upgrade and
+//! `proxy-*`. Must not build the map or decide the framing (`head.rs`
+//! does both).
+
+use super::head::MAX_HEADERS;
 
 /// What a field is to the proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,35 +23,43 @@ pub enum Kind {
     Connection,
     /// Keep-Alive, TE, Trailer, Upgrade, `proxy-*`: dropped.
     HopByHop,
+    /// Passed like any other field; the front adds one when it is missing.
+    Date,
     Other,
 }
+
+const KINDS: usize = 6;
+// One bit per field.
+const _: () = assert!(MAX_HEADERS <= 128);
 
 /// The fields of one response head, classified once.
 pub struct Fields<'h, 'b> {
     pub all: &'h [httparse::Header<'b>],
-    kinds: [Kind; super::head::MAX_HEADERS],
+    /// Bit i of `of[k as usize]`: field i is of kind k.
+    of: [u128; KINDS],
 }
 
 impl<'h, 'b> Fields<'h, 'b> {
     pub fn read(all: &'h [httparse::Header<'b>]) -> Self {
-        let mut kinds = [Kind::Other; super::head::MAX_HEADERS];
-        for (k, f) in kinds.iter_mut().zip(all) {
-            *k = kind(f.name.as_bytes());
+        let mut of = [0u128; KINDS];
+        for (i, f) in all.iter().enumerate().take(MAX_HEADERS) {
+            of[kind(f.name.as_bytes()) as usize] |= 1 << i;
         }
-        Fields { all, kinds }
+        Fields { all, of }
+    }
+
+    /// The fields of this kind, as a set of field numbers.
+    pub fn set(&self, of: Kind) -> u128 {
+        self.of[of as usize]
     }
 
     /// The values of every field of this kind, in order.
     pub fn values(&self, of: Kind) -> impl DoubleEndedIterator<Item = &'b [u8]> + '_ {
-        self.all
-            .iter()
-            .zip(&self.kinds)
-            .filter(move |(_, k)| **k == of)
-            .map(|(f, _)| f.value)
+        Bits(self.set(of)).map(|i| self.all[i].value)
     }
 
     pub fn has(&self, of: Kind) -> bool {
-        self.kinds[..self.all.len()].contains(&of)
+        self.set(of) != 0
     }
 
     /// Whether Connection lists this token (any case).
@@ -56,62 +69,86 @@ impl<'h, 'b> Fields<'h, 'b> {
             .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
     }
 
-    /// The fields the client gets, in order. `keep_framing` keeps
-    /// Transfer-Encoding for `upstream::clean_answer`, which must see it
-    /// next to a Content-Length to drop the latter and say so.
+    /// The fields the client does not get, as a set of field numbers.
+    /// `keep_framing` keeps Transfer-Encoding for
+    /// `upstream::clean_answer`, which must see it next to a
+    /// Content-Length to drop the latter and say so.
+    pub fn dropped(&self, keep_framing: bool) -> u128 {
+        let mut dropped = self.set(Kind::Connection) | self.set(Kind::HopByHop);
+        if !keep_framing {
+            dropped |= self.set(Kind::TransferEncoding);
+        }
+        // `keep-alive` names a field dropped anyway: the common Connection
+        // (nginx sends it on every answer) costs no look per field.
+        let names_fields = self
+            .values(Kind::Connection)
+            .flat_map(|v| v.split(|b| *b == b','))
+            .any(|t| !t.trim_ascii().eq_ignore_ascii_case(b"keep-alive"));
+        if names_fields {
+            let named =
+                self.set(Kind::Other) | self.set(Kind::Date) | self.set(Kind::ContentLength);
+            for i in Bits(named) {
+                if self.connection_says(self.all[i].name.as_bytes()) {
+                    dropped |= 1 << i;
+                }
+            }
+        }
+        dropped
+    }
+
+    /// The fields the client gets, in order (see `dropped`).
     pub fn passed(
         &self,
         keep_framing: bool,
     ) -> impl Iterator<Item = &'h httparse::Header<'b>> + '_ {
-        self.passing(keep_framing).map(|(_, _, f)| f)
-    }
-
-    /// `passed`, with each field's place in the head and its kind.
-    pub fn passing(
-        &self,
-        keep_framing: bool,
-    ) -> impl Iterator<Item = (usize, Kind, &'h httparse::Header<'b>)> + '_ {
-        // `keep-alive` names a field dropped anyway: the common Connection
-        // (nginx sends it on every answer) then costs no look per field.
-        let listing = self
-            .values(Kind::Connection)
-            .flat_map(|v| v.split(|b| *b == b','))
-            .any(|t| !t.trim_ascii().eq_ignore_ascii_case(b"keep-alive"));
+        let dropped = self.dropped(keep_framing);
         self.all
             .iter()
-            .zip(&self.kinds)
             .enumerate()
-            .filter(move |(_, (f, k))| match k {
-                Kind::Other | Kind::ContentLength => {
-                    !(listing && self.connection_says(f.name.as_bytes()))
-                }
-                Kind::TransferEncoding => keep_framing,
-                Kind::Connection | Kind::HopByHop => false,
-            })
-            .map(|(i, (f, k))| (i, *k, f))
+            .filter(move |(i, _)| dropped & (1 << i) == 0)
+            .map(|(_, f)| f)
+    }
+}
+
+/// The numbers in a set of fields, lowest first.
+pub struct Bits(pub u128);
+
+impl Iterator for Bits {
+    type Item = usize;
+    fn next(&mut self) -> Option<usize> {
+        if self.0 == 0 {
+            return None;
+        }
+        let i = self.0.trailing_zeros() as usize;
+        self.0 &= self.0 - 1;
+        Some(i)
+    }
+}
+
+impl DoubleEndedIterator for Bits {
+    fn next_back(&mut self) -> Option<usize> {
+        if self.0 == 0 {
+            return None;
+        }
+        let i = 127 - self.0.leading_zeros() as usize;
+        self.0 &= !(1 << i);
+        Some(i)
     }
 }
 
 fn kind(name: &[u8]) -> Kind {
-    // Most names differ in length from all of these: the length test
-    // inside eq_ignore_ascii_case keeps this cheap.
-    if name.eq_ignore_ascii_case(b"content-length") {
-        Kind::ContentLength
-    } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-        Kind::TransferEncoding
-    } else if name.eq_ignore_ascii_case(b"connection") {
-        Kind::Connection
-    } else if name.eq_ignore_ascii_case(b"keep-alive")
-        || name.eq_ignore_ascii_case(b"te")
-        || name.eq_ignore_ascii_case(b"trailer")
-        || name.eq_ignore_ascii_case(b"upgrade")
-        || name
-            .get(..6)
-            .is_some_and(|p| p.eq_ignore_ascii_case(b"proxy-"))
-    {
-        Kind::HopByHop
-    } else {
-        Kind::Other
+    let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+    // The length picks the one or two names worth comparing.
+    match name.len() {
+        14 if is(b"content-length") => Kind::ContentLength,
+        17 if is(b"transfer-encoding") => Kind::TransferEncoding,
+        10 if is(b"connection") => Kind::Connection,
+        4 if is(b"date") => Kind::Date,
+        10 if is(b"keep-alive") => Kind::HopByHop,
+        2 if is(b"te") => Kind::HopByHop,
+        7 if is(b"trailer") || is(b"upgrade") => Kind::HopByHop,
+        n if n >= 6 && name[..6].eq_ignore_ascii_case(b"proxy-") => Kind::HopByHop,
+        _ => Kind::Other,
     }
 }
 
@@ -140,6 +177,39 @@ mod tests {
         let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nA: 1\r\n\r\n";
         assert_eq!(names(raw, false), ["A"]);
         assert_eq!(names(raw, true), ["Transfer-Encoding", "A"]);
+    }
+
+    #[test]
+    fn names_are_classified_in_any_case_and_near_misses_are_other() {
+        let cases: [(&str, Kind); 16] = [
+            ("Content-Length", Kind::ContentLength),
+            ("content-lengtH", Kind::ContentLength),
+            ("Transfer-Encoding", Kind::TransferEncoding),
+            ("CONNECTION", Kind::Connection),
+            ("Date", Kind::Date),
+            ("Keep-Alive", Kind::HopByHop),
+            ("te", Kind::HopByHop),
+            ("Trailer", Kind::HopByHop),
+            ("Upgrade", Kind::HopByHop),
+            ("Proxy-Authenticate", Kind::HopByHop),
+            ("proxy-", Kind::HopByHop),
+            ("proxy", Kind::Other),
+            ("Content-Lengths", Kind::Other),
+            ("Dates", Kind::Other),
+            ("tE-", Kind::Other),
+            ("X-Connection", Kind::Other),
+        ];
+        for (name, want) in cases {
+            assert_eq!(kind(name.as_bytes()), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn sets_are_read_lowest_first_and_from_the_back() {
+        let set = (1u128 << 0) | (1 << 5) | (1 << 99);
+        assert_eq!(Bits(set).collect::<Vec<_>>(), [0, 5, 99]);
+        assert_eq!(Bits(set).rev().collect::<Vec<_>>(), [99, 5, 0]);
+        assert_eq!(Bits(0).next(), None);
     }
 
     #[test]

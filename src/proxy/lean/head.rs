@@ -3,9 +3,10 @@
 //! framed (RFC 9112 section 6.3).
 //!
 //! Reads the app's head by the same rules as hyper's client on the other
-//! path: no bare LF or CR (`app_io::head_end`), no obs-fold, no space
-//! before a colon, at most 100 header fields in at most 400 KiB. Must not
-//! decide what a failure means for the client (`upstream/`).
+//! path: no bare LF or CR (the rule `app_io` holds hyper's path to, checked
+//! here on httparse's result), no obs-fold, no space before a colon, at
+//! most 100 header fields in at most 400 KiB. Must not decide what a
+//! failure means for the client (`upstream/`).
 
 use std::mem::MaybeUninit;
 
@@ -99,29 +100,28 @@ pub fn write_request(parts: &request::Parts, out: &mut Vec<u8>, more: impl FnOnc
 /// Parses the response head at the front of `buf` (the answer to a HEAD
 /// request when `head_request`).
 pub fn parse(buf: &[u8], head_request: bool) -> Result<Parsed, HeadError> {
-    let Some(end) = app_io::head_end(buf)? else {
-        if buf.len() > MAX_HEAD {
-            return Err(HeadError::TooLarge);
-        }
-        return Ok(Parsed::Partial);
-    };
-    if end > MAX_HEAD {
-        return Err(HeadError::TooLarge);
-    }
     // Left uninitialised: httparse fills what it uses (filling 100 empty
     // fields first cost more than parsing a short head).
     let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut r = httparse::Response::new(&mut []);
+    let window = &buf[..buf.len().min(MAX_HEAD)];
     let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
         &mut r,
-        &buf[..end],
+        window,
         &mut fields,
     );
-    match parsed {
-        Ok(httparse::Status::Complete(n)) if n == end => {}
-        Ok(_) => return Err(HeadError::Invalid(httparse::Error::Status)),
-        Err(e) => return Err(HeadError::Invalid(e)),
-    }
+    let end = match parsed {
+        Ok(httparse::Status::Complete(n)) => n,
+        // No end within the limit: a head that ends later is too long.
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
+            return Err(refused(buf, HeadError::TooLarge))
+        }
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(_) if buf.len() > MAX_HEAD => return Err(refused(buf, HeadError::TooLarge)),
+        Err(e) => return Err(refused(buf, HeadError::Invalid(e))),
+    };
+    let head = &buf[..end];
+    crlf_only(head, r.headers)?;
     let code = r.code.unwrap_or(0);
     let status =
         StatusCode::from_u16(code).map_err(|_| HeadError::Invalid(httparse::Error::Status))?;
@@ -143,16 +143,19 @@ pub fn parse(buf: &[u8], head_request: bool) -> Result<Parsed, HeadError> {
     parts.status = status;
     parts.version = version;
     // Heads the client must get edited (`upstream::clean_answer`: a
-    // Content-Length beside Transfer-Encoding) or with repeated lengths
-    // (the front drops every one for an empty body) keep the map.
+    // Content-Length beside Transfer-Encoding), with repeated lengths
+    // (the front drops every one for an empty body), or with dropped
+    // lines all over keep the map.
     let on_map =
-        fields.has(Kind::TransferEncoding) || fields.values(Kind::ContentLength).nth(1).is_some();
+        fields.has(Kind::TransferEncoding) || fields.set(Kind::ContentLength).count_ones() > 1;
     let passed = if on_map {
-        parts.headers = header_map(&fields, &buf[..end])?;
         None
     } else {
-        Some(Lines::of(&fields)?)
+        Lines::of(&fields, head)?
     };
+    if passed.is_none() {
+        parts.headers = header_map(&fields, head)?;
+    }
     Ok(Parsed::Final(
         Head {
             parts,
@@ -162,6 +165,50 @@ pub fn parse(buf: &[u8], head_request: bool) -> Result<Parsed, HeadError> {
         },
         end,
     ))
+}
+
+/// Where the lean path ends the head at the front of `buf`, when it takes
+/// it (for `crate::fuzzing`).
+pub(crate) fn taken_end(buf: &[u8]) -> Option<usize> {
+    match parse(buf, false) {
+        Ok(Parsed::Final(_, n) | Parsed::Interim(n)) => Some(n),
+        _ => None,
+    }
+}
+
+/// httparse takes a bare LF for a line's end, where hyper's path
+/// (`app_io`) refuses it. httparse has ended every line just before the
+/// next begins (a field's name, or the empty line that ends the head) and
+/// refused a bare CR: a CRLF in front of each of those, and in the empty
+/// lines it skipped before the status line, is all that is left to check.
+fn crlf_only(head: &[u8], fields: &[httparse::Header<'_>]) -> Result<(), MalformedHead> {
+    // httparse also skips empty lines before the status line.
+    let lead = head
+        .iter()
+        .take_while(|b| matches!(b, b'\r' | b'\n'))
+        .count();
+    if lead % 2 != 0 || head[..lead].chunks(2).any(|pair| pair != b"\r\n") {
+        return Err(MalformedHead::BARE_LF);
+    }
+    let base = head.as_ptr() as usize;
+    let crlf_before = |at: usize| at >= 2 && &head[at - 2..at] == b"\r\n";
+    let starts = fields.iter().map(|f| f.name.as_ptr() as usize - base);
+    let blank = head.len().saturating_sub(2);
+    if crlf_before(head.len()) && starts.chain([blank]).all(crlf_before) {
+        Ok(())
+    } else {
+        Err(MalformedHead::BARE_LF)
+    }
+}
+
+/// A head httparse would not take, or that never ended: a bare CR or LF
+/// on the way is named as hyper's path names it (rare: the slow scan is
+/// only run here).
+fn refused(buf: &[u8], otherwise: HeadError) -> HeadError {
+    match app_io::head_end(buf) {
+        Err(bare) => bare.into(),
+        Ok(_) => otherwise,
+    }
 }
 
 /// The fields the client gets, as a map whose values share one copy of
@@ -425,7 +472,41 @@ mod tests {
                 .collect()
         }
 
+        /// Heads with CR and LF where they belong and where they do not.
+        fn line_ends() -> impl Strategy<Value = Vec<u8>> {
+            let piece = proptest::sample::select(vec![
+                &b"HTTP/1.1 200 OK"[..],
+                b"HTTP/1.1 103 Early",
+                b"X-A: 1",
+                b"Content-Length: 0",
+                b"Connection: keep-alive",
+                b"\r\n",
+                b"\r\n",
+                b"\r\n",
+                b"\n",
+                b"\r",
+                b" ",
+            ]);
+            proptest::collection::vec(piece, 1..12).prop_map(|p| p.concat())
+        }
+
         proptest! {
+            /// The lean path takes a head only where hyper's path (the
+            /// byte steps of `app_io`) ends it: no bare CR or LF gets
+            /// through, and a refused bare one is named as hyper's path
+            /// names it.
+            #[test]
+            fn heads_end_where_the_byte_steps_end_them(wire in line_ends()) {
+                let steps = crate::proxy::app_io::head_end_by_steps(&wire);
+                match parse(&wire, false) {
+                    Ok(Parsed::Final(_, n) | Parsed::Interim(n)) => {
+                        prop_assert_eq!(steps.ok(), Some(Some(n)));
+                    }
+                    Err(HeadError::Malformed(_)) => prop_assert!(steps.is_err()),
+                    Err(_) | Ok(Parsed::Partial) => {}
+                }
+            }
+
             /// Dropping hop-by-hop fields while parsing leaves the client
             /// exactly the fields the map-and-strip way left.
             #[test]

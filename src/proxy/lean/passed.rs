@@ -7,29 +7,45 @@
 //! Why: building the map (a name lookup, a value check, a hash and an
 //! insertion per field) and writing it out again was the largest part of
 //! a small request's user-space CPU after step 6 (docs/benchmarks.md,
-//! step 7). The front copies these lines; what needs a map (hyper's
-//! server, HSTS, the Engine.IO handshake) gets one from `into_map`, with
-//! the values httparse would have given. Must not decide which fields pass
-//! (`fields.rs` does) nor how the body is framed (`head.rs`).
+//! step 7). The dropped lines are kept as byte ranges found while the
+//! head is parsed, so writing the rest is a few copies with no search
+//! for line ends (step 8). The front copies these lines; what needs a map
+//! (hyper's server, HSTS, the Engine.IO handshake) gets one from
+//! `into_map`, with the values httparse would have given. Must not decide
+//! which fields pass (`fields.rs` does) nor how the body is framed
+//! (`head.rs`).
+
+use std::ops::Range;
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-use super::fields::{Fields, Kind};
-use super::head::{HeadError, MAX_HEADERS};
+use super::fields::{Bits, Fields, Kind};
+use super::head::HeadError;
 
 /// The longest field name a HeaderName takes (http's limit, kept so both
 /// ways refuse the same heads).
 const MAX_NAME: usize = (1 << 16) - 1;
+/// The most separate runs of dropped lines a head passed as bytes may
+/// have; a head with more (rare: nginx drops one line, Connection) keeps
+/// the map.
+const MAX_CUTS: usize = 4;
 
-/// Which of a head's field lines pass, found while it is parsed; `with`
-/// adds the head's bytes once they are taken out of the read buffer.
+/// A byte range of the head (heads are at most `head::MAX_HEAD` long).
+type Span = (u32, u32);
+
+/// Which of a head's bytes are field lines the client gets, found while it
+/// is parsed; `with` adds the head's bytes once they are taken out of the
+/// read buffer.
 #[derive(Debug, Clone, Copy)]
 pub struct Lines {
-    /// Bit i: the i-th field line is dropped (at most `MAX_HEADERS`).
-    dropped: u128,
-    /// The line of the one Content-Length field, if any.
-    length: Option<u8>,
+    /// The field lines: from the first field's name to the empty line.
+    fields: Span,
+    /// Runs of dropped lines, in order, each whole lines.
+    cuts: [Span; MAX_CUTS],
+    n_cuts: u8,
+    /// The one Content-Length line, if it passes.
+    length: Option<Span>,
     date: bool,
 }
 
@@ -41,36 +57,67 @@ pub struct Passed {
     lines: Lines,
 }
 
-const _: () = assert!(MAX_HEADERS <= 128);
-
 impl Lines {
-    /// What `fields` passes. httparse has already held names to `tchar`
-    /// and values to what HeaderValue accepts (HTAB, visible ASCII,
-    /// obs-text), and every field is one CRLF line (no obs-fold, no bare
-    /// CR or LF: `app_io::head_end`): only the name length is left to
-    /// check. The caller keeps heads with more than one Content-Length,
+    /// What `fields` passes, as ranges of `head` (the bytes httparse read
+    /// them from); None when the dropped lines are too scattered to keep
+    /// here. httparse has already held names to `tchar` and values to
+    /// what HeaderValue accepts (HTAB, visible ASCII, obs-text), and every
+    /// line ends in CRLF (`head::crlf_only`): only the name length is left
+    /// to check. The caller keeps heads with more than one Content-Length,
     /// or a Transfer-Encoding, on the map.
-    pub fn of(fields: &Fields<'_, '_>) -> Result<Lines, HeadError> {
+    pub fn of(fields: &Fields<'_, '_>, head: &[u8]) -> Result<Option<Lines>, HeadError> {
+        let base = head.as_ptr() as usize;
+        let blank = head.len().saturating_sub(2) as u32;
+        let start = |i: usize| (fields.all[i].name.as_ptr() as usize - base) as u32;
+        // A field's line runs to where the next one starts.
+        let line = |i: usize| {
+            let end = if i + 1 < fields.all.len() {
+                start(i + 1)
+            } else {
+                blank
+            };
+            (start(i), end)
+        };
+        let first = if fields.all.is_empty() {
+            blank
+        } else {
+            start(0)
+        };
         let mut lines = Lines {
-            dropped: (1u128 << fields.all.len()) - 1,
+            fields: (first, blank),
+            cuts: [(0, 0); MAX_CUTS],
+            n_cuts: 0,
             length: None,
             date: false,
         };
-        for (i, kind, f) in fields.passing(false) {
-            if f.name.len() > MAX_NAME {
-                return Err(HeadError::BadField);
-            }
-            lines.dropped &= !(1u128 << i);
-            if kind == Kind::ContentLength {
-                lines.length = Some(i as u8);
-            } else if f.name.eq_ignore_ascii_case("date") {
-                lines.date = true;
+        let dropped = fields.dropped(false);
+        for i in Bits(dropped) {
+            let (from, to) = line(i);
+            let n = usize::from(lines.n_cuts);
+            match n.checked_sub(1).map(|last| &mut lines.cuts[last]) {
+                Some(last) if last.1 == from => last.1 = to,
+                _ if n == MAX_CUTS => return Ok(None),
+                _ => {
+                    lines.cuts[n] = (from, to);
+                    lines.n_cuts += 1;
+                }
             }
         }
-        Ok(lines)
+        lines.length = Bits(fields.set(Kind::ContentLength) & !dropped)
+            .next()
+            .map(line);
+        lines.date = fields.set(Kind::Date) & !dropped != 0;
+        // No name can be that long in a shorter head.
+        if head.len() > MAX_NAME {
+            let mut passed = Bits(((1u128 << fields.all.len()) - 1) & !dropped);
+            if passed.any(|i| fields.all[i].name.len() > MAX_NAME) {
+                return Err(HeadError::BadField);
+            }
+        }
+        Ok(Some(lines))
     }
 
-    /// These lines of `head` (the bytes `parse` read them from).
+    /// These lines of `head` (the bytes `of` read them from).
     pub fn with(self, head: Bytes) -> Passed {
         Passed { head, lines: self }
     }
@@ -79,23 +126,10 @@ impl Lines {
 impl Passed {
     /// Appends the passed lines to `out`, without the Content-Length line
     /// when `drop_length`; says whether a Content-Length and a Date went
-    /// out. Runs of passed lines are copied whole.
+    /// out.
     pub fn write(&self, out: &mut Vec<u8>, drop_length: bool) -> (bool, bool) {
-        let skipped = self.skipped(drop_length);
-        let mut run = None;
-        for (i, line) in self.field_lines() {
-            let keep = skipped & (1u128 << i) == 0;
-            match (keep, run) {
-                (true, None) => run = Some(line.start),
-                (false, Some(from)) => {
-                    out.extend_from_slice(&self.head[from..line.start]);
-                    run = None;
-                }
-                _ => {}
-            }
-        }
-        if let Some(from) = run {
-            out.extend_from_slice(&self.head[from..self.head.len() - 2]);
+        for kept in self.kept(drop_length) {
+            out.extend_from_slice(&self.head[kept]);
         }
         let length = self.lines.length.is_some() && !drop_length;
         (length, self.lines.date)
@@ -105,46 +139,48 @@ impl Passed {
     /// order; each value as httparse reads it (without the spaces around
     /// it), sharing the head's memory.
     pub fn into_map(self, headers: &mut HeaderMap) {
-        let skipped = self.skipped(false);
-        for (i, line) in self.field_lines() {
-            if skipped & (1u128 << i) != 0 {
-                continue;
-            }
-            let text = &self.head[line.start..line.end - 2];
-            let Some(colon) = memchr::memchr(b':', text) else {
-                continue;
-            };
-            let name = HeaderName::from_bytes(&text[..colon]);
-            let value = self.head.slice_ref(text[colon + 1..].trim_ascii());
-            if let (Ok(name), Ok(value)) = (name, HeaderValue::from_maybe_shared(value)) {
-                headers.append(name, value);
+        for kept in self.kept(false) {
+            for line in self.head[kept].split_inclusive(|b| *b == b'\n') {
+                let text = &line[..line.len() - 2];
+                let Some(colon) = memchr::memchr(b':', text) else {
+                    continue;
+                };
+                let name = HeaderName::from_bytes(&text[..colon]);
+                let value = self.head.slice_ref(text[colon + 1..].trim_ascii());
+                if let (Ok(name), Ok(value)) = (name, HeaderValue::from_maybe_shared(value)) {
+                    headers.append(name, value);
+                }
             }
         }
     }
 
-    fn skipped(&self, drop_length: bool) -> u128 {
-        match self.lines.length {
-            Some(i) if drop_length => self.lines.dropped | (1u128 << i),
-            _ => self.lines.dropped,
-        }
-    }
-
-    /// Each field line's number and place in `head` (its CRLF included).
-    fn field_lines(&self) -> impl Iterator<Item = (usize, std::ops::Range<usize>)> + '_ {
-        let head = &self.head[..];
-        // The first field follows the status line.
-        let mut at = memchr::memchr(b'\n', head).map_or(head.len(), |e| e + 1);
-        let end = head.len().saturating_sub(2);
-        std::iter::from_fn(move || {
-            if at >= end {
-                return None;
+    /// The byte ranges of the passed lines, in order: the field lines less
+    /// the cuts, and less the Content-Length line when `drop_length`.
+    fn kept(&self, drop_length: bool) -> impl Iterator<Item = Range<usize>> {
+        let lines = &self.lines;
+        let mut cuts = [(0, 0); MAX_CUTS + 1];
+        let mut n = 0;
+        let mut length = lines.length.filter(|_| drop_length);
+        for &cut in &lines.cuts[..usize::from(lines.n_cuts)] {
+            if let Some(l) = length.filter(|l| l.0 < cut.0) {
+                cuts[n] = l;
+                n += 1;
+                length = None;
             }
-            let eol = memchr::memchr(b'\n', &head[at..]).map_or(end, |e| at + e + 1);
-            let line = at..eol;
-            at = eol;
-            Some(line)
+            cuts[n] = cut;
+            n += 1;
+        }
+        if let Some(l) = length {
+            cuts[n] = l;
+            n += 1;
+        }
+        let (mut at, end) = lines.fields;
+        let gaps = cuts.into_iter().take(n).chain([(end, end)]);
+        gaps.filter_map(move |(from, to)| {
+            let kept = at as usize..from as usize;
+            at = to;
+            (!kept.is_empty()).then_some(kept)
         })
-        .enumerate()
     }
 }
 
@@ -153,15 +189,31 @@ mod tests {
     use super::*;
     use std::mem::MaybeUninit;
 
-    fn passed(raw: &[u8]) -> Passed {
+    fn lines(raw: &[u8]) -> Option<Lines> {
         let mut buf = [const { MaybeUninit::uninit() }; 16];
         let mut r = httparse::Response::new(&mut []);
         httparse::ParserConfig::default()
             .parse_response_with_uninit_headers(&mut r, raw, &mut buf)
             .unwrap();
-        Lines::of(&Fields::read(r.headers))
-            .unwrap()
+        Lines::of(&Fields::read(r.headers), raw).unwrap()
+    }
+
+    fn passed(raw: &[u8]) -> Passed {
+        lines(raw)
+            .expect("few cuts")
             .with(Bytes::copy_from_slice(raw))
+    }
+
+    #[test]
+    fn dropped_lines_next_to_each_other_are_one_cut_and_too_many_cuts_are_left_to_the_map() {
+        let four = b"HTTP/1.1 200 OK\r\nA: 1\r\nTE: x\r\nKeep-Alive: x\r\nB: 2\r\nTrailer: x\r\n\
+            C: 3\r\nUpgrade: x\r\nD: 4\r\nProxy-A: x\r\nE: 5\r\n\r\n";
+        let mut out = Vec::new();
+        passed(four).write(&mut out, false);
+        assert_eq!(out, b"A: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\n".to_vec());
+        let five = b"HTTP/1.1 200 OK\r\nA: 1\r\nTE: x\r\nB: 2\r\nTrailer: x\r\nC: 3\r\n\
+            Upgrade: x\r\nD: 4\r\nProxy-A: x\r\nE: 5\r\nConnection: close\r\n\r\n";
+        assert!(lines(five).is_none());
     }
 
     #[test]
