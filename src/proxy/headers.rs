@@ -10,6 +10,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use super::charset::QDTEXT;
+
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 /// Removes Connection and every header it names, and the fixed hop-by-hop
@@ -107,6 +109,10 @@ pub struct Peer {
     node: String,
     /// The connection came over TLS: the forwarding headers say `https`.
     pub tls: bool,
+    /// `write_forwarded`'s fixed lines: X-Forwarded-For and -Proto.
+    lines: Box<[u8]>,
+    /// `write_forwarded`'s start of Forwarded, up to its `for=` node.
+    forwarded_for: Box<[u8]>,
 }
 
 impl Peer {
@@ -121,11 +127,18 @@ impl Peer {
             IpAddr::V6(_) => format!("\"[{text}]\""),
         };
         let ip = HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("unknown"));
+        let proto = if tls { "https" } else { "http" };
+        let lines = format!(
+            "x-forwarded-for: {}\r\nx-forwarded-proto: {proto}\r\n",
+            ip.to_str().unwrap_or("unknown")
+        );
         Peer {
             addr,
             ip,
+            forwarded_for: format!("forwarded: for={node}").into_bytes().into(),
             node,
             tls,
+            lines: lines.into_bytes().into(),
         }
     }
 
@@ -188,32 +201,30 @@ pub fn add_forwarded(headers: &mut HeaderMap, peer: &Peer, trust: bool) {
 /// them, in the same order and spelling, written as head lines (`host`:
 /// the request's Host).
 pub fn write_forwarded(out: &mut Vec<u8>, peer: &Peer, host: Option<&HeaderValue>) {
-    let line = |out: &mut Vec<u8>, name: &[u8], value: &[u8]| {
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    };
-    line(out, b"x-forwarded-for", peer.ip.as_bytes());
-    let proto: &[u8] = if peer.tls { b"https" } else { b"http" };
-    line(out, b"x-forwarded-proto", proto);
+    out.extend_from_slice(&peer.lines);
     if let Some(h) = host {
-        line(out, b"x-forwarded-host", h.as_bytes());
+        out.extend_from_slice(b"x-forwarded-host: ");
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"forwarded: for=");
-    out.extend_from_slice(peer.node.as_bytes());
-    if let Some(h) = host.map(HeaderValue::as_bytes).filter(|h| visible(h)) {
-        out.extend_from_slice(b";host=\"");
-        if h.iter().any(|c| matches!(c, b'"' | b'\\')) {
-            out.extend(h.iter().filter(|c| !matches!(c, b'"' | b'\\')));
-        } else {
+    out.extend_from_slice(&peer.forwarded_for);
+    if let Some(h) = host.map(HeaderValue::as_bytes) {
+        // A Host that passed `host::check` is all plain: one look.
+        if h.iter().all(|c| QDTEXT.has(*c)) {
+            out.extend_from_slice(b";host=\"");
             out.extend_from_slice(h);
+            out.push(b'"');
+        } else if visible(h) {
+            out.extend_from_slice(b";host=\"");
+            out.extend(h.iter().filter(|c| !matches!(c, b'"' | b'\\')));
+            out.push(b'"');
         }
-        out.push(b'"');
     }
-    out.extend_from_slice(b";proto=");
-    out.extend_from_slice(proto);
-    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(if peer.tls {
+        b";proto=https\r\n"
+    } else {
+        b";proto=http\r\n"
+    });
 }
 
 /// What `HeaderValue::to_str` accepts (visible ASCII, space and tab),
@@ -348,7 +359,7 @@ mod tests {
             Peer::with_tls("[2001:db8::1]:443".parse().unwrap(), true),
         ];
         for peer in &peers {
-            for host in [None, Some("example.com:8080"), Some("a\"b\\c")] {
+            for host in [None, Some("example.com:8080"), Some("a\"b\\c"), Some("hé")] {
                 let plain = match host {
                     Some(h) => map(&[("accept", "*/*"), ("host", h)]),
                     None => map(&[("accept", "*/*")]),

@@ -9,6 +9,7 @@
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Uri, Version};
 
+use super::charset::REG_NAME;
 use super::error::ProxyError;
 
 /// 400 for a missing (HTTP/1.1), repeated or malformed Host.
@@ -94,7 +95,7 @@ fn reg_name(host: &[u8]) -> bool {
             i += 3;
             continue;
         }
-        if !(b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b)) {
+        if !REG_NAME.has(b) {
             return false;
         }
         i += 1;

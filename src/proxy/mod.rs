@@ -15,6 +15,7 @@ mod activity;
 pub mod affinity;
 mod app_io;
 mod body;
+mod charset;
 mod client;
 mod connection;
 mod error;

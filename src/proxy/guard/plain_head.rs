@@ -30,7 +30,7 @@ pub fn plain_head(data: &[u8]) -> Option<usize> {
     if request_line.is_empty() || request_line.starts_with(b"CONNECT") {
         return None;
     }
-    if request_line.contains(&b'\r') {
+    if memchr::memchr(b'\r', request_line).is_some() {
         return None;
     }
     loop {
@@ -48,7 +48,7 @@ pub fn plain_head(data: &[u8]) -> Option<usize> {
 /// The line starting at `from` without its CRLF, and where the next one
 /// starts; None when no LF follows or it has no CR before it.
 fn line(data: &[u8], from: usize) -> Option<(&[u8], usize)> {
-    let lf = from + data[from..].iter().position(|&b| b == b'\n')?;
+    let lf = from + memchr::memchr(b'\n', &data[from..])?;
     if lf == from || data[lf - 1] != b'\r' {
         return None;
     }
@@ -57,7 +57,7 @@ fn line(data: &[u8], from: usize) -> Option<(&[u8], usize)> {
 
 /// A field line the scanner lets through without noting anything.
 fn plain_field(line: &[u8]) -> bool {
-    let Some(colon) = line.iter().position(|&b| b == b':') else {
+    let Some(colon) = memchr::memchr(b':', line) else {
         return false;
     };
     let (name, value) = (&line[..colon], &line[colon + 1..]);

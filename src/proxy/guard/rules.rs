@@ -109,7 +109,7 @@ fn transfer_encoding(lines: &[&[u8]]) -> Result<Body, ProxyError> {
 
 /// RFC 9110 section 5.6.2 token characters.
 pub fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    crate::proxy::charset::TCHAR.has(b)
 }
 
 /// Which framing-relevant field a header line is.

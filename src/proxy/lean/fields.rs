@@ -37,6 +37,17 @@ pub struct Fields<'h, 'b> {
     pub all: &'h [httparse::Header<'b>],
     /// Bit i of `of[k as usize]`: field i is of kind k.
     of: [u128; KINDS],
+    /// What the Connection fields say.
+    pub says: Says,
+}
+
+/// The Connection fields' tokens that matter, read once.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Says {
+    pub close: bool,
+    pub keep_alive: bool,
+    /// A token other than `keep-alive`, which may name a field to drop.
+    names_fields: bool,
 }
 
 impl<'h, 'b> Fields<'h, 'b> {
@@ -45,7 +56,26 @@ impl<'h, 'b> Fields<'h, 'b> {
         for (i, f) in all.iter().enumerate().take(MAX_HEADERS) {
             of[kind(f.name.as_bytes()) as usize] |= 1 << i;
         }
-        Fields { all, of }
+        let mut fields = Fields {
+            all,
+            of,
+            says: Says::default(),
+        };
+        let tokens = fields
+            .values(Kind::Connection)
+            .flat_map(|v| v.split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii);
+        let mut says = Says::default();
+        for token in tokens {
+            if token.eq_ignore_ascii_case(b"keep-alive") {
+                says.keep_alive = true;
+            } else {
+                says.close |= token.eq_ignore_ascii_case(b"close");
+                says.names_fields = true;
+            }
+        }
+        fields.says = says;
+        fields
     }
 
     /// The fields of this kind, as a set of field numbers.
@@ -80,11 +110,7 @@ impl<'h, 'b> Fields<'h, 'b> {
         }
         // `keep-alive` names a field dropped anyway: the common Connection
         // (nginx sends it on every answer) costs no look per field.
-        let names_fields = self
-            .values(Kind::Connection)
-            .flat_map(|v| v.split(|b| *b == b','))
-            .any(|t| !t.trim_ascii().eq_ignore_ascii_case(b"keep-alive"));
-        if names_fields {
+        if self.says.names_fields {
             let named =
                 self.set(Kind::Other) | self.set(Kind::Date) | self.set(Kind::ContentLength);
             for i in Bits(named) {
@@ -221,5 +247,6 @@ mod tests {
         let f = Fields::read(r.headers);
         assert!(f.connection_says(b"close"));
         assert!(!f.connection_says(b"keep-alive"));
+        assert!(f.says.close && !f.says.keep_alive);
     }
 }

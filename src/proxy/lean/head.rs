@@ -279,9 +279,9 @@ fn decimal(digits: &[u8]) -> Option<u64> {
 /// it unless it says `keep-alive`.
 fn keeps_alive(version: Version, fields: &Fields<'_, '_>) -> bool {
     if version == Version::HTTP_10 {
-        fields.connection_says(b"keep-alive")
+        fields.says.keep_alive
     } else {
-        !fields.connection_says(b"close")
+        !fields.says.close
     }
 }
 
