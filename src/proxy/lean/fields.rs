@@ -163,7 +163,7 @@ impl DoubleEndedIterator for Bits {
 }
 
 fn kind(name: &[u8]) -> Kind {
-    let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+    let is = |known: &[u8]| same_name(name, known);
     // The length picks the one or two names worth comparing.
     match name.len() {
         14 if is(b"content-length") => Kind::ContentLength,
@@ -173,9 +173,17 @@ fn kind(name: &[u8]) -> Kind {
         10 if is(b"keep-alive") => Kind::HopByHop,
         2 if is(b"te") => Kind::HopByHop,
         7 if is(b"trailer") || is(b"upgrade") => Kind::HopByHop,
-        n if n >= 6 && name[..6].eq_ignore_ascii_case(b"proxy-") => Kind::HopByHop,
+        n if n >= 6 && same_name(&name[..6], b"proxy-") => Kind::HopByHop,
         _ => Kind::Other,
     }
+}
+
+/// `name` is `known` in any case. `known` is lower-case letters and `-`;
+/// `name` is a token (httparse has checked): setting bit 5 then lowers a
+/// letter and changes no other token byte into one of `known`'s (only a
+/// CR would turn into `-`).
+fn same_name(name: &[u8], known: &[u8]) -> bool {
+    name.len() == known.len() && name.iter().zip(known).all(|(n, k)| n | 0x20 == *k)
 }
 
 #[cfg(test)]
@@ -227,6 +235,12 @@ mod tests {
         ];
         for (name, want) in cases {
             assert_eq!(kind(name.as_bytes()), want, "{name}");
+        }
+        // No token byte but a letter's two cases matches a letter or `-`.
+        for b in (0..=255u8).filter(|b| crate::proxy::charset::TCHAR.has(*b)) {
+            for k in b"abcdefghijklmnopqrstuvwxyz-" {
+                assert_eq!(same_name(&[b], &[*k]), b.eq_ignore_ascii_case(k), "{b:#x}");
+            }
         }
     }
 
