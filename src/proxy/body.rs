@@ -268,7 +268,8 @@ impl ResponseBody {
         }
     }
 
-    fn take_passed(&mut self) -> Option<Passed> {
+    /// Takes the fields passed as bytes out of the body (see `passed`).
+    pub fn take_passed(&mut self) -> Option<Passed> {
         match &mut self.inner {
             Inner::App(up) => up.inner.take_passed(),
             Inner::Full(_) => None,

@@ -90,9 +90,12 @@ pub async fn serve<S: Stream>(
         let req = http::Request::from_parts(parts, None);
         let resp = service::respond(gw, req, client, &mut conn.waits).await;
         let close = close || stop.is_cancelled();
-        let (parts, body) = resp.into_parts();
+        let (parts, mut body) = resp.into_parts();
         let started = response::start(&mut conn.out, &parts, &body, head_request, close);
         drop(parts);
+        // Written: the fields' bytes share the app connection's read
+        // buffer, which can then take the body's next read in place.
+        drop(body.take_passed());
         let body = std::pin::pin!(body);
         match response::send(&mut stream, &mut conn.out, body, started).await {
             Ok(true) if !stop.is_cancelled() => {}
