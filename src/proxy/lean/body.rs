@@ -76,8 +76,10 @@ impl LeanBody {
     /// it and nothing unasked-for follows.
     fn finish(&mut self) {
         self.done = true;
-        if let Some(conn) = self.conn.take() {
+        if let Some(mut conn) = self.conn.take() {
             if self.keep_alive && self.buf.is_empty() {
+                // The buffer goes with the socket for its next exchange.
+                conn.buf = std::mem::take(&mut self.buf);
                 self.pool.put(conn);
             }
         }

@@ -23,7 +23,7 @@ mod passed;
 use std::io;
 use std::sync::Arc;
 
-use bytes::{Buf, BytesMut};
+use bytes::Buf;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::pool::raw::{RawConn, RawPool};
@@ -61,7 +61,10 @@ pub async fn exchange(
     if let Err(error) = conn.stream.write_all(head).await {
         return Err(ExchangeError::Unanswered { error, sent: false });
     }
-    let mut buf = BytesMut::with_capacity(HEAD_ROOM);
+    // The socket's own buffer when it was idle in the pool: on a warm
+    // pool the room is already there.
+    let mut buf = std::mem::take(&mut conn.buf);
+    buf.reserve(HEAD_ROOM);
     let mut answered = false;
     loop {
         if !buf.is_empty() {

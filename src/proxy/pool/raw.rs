@@ -2,14 +2,17 @@
 //! for the next request once its response was read to the end.
 //!
 //! Owns connecting (through the shared `Dialer`) and the check that an
-//! idle socket is still open before it is lent again. Must not read or
-//! write HTTP: `proxy/lean/` does.
+//! idle socket is still open before it is lent again. Each socket keeps
+//! its read buffer while idle, so an exchange on a warm pool starts with
+//! room for the answer and no allocation. Must not read or write HTTP:
+//! `proxy/lean/` does.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use tokio::net::TcpStream;
 
 use super::idle::{IdleLists, Reusable};
@@ -21,9 +24,15 @@ pub struct RawConn {
     pub addr: SocketAddr,
     /// Taken from the idle list (the app may have closed it since).
     pub reused: bool,
+    /// The read buffer this socket had last, empty; `put` keeps it.
+    pub buf: BytesMut,
 }
 
-struct Idle(TcpStream);
+/// The most read buffer an idle socket keeps: more (after a large answer)
+/// is freed rather than held by every idle connection.
+const KEEP_BUF: usize = 16 * 1024;
+
+struct Idle(TcpStream, BytesMut);
 
 impl Reusable for Idle {
     /// An idle socket has nothing to read: end of stream means the app
@@ -58,11 +67,12 @@ impl RawPool {
 
     /// An idle socket to `addr` that is still open, else a new one.
     pub async fn get(&self, addr: SocketAddr) -> Result<RawConn, ConnectError> {
-        if let Some(Idle(stream)) = self.idle.pop(addr) {
+        if let Some(Idle(stream, buf)) = self.idle.pop(addr) {
             return Ok(RawConn {
                 stream,
                 addr,
                 reused: true,
+                buf,
             });
         }
         // Boxed: a connect is the exception on a warm pool.
@@ -76,12 +86,17 @@ impl RawPool {
             stream,
             addr,
             reused: false,
+            buf: BytesMut::new(),
         })
     }
 
     /// Takes a socket back after its response was read to the end.
     pub fn put(&self, conn: RawConn) {
-        self.idle.put(conn.addr, Idle(conn.stream));
+        let mut buf = conn.buf;
+        if !buf.is_empty() || buf.capacity() > KEEP_BUF {
+            buf = BytesMut::new();
+        }
+        self.idle.put(conn.addr, Idle(conn.stream, buf));
     }
 }
 
@@ -90,6 +105,30 @@ mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
+
+    /// An idle socket keeps its empty read buffer for the next exchange,
+    /// but not a large one, nor one holding bytes.
+    #[tokio::test]
+    async fn an_idle_socket_keeps_a_small_empty_read_buffer() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let dialer = Dialer {
+            timeout: Duration::from_secs(2),
+            metrics: None,
+        };
+        let pool = RawPool::new(Duration::from_secs(30), dialer);
+        let mut conn = pool.get(addr).await.unwrap();
+        let _peer = l.accept().await.unwrap();
+        for (cap, held, kept) in [(8192, 0, true), (KEEP_BUF + 1, 0, false), (8192, 1, false)] {
+            conn.buf = BytesMut::with_capacity(cap);
+            conn.buf.extend_from_slice(&b"x"[..held]);
+            pool.put(conn);
+            conn = pool.get(addr).await.unwrap();
+            assert!(conn.reused);
+            assert!(conn.buf.is_empty());
+            assert_eq!(conn.buf.capacity() >= cap, kept, "{cap} {held}");
+        }
+    }
 
     /// A socket the app closed, or one with unasked-for bytes, is not lent
     /// again; an open quiet one is.
