@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use http::{Request, Response};
+use http::{request, Response};
 use hyper::body::Incoming;
 
 use super::activity::Activity;
@@ -19,7 +19,7 @@ use super::error::ProxyError;
 use super::pool::Lease;
 use super::upstream::{self, Purpose, Session};
 use super::waits::Waits;
-use super::{affinity, Gateway};
+use super::{affinity, service, Gateway};
 use crate::config::Config;
 use crate::supervisor::Backend;
 
@@ -42,13 +42,14 @@ struct Reply {
 pub async fn handle(
     gw: &Gateway,
     cfg: &Config,
-    req: Request<Option<Incoming>>,
+    head: &mut request::Parts,
+    body: Option<Incoming>,
     client: &Client,
     waits: &mut Waits,
 ) -> Result<(Response<ResponseBody>, Option<u32>), ProxyError> {
-    let (mut parts, body) = req.into_parts();
     let body = body.filter(|b| !upstream::takes_lean(b));
     let reply = if let Some(body) = body {
+        let mut parts = service::take_head(head);
         upstream::prepare(cfg, &mut parts, &client.peer, Purpose::Http)?;
         // Boxed: hyper's path is the rarer one here, and its future's size
         // would otherwise be moved with every bodiless request's.
@@ -63,8 +64,8 @@ pub async fn handle(
             session: a.session,
         }
     } else {
-        let forwarding = upstream::prepare_lean(cfg, &mut parts, &client.peer)?;
-        let a = upstream::send_lean(gw, cfg, &mut parts, forwarding, &client.peer, waits).await?;
+        let forwarding = upstream::prepare_lean(cfg, head, &client.peer)?;
+        let a = upstream::send_lean(gw, cfg, head, forwarding, &client.peer, waits).await?;
         Reply {
             parts: a.parts,
             body: a.body.into(),

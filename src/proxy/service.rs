@@ -12,7 +12,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{header, Request, Response};
+use http::{header, request, Request, Response};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
@@ -34,7 +34,8 @@ pub async fn handle(
     // hyper's server path makes its waits per request; the front keeps
     // one set per connection.
     let mut waits = Waits::default();
-    let mut resp = respond(&gw, req.map(Some), &client, &mut waits).await;
+    let (mut parts, body) = req.into_parts();
+    let mut resp = respond(&gw, &mut parts, Some(body), &client, &mut waits).await;
     // hyper writes the head from the map.
     fields_into_map(&mut resp);
     Ok(resp)
@@ -42,17 +43,20 @@ pub async fn handle(
 
 /// One request to its response, whichever server read it: hyper's, or
 /// the front's (`proxy/front/`), whose requests have no body (`None`).
+/// The head is lent, not moved: it is copied at every phase otherwise,
+/// and the front reuses its header map for the connection's next request.
 pub async fn respond(
     gw: &Gateway,
-    req: Request<Option<Incoming>>,
+    head: &mut request::Parts,
+    body: Option<Incoming>,
     client: &Client,
     waits: &mut Waits,
 ) -> Response<ResponseBody> {
-    let noted = Noted::of(gw, &req, client);
+    let noted = Noted::of(gw, head, client);
     // At debug level every line of one request is tied together (the
     // connection's span, at info, already names the connection).
     let span = tracing::debug_span!("request", method = %noted.method, path = %noted.path);
-    let outcome = dispatch(gw, &noted.cfg, req, client, waits)
+    let outcome = dispatch(gw, &noted, head, body, client, waits)
         .instrument(span)
         .await;
     // Plain functions before and after the one await: what they build is
@@ -74,19 +78,19 @@ struct Noted<'c> {
 }
 
 impl<'c> Noted<'c> {
-    fn of<B>(gw: &Gateway, req: &Request<B>, client: &'c Client) -> Noted<'c> {
+    fn of(gw: &Gateway, req: &request::Parts, client: &'c Client) -> Noted<'c> {
         Noted {
             start: Instant::now(),
             upgrade: req
-                .headers()
+                .headers
                 .contains_key(header::UPGRADE)
                 .then(|| Decision::new(&client.gate)),
             cfg: gw.sup.config(),
             html: accepts_html(req),
-            method: req.method().clone(),
-            proto: req.version(),
+            method: req.method.clone(),
+            proto: req.version,
             path: req
-                .uri()
+                .uri
                 .path_and_query()
                 .cloned()
                 .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
@@ -145,57 +149,61 @@ impl<'c> Noted<'c> {
 /// The checks every request passes, then its one path.
 async fn dispatch(
     gw: &Gateway,
-    cfg: &Config,
-    req: Request<Option<Incoming>>,
+    noted: &Noted<'_>,
+    req: &mut request::Parts,
+    body: Option<Incoming>,
     client: &Client,
     waits: &mut Waits,
 ) -> Result<(Response<ResponseBody>, Option<u32>), ProxyError> {
-    if let Some(answer) = acme_answer(gw, &req) {
+    let cfg = &*noted.cfg;
+    if let Some(answer) = acme_answer(gw, req) {
         return Ok((answer, None));
     }
-    check_limits(cfg, &req)?;
-    host::check(req.version(), req.headers())?;
-    if cfg.https_redirect && !client.peer.tls && !is_acme_challenge(&req) {
-        return Err(ProxyError::HttpsRedirect(https_location(gw, &req)));
+    check_limits(cfg, req)?;
+    host::check(req.version, &req.headers)?;
+    if cfg.https_redirect && !client.peer.tls && !is_acme_challenge(req) {
+        return Err(ProxyError::HttpsRedirect(https_location(gw, req)));
     }
-    if req.method() == http::Method::CONNECT && !websocket::is_websocket(&req) {
+    // `Noted` has looked for an Upgrade field already.
+    let websocket = websocket::is_websocket(req, noted.upgrade.is_some());
+    if req.method == http::Method::CONNECT && !websocket {
         // HTTP/2 lets a client ask for a tunnel; hpgate is not a forward
         // proxy (HTTP/1.1 CONNECT never gets past the guard).
         return Err(ProxyError::MethodNotImplemented("CONNECT"));
     }
-    if websocket::is_websocket(&req) {
-        let (parts, body) = req.into_parts();
+    if websocket {
         // The front hands upgrades to hyper: a handshake always has a body.
         let body = body.ok_or(ProxyError::BadRequest("an upgrade without hyper's body"))?;
+        let req = Request::from_parts(take_head(req), body);
         // Boxed: a handshake is rare beside plain requests, and its large
         // future would otherwise be part of every request's.
-        Box::pin(websocket::handle(
-            gw,
-            cfg,
-            Request::from_parts(parts, body),
-            client,
-        ))
-        .await
+        Box::pin(websocket::handle(gw, cfg, req, client)).await
     } else {
-        forward::handle(gw, cfg, req, client, waits).await
+        forward::handle(gw, cfg, req, body, client, waits).await
     }
+}
+
+/// The lent head, taken for a path that needs it owned (hyper's client,
+/// the WebSocket upgrade); an empty one is left in its place.
+pub fn take_head(head: &mut request::Parts) -> request::Parts {
+    std::mem::replace(head, Request::new(()).into_parts().0)
 }
 
 /// ACME HTTP-01 challenges must be answered on plain HTTP (RFC 8555
 /// section 8.3), so `httpsRedirect` leaves them alone.
-fn is_acme_challenge<B>(req: &Request<B>) -> bool {
-    req.uri().path().starts_with("/.well-known/acme-challenge/")
+fn is_acme_challenge(req: &request::Parts) -> bool {
+    req.uri.path().starts_with("/.well-known/acme-challenge/")
 }
 
 /// The key authorization for an open ACME HTTP-01 challenge (RFC 8555
 /// section 8.3), before anything else: the app never sees these.
-fn acme_answer<B>(gw: &Gateway, req: &Request<B>) -> Option<Response<ResponseBody>> {
+fn acme_answer(gw: &Gateway, req: &request::Parts) -> Option<Response<ResponseBody>> {
     let challenges = gw.acme.as_ref()?;
-    if req.method() != http::Method::GET {
+    if req.method != http::Method::GET {
         return None;
     }
     let token = req
-        .uri()
+        .uri
         .path()
         .strip_prefix("/.well-known/acme-challenge/")?;
     let answer = challenges.http_answer(token)?;
@@ -209,13 +217,13 @@ fn acme_answer<B>(gw: &Gateway, req: &Request<B>) -> Option<Response<ResponseBod
 
 /// The same host and target on the https listener (its port left out when
 /// it is 443).
-fn https_location<B>(gw: &Gateway, req: &Request<B>) -> String {
+fn https_location(gw: &Gateway, req: &request::Parts) -> String {
     let host = req
-        .uri()
+        .uri
         .host()
         .map(str::to_string)
         .or_else(|| {
-            let h = req.headers().get(header::HOST)?.to_str().ok()?;
+            let h = req.headers.get(header::HOST)?.to_str().ok()?;
             // Host without its port (an IPv6 literal keeps its brackets).
             Some(match h.rfind(':') {
                 Some(i) if !h[i..].contains(']') => h[..i].to_string(),
@@ -227,30 +235,30 @@ fn https_location<B>(gw: &Gateway, req: &Request<B>) -> String {
         Some(443) | None => String::new(),
         Some(p) => format!(":{p}"),
     };
-    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
     format!("https://{host}{port}{target}")
 }
 
-fn accepts_html<B>(req: &Request<B>) -> bool {
-    req.headers()
+fn accepts_html(req: &request::Parts) -> bool {
+    req.headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/html"))
 }
 
 /// Limits hyper does not enforce with the statuses RFC 9110 names.
-fn check_limits<B>(cfg: &Config, req: &Request<B>) -> Result<(), ProxyError> {
+fn check_limits(cfg: &Config, req: &request::Parts) -> Result<(), ProxyError> {
     // The request line as sent: method, target, " HTTP/1.1\r\n".
-    let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len())
-        + req.uri().authority().map_or(0, |a| a.as_str().len() + 7);
-    let line = req.method().as_str().len() + target + 11;
+    let target = req.uri.path_and_query().map_or(1, |p| p.as_str().len())
+        + req.uri.authority().map_or(0, |a| a.as_str().len() + 7);
+    let line = req.method.as_str().len() + target + 11;
     if line as u64 > cfg.max_request_line_bytes {
         return Err(ProxyError::UriTooLong(format!(
             "{line} bytes, over maxRequestLineBytes ({})",
             cfg.max_request_line_bytes
         )));
     }
-    let count = req.headers().len();
+    let count = req.headers.len();
     if count as u64 > cfg.max_request_headers {
         return Err(ProxyError::HeadersTooLarge(format!(
             "{count} header fields, over maxRequestHeaders ({})",
@@ -258,7 +266,7 @@ fn check_limits<B>(cfg: &Config, req: &Request<B>) -> Result<(), ProxyError> {
         )));
     }
     let size: usize = req
-        .headers()
+        .headers
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum();

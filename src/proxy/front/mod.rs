@@ -86,9 +86,10 @@ pub async fn serve<S: Stream>(
                 return Ended::HandOff(Box::new(io));
             }
         };
+        let mut parts = parts;
         let head_request = parts.method == http::Method::HEAD;
-        let req = http::Request::from_parts(parts, None);
-        let resp = service::respond(gw, req, client, &mut conn.waits).await;
+        let resp = service::respond(gw, &mut parts, None, client, &mut conn.waits).await;
+        conn.scratch.recycle(parts.headers);
         let close = close || stop.is_cancelled();
         let (parts, mut body) = resp.into_parts();
         let started = response::start(&mut conn.out, &parts, &body, head_request, close);

@@ -34,11 +34,27 @@ pub enum Parsed {
     Other,
 }
 
-/// Room a connection keeps for parsing its heads: where each field lies
-/// (kept between requests, so a head costs no allocation or fill for it).
+/// Room a connection keeps for parsing its heads: where each field lies,
+/// and the last request's header map, emptied (kept between requests, so
+/// a head costs no allocation or fill for either).
 #[derive(Default)]
 pub struct Scratch {
     spans: Vec<Span>,
+    headers: HeaderMap,
+}
+
+/// The most header fields a kept map may have room for; a larger one (a
+/// request with many fields) is freed rather than kept for the next.
+const KEEP_FIELDS: usize = 64;
+
+impl Scratch {
+    /// Takes back a request's header map once its request is done.
+    pub fn recycle(&mut self, mut headers: HeaderMap) {
+        if headers.capacity() <= KEEP_FIELDS {
+            headers.clear();
+            self.headers = headers;
+        }
+    }
 }
 
 /// Parses the head at the front of `buf`; a served head is taken out of
@@ -81,7 +97,8 @@ pub fn parse(buf: &mut BytesMut, scratch: &mut Scratch) -> Parsed {
         }
     }
     let head = buf.split_to(len).freeze();
-    match build(method, &head, target_at, spans) {
+    let headers = std::mem::take(&mut scratch.headers);
+    match build(method, &head, target_at, &scratch.spans, headers) {
         Some(parts) => Parsed::Lean(parts, close),
         // Not expected after httparse; hyper says what is wrong with it.
         None => {
@@ -105,9 +122,10 @@ fn build(
     head: &Bytes,
     (at, len): (usize, usize),
     spans: &[Span],
+    mut headers: HeaderMap,
 ) -> Option<request::Parts> {
     let uri = Uri::from_maybe_shared(head.slice(at..at + len)).ok()?;
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    headers.reserve(spans.len());
     for Span { name, value } in spans {
         let name = HeaderName::from_bytes(&head[name.0..name.0 + name.1]).ok()?;
         let value = HeaderValue::from_maybe_shared(head.slice(value.0..value.0 + value.1)).ok()?;
@@ -170,6 +188,22 @@ mod tests {
         assert_eq!(parts.headers.get_all("x-a").iter().count(), 2);
         assert_eq!(parts.headers["host"], "x");
         assert_eq!(&rest[..], b"GET /next");
+    }
+
+    #[test]
+    fn a_recycled_map_holds_nothing_of_the_request_before() {
+        let mut scratch = Scratch::default();
+        let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nHost: x\r\nX-Secret: 1\r\n\r\n"[..]);
+        let Parsed::Lean(first, _) = parse(&mut buf, &mut scratch) else {
+            panic!("not lean")
+        };
+        scratch.recycle(first.headers);
+        let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nHost: y\r\n\r\n"[..]);
+        let Parsed::Lean(second, _) = parse(&mut buf, &mut scratch) else {
+            panic!("not lean")
+        };
+        assert_eq!(second.headers.len(), 1);
+        assert_eq!(second.headers["host"], "y");
     }
 
     #[test]

@@ -46,9 +46,13 @@ use super::Gateway;
 use crate::admin::metrics::WsStats;
 use crate::config::{Compression, Config};
 
-/// A WebSocket handshake: an HTTP/1.1 upgrade or an HTTP/2 extended CONNECT.
-pub fn is_websocket<B>(req: &Request<B>) -> bool {
-    handshake::is_upgrade(req) || over_h2::is_extended_connect(req)
+/// A WebSocket handshake: an HTTP/1.1 upgrade or an HTTP/2 extended
+/// CONNECT. `has_upgrade` says whether the request has an Upgrade field
+/// (the caller has looked already): without one, only the extended
+/// CONNECT is left to ask for a WebSocket.
+pub fn is_websocket(req: &http::request::Parts, has_upgrade: bool) -> bool {
+    (has_upgrade && handshake::is_upgrade(&req.headers))
+        || over_h2::is_extended_connect(&req.method, req.version, &req.extensions)
 }
 
 /// Zero means "off" for the WebSocket timers.
@@ -110,7 +114,7 @@ pub async fn handle(
     mut req: Request<Incoming>,
     client: &Client,
 ) -> Result<(Response<ResponseBody>, Option<u32>), ProxyError> {
-    let h2 = over_h2::is_extended_connect(&req);
+    let h2 = over_h2::is_extended_connect(req.method(), req.version(), req.extensions());
     let checked = if h2 {
         over_h2::validate(&req)
     } else {

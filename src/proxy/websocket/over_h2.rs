@@ -16,11 +16,10 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 use super::handshake::{Rejection, SEC_KEY, SEC_VERSION};
 
 /// An HTTP/2 extended CONNECT for the `websocket` protocol.
-pub fn is_extended_connect<B>(req: &Request<B>) -> bool {
-    req.version() == Version::HTTP_2
-        && req.method() == Method::CONNECT
-        && req
-            .extensions()
+pub fn is_extended_connect(method: &Method, version: Version, ext: &http::Extensions) -> bool {
+    version == Version::HTTP_2
+        && method == Method::CONNECT
+        && ext
             .get::<hyper::ext::Protocol>()
             .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
 }
