@@ -57,7 +57,11 @@ pub async fn send_lean(
     let session = Session::of(gw, cfg, parts);
     let activity = Activity::new();
     let (backend, conn) = pick_and_connect(gw, session.pid, |a| gw.raw.get(a)).await?;
-    with_target(parts, &backend)?;
+    // A Host read for the forwarding fields means origin form and a Host
+    // already (`prepare_lean`): nothing for `with_target` to do.
+    if !matches!(forwarding, Forwarding::Written(Some(_))) {
+        with_target(parts, &backend)?;
+    }
     let mut head = Vec::with_capacity(512);
     lean::write_request(parts, &mut head, |out| {
         if let Forwarding::Written(host) = &forwarding {
