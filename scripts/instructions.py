@@ -4,6 +4,11 @@ Each build runs under callgrind with one worker thread in front of an nginx
 that answers "ok" from memory. After a warm-up the counters are zeroed, wrk
 sends requests for a fixed time over 64 connections, and the counters are
 dumped: the instructions counted, divided by the requests wrk completed.
+
+hpgate logs at `warn` here unless HPGATE_LOG says otherwise. `scripts/bench`
+runs it at `warn,hpgate=info`, as a user's default `info` does: the
+connection's log span is then entered and left on every poll, about 630
+instructions per request more (docs/benchmarks.md, step 8).
 """
 import glob
 import os
@@ -41,7 +46,7 @@ def measure(binary, workdir):
     proc = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary, "run",
          "--listen", f"127.0.0.1:{port}", "--worker-threads", "1", "--", "sh", "-c", memory_backend(workdir)],
-        env=dict(os.environ, HPGATE_LOG="warn"), cwd=workdir,
+        env=dict(os.environ, HPGATE_LOG=os.environ.get("HPGATE_LOG", "warn")), cwd=workdir,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         # Under valgrind the start takes seconds.

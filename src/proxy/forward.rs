@@ -19,7 +19,7 @@ use super::error::ProxyError;
 use super::pool::Lease;
 use super::upstream::{self, Purpose, Session};
 use super::waits::Waits;
-use super::{affinity, service, Gateway};
+use super::{affinity, Gateway};
 use crate::config::Config;
 use crate::supervisor::Backend;
 
@@ -49,7 +49,7 @@ pub async fn handle(
 ) -> Result<(Response<ResponseBody>, Option<u32>), ProxyError> {
     let body = body.filter(|b| !upstream::takes_lean(b));
     let reply = if let Some(body) = body {
-        let mut parts = service::take_head(head);
+        let mut parts = upstream::take_head(head);
         upstream::prepare(cfg, &mut parts, &client.peer, Purpose::Http)?;
         // Boxed: hyper's path is the rarer one here, and its future's size
         // would otherwise be moved with every bodiless request's.

@@ -22,7 +22,7 @@ use super::error::ProxyError;
 use super::guard::Decision;
 use super::host;
 use super::waits::Waits;
-use super::{forward, websocket, Gateway};
+use super::{forward, upstream, websocket, Gateway};
 use crate::config::Config;
 
 /// hyper service entry point: never fails; errors are rendered as pages.
@@ -174,19 +174,13 @@ async fn dispatch(
     if websocket {
         // The front hands upgrades to hyper: a handshake always has a body.
         let body = body.ok_or(ProxyError::BadRequest("an upgrade without hyper's body"))?;
-        let req = Request::from_parts(take_head(req), body);
+        let req = Request::from_parts(upstream::take_head(req), body);
         // Boxed: a handshake is rare beside plain requests, and its large
         // future would otherwise be part of every request's.
         Box::pin(websocket::handle(gw, cfg, req, client)).await
     } else {
         forward::handle(gw, cfg, req, body, client, waits).await
     }
-}
-
-/// The lent head, taken for a path that needs it owned (hyper's client,
-/// the WebSocket upgrade); an empty one is left in its place.
-pub fn take_head(head: &mut request::Parts) -> request::Parts {
-    std::mem::replace(head, Request::new(()).into_parts().0)
 }
 
 /// ACME HTTP-01 challenges must be answered on plain HTTP (RFC 8555

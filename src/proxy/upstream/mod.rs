@@ -232,6 +232,13 @@ async fn pick(gw: &Gateway, prefer_pid: Option<u32>) -> Result<Arc<Backend>, Pro
         .map_err(|u| ProxyError::Unavailable(UnavailableDisplay(u)))
 }
 
+/// The head `service::respond` lends, taken for a path that needs it
+/// owned (hyper's client, the WebSocket upgrade); an empty one is left in
+/// its place.
+pub fn take_head(head: &mut http::request::Parts) -> http::request::Parts {
+    std::mem::replace(head, http::Request::new(()).into_parts().0)
+}
+
 /// Puts the request in origin form for the app (the path and query stay
 /// byte-for-byte) and gives it a Host if the client sent none (HTTP/1.0):
 /// HTTP/1.1 requires one.
