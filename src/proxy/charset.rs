@@ -8,34 +8,30 @@
 /// A set of bytes.
 pub struct Set([bool; 256]);
 
-impl Set {
-    /// ASCII letters and digits, and `extra`.
-    const fn alphanumeric_and(extra: &[u8]) -> Set {
-        let mut set = [false; 256];
-        let mut b = 0;
-        while b < 256 {
-            set[b] = (b as u8).is_ascii_alphanumeric();
-            b += 1;
-        }
-        let mut i = 0;
-        while i < extra.len() {
-            set[extra[i] as usize] = true;
-            i += 1;
-        }
-        Set(set)
-    }
+/// What a table starts from, before its own bytes are added or taken out.
+enum Base {
+    /// ASCII letters and digits.
+    Alphanumeric,
+    /// HTAB, SP and visible ASCII.
+    Visible,
+}
 
-    /// HTAB, SP and visible ASCII, less `out`.
-    const fn visible_less(out: &[u8]) -> Set {
+impl Set {
+    /// `base`, with each of `bytes` then set to `to`.
+    const fn build(base: Base, bytes: &[u8], to: bool) -> Set {
         let mut set = [false; 256];
         let mut b = 0;
         while b < 256 {
-            set[b] = b == 0x09 || (b >= 0x20 && b < 0x7f);
+            let c = b as u8;
+            set[b] = match base {
+                Base::Alphanumeric => c.is_ascii_alphanumeric(),
+                Base::Visible => c == 0x09 || (c >= 0x20 && c < 0x7f),
+            };
             b += 1;
         }
         let mut i = 0;
-        while i < out.len() {
-            set[out[i] as usize] = false;
+        while i < bytes.len() {
+            set[bytes[i] as usize] = to;
             i += 1;
         }
         Set(set)
@@ -48,16 +44,16 @@ impl Set {
 
 /// RFC 9110 section 5.6.2 `tchar`.
 const TCHAR_PUNCTUATION: &[u8] = b"!#$%&'*+-.^_`|~";
-pub static TCHAR: Set = Set::alphanumeric_and(TCHAR_PUNCTUATION);
+pub static TCHAR: Set = Set::build(Base::Alphanumeric, TCHAR_PUNCTUATION, true);
 
 /// RFC 3986 `unreserved` and `sub-delims`: a reg-name's bytes, less the
 /// percent-encoded ones (`host.rs` reads `%XX` itself).
 const REG_NAME_PUNCTUATION: &[u8] = b"-._~!$&'()*+,;=";
-pub static REG_NAME: Set = Set::alphanumeric_and(REG_NAME_PUNCTUATION);
+pub static REG_NAME: Set = Set::build(Base::Alphanumeric, REG_NAME_PUNCTUATION, true);
 
 /// RFC 9110 section 5.6.4 `qdtext`, ASCII only: what a quoted string
 /// holds with no escaping.
-pub static QDTEXT: Set = Set::visible_less(b"\"\\");
+pub static QDTEXT: Set = Set::build(Base::Visible, b"\"\\", false);
 
 #[cfg(test)]
 mod tests {

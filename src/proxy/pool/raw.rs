@@ -106,17 +106,22 @@ mod tests {
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
 
-    /// An idle socket keeps its empty read buffer for the next exchange,
-    /// but not a large one, nor one holding bytes.
-    #[tokio::test]
-    async fn an_idle_socket_keeps_a_small_empty_read_buffer() {
+    /// A listener standing in for the app, and a pool in front of it.
+    async fn listener_and_pool() -> (TcpListener, SocketAddr, Arc<RawPool>) {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let dialer = Dialer {
             timeout: Duration::from_secs(2),
             metrics: None,
         };
-        let pool = RawPool::new(Duration::from_secs(30), dialer);
+        (l, addr, RawPool::new(Duration::from_secs(30), dialer))
+    }
+
+    /// An idle socket keeps its empty read buffer for the next exchange,
+    /// but not a large one, nor one holding bytes.
+    #[tokio::test]
+    async fn an_idle_socket_keeps_a_small_empty_read_buffer() {
+        let (l, addr, pool) = listener_and_pool().await;
         let mut conn = pool.get(addr).await.unwrap();
         let _peer = l.accept().await.unwrap();
         for (cap, held, kept) in [(8192, 0, true), (KEEP_BUF + 1, 0, false), (8192, 1, false)] {
@@ -134,13 +139,7 @@ mod tests {
     /// again; an open quiet one is.
     #[tokio::test]
     async fn only_open_quiet_sockets_are_lent_again() {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let dialer = Dialer {
-            timeout: Duration::from_secs(2),
-            metrics: None,
-        };
-        let pool = RawPool::new(Duration::from_secs(30), dialer);
+        let (l, addr, pool) = listener_and_pool().await;
         let first = pool.get(addr).await.unwrap();
         let (peer, _) = l.accept().await.unwrap();
         assert!(!first.reused);
