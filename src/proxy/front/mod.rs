@@ -77,7 +77,7 @@ pub async fn serve<S: Stream>(
         scratch: request::Scratch::default(),
     };
     loop {
-        let (parts, close) = match conn.next_head(&mut stream, limits).await {
+        let (mut parts, close) = match conn.next_head(&mut stream, limits).await {
             Next::Request(parts, close) => (parts, close),
             Next::Closed => return Ended::Closed,
             Next::HandOff(last) => {
@@ -86,7 +86,6 @@ pub async fn serve<S: Stream>(
                 return Ended::HandOff(Box::new(io));
             }
         };
-        let mut parts = parts;
         let head_request = parts.method == http::Method::HEAD;
         let resp = service::respond(gw, &mut parts, None, client, &mut conn.waits).await;
         conn.scratch.recycle(parts.headers);
