@@ -51,6 +51,9 @@ pub static TCHAR: Set = Set::build(Base::Alphanumeric, TCHAR_PUNCTUATION, true);
 const REG_NAME_PUNCTUATION: &[u8] = b"-._~!$&'()*+,;=";
 pub static REG_NAME: Set = Set::build(Base::Alphanumeric, REG_NAME_PUNCTUATION, true);
 
+/// What `HeaderValue::to_str` accepts: HTAB, SP and visible ASCII.
+pub static VISIBLE: Set = Set::build(Base::Visible, b"", true);
+
 /// RFC 9110 section 5.6.4 `qdtext`, ASCII only: what a quoted string
 /// holds with no escaping.
 pub static QDTEXT: Set = Set::build(Base::Visible, b"\"\\", false);
@@ -69,6 +72,7 @@ mod tests {
         }
         for b in 0..=255u8 {
             let visible = b == b'\t' || (b' '..=b'~').contains(&b);
+            assert_eq!(VISIBLE.has(b), visible, "{b:#x}");
             assert_eq!(QDTEXT.has(b), visible && b != b'"' && b != b'\\', "{b:#x}");
         }
         assert!(!TCHAR.has(b':') && !REG_NAME.has(b'%') && !REG_NAME.has(0x80));

@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use super::charset::QDTEXT;
+use super::charset::{QDTEXT, VISIBLE};
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
@@ -227,12 +227,9 @@ pub fn write_forwarded(out: &mut Vec<u8>, peer: &Peer, host: Option<&HeaderValue
     });
 }
 
-/// What `HeaderValue::to_str` accepts (visible ASCII, space and tab),
-/// checked without building a `str`.
+/// What `HeaderValue::to_str` accepts, checked without building a `str`.
 fn visible(value: &[u8]) -> bool {
-    value
-        .iter()
-        .all(|&c| c == b'\t' || (b' '..0x7f).contains(&c))
+    value.iter().all(|c| VISIBLE.has(*c))
 }
 
 fn join_values(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
