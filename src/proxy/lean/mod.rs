@@ -66,12 +66,14 @@ pub async fn exchange(
     let mut buf = std::mem::take(&mut conn.buf);
     buf.reserve(HEAD_ROOM);
     let mut answered = false;
+    let mut unseen = None;
     loop {
-        if !buf.is_empty() {
+        if worth_parsing(&buf, unseen) {
             match head::parse(&buf, head_request)? {
                 head::Parsed::Partial => {}
                 head::Parsed::Interim(n) => {
                     buf.advance(n);
+                    unseen = None;
                     continue;
                 }
                 head::Parsed::Final(h, n) => {
@@ -92,6 +94,7 @@ pub async fn exchange(
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(HEAD_ROOM);
         }
+        let from = buf.len();
         let read = conn.stream.read_buf(&mut buf).await;
         let error = match read {
             Ok(0) => io::Error::new(
@@ -100,6 +103,8 @@ pub async fn exchange(
             ),
             Ok(_) => {
                 answered = true;
+                // A head's end may straddle the old bytes and the new.
+                unseen = (from > 0).then(|| from.saturating_sub(2));
                 continue;
             }
             Err(e) => e,
@@ -109,5 +114,47 @@ pub async fn exchange(
         } else {
             ExchangeError::Unanswered { error, sent: true }
         });
+    }
+}
+
+/// Whether the answer read so far is worth parsing (again): the first
+/// time, then once a head's end may have arrived after `unseen` (httparse
+/// ends a head at an LF after an LF, with a CR between or not), or at the
+/// size limit. Why: parsing from the start after every read is quadratic
+/// in the head's size, and an app that trickles a 400 KiB head a byte at a
+/// time would cost minutes of CPU; now it costs one parse per end seen.
+fn worth_parsing(buf: &[u8], unseen: Option<usize>) -> bool {
+    match unseen {
+        None => !buf.is_empty(),
+        Some(from) => buf.len() >= head::MAX_HEAD || may_end_head(&buf[from..]),
+    }
+}
+
+fn may_end_head(bytes: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', bytes).any(|at| {
+        let rest = &bytes[at + 1..];
+        rest.starts_with(b"\n") || rest.starts_with(b"\r\n")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cut_head_is_parsed_again_only_once_its_end_may_have_come() {
+        let cut = b"HTTP/1.1 200 OK\r\nA: 1\r\n";
+        assert!(worth_parsing(cut, None), "the first look");
+        assert!(!worth_parsing(b"", None));
+        assert!(!worth_parsing(cut, Some(cut.len() - 2)));
+        for end in [&b"\r\n"[..], b"\n"] {
+            // The end straddles what was seen and what came.
+            let whole = [&cut[..], end].concat();
+            assert!(worth_parsing(&whole, Some(cut.len() - 2)), "{end:?}");
+        }
+        assert!(may_end_head(b"x\n\ny") && may_end_head(b"\n\r\n"));
+        assert!(!may_end_head(b"a\r\nb\r\n") && !may_end_head(b"\n\r"));
+        let long = vec![b'a'; head::MAX_HEAD];
+        assert!(worth_parsing(&long, Some(0)), "at the limit, to refuse it");
     }
 }
