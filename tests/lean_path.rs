@@ -101,6 +101,17 @@ fn the_apps_fields_reach_the_client_whichever_server_writes_the_head() {
 }
 
 #[test]
+fn a_head_trickled_in_a_byte_at_a_time_is_read_when_its_end_comes() {
+    // Each byte its own read: the lean client parses again only once an
+    // end may have come, and the end straddles two reads.
+    let (_s, g) = serving_testapp("lean-trickle", &[]);
+    let raw = b"HTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+    let path = format!("{}&pace=0.002", raw_path(raw));
+    let r = request(g.addr, "GET", &path, &[], b"");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"hello"[..]));
+}
+
+#[test]
 fn both_length_and_chunked_is_read_by_chunks_and_the_length_dropped() {
     let (_s, g) = serving_testapp("lean-te-cl", &[]);
     let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
