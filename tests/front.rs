@@ -88,6 +88,77 @@ fn a_refused_head_after_served_requests_is_answered_after_them() {
     assert!(closed(&mut r));
 }
 
+/// The log lines that matter name their connection (`conn=` and `peer=`)
+/// whichever server part wrote them: the front's access lines, hyper's
+/// after the hand-off, a request error, and the guard's refusal; another
+/// connection gets another number. At info level, where no span carries
+/// them.
+#[test]
+fn every_line_about_a_connection_names_it() {
+    let site = Site::new("front-conn-tag");
+    site.testapp_config("serve", "", &[]);
+    let g = Gateway::start_env(&site.dir, &[], &[("HPGATE_LOG", "info")]);
+    assert!(g.wait_log("app process is ready", 10 * S), "{}", g.logs());
+    let (mut s, mut r) = connect(&g);
+    let peer = format!("peer={}", s.local_addr().unwrap());
+    let bad = raw_path(b"HTTP/1.1 200 OK\r\nX: a\nY: b\r\n\r\n");
+    s.write_all(format!("GET /echo?tag=1 HTTP/1.1\r\nHost: x\r\n\r\nGET {bad}&tag=2 HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    assert_eq!(read_response(&mut r).status, 200);
+    assert_eq!(read_response(&mut r).status, 502, "{}", g.logs());
+    // hyper's part of the connection, then a head the guard refuses.
+    s.write_all(
+        b"POST /echo?tag=3 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx\
+          GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    )
+    .unwrap();
+    assert_eq!(read_response(&mut r).status, 200);
+    assert_eq!(read_response(&mut r).status, 400);
+    let (mut s2, mut r2) = connect(&g);
+    let peer2 = format!("peer={}", s2.local_addr().unwrap());
+    s2.write_all(b"GET /echo?tag=4 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut r2).status, 200);
+    let line = |needle: &str| {
+        assert!(
+            wait_until(5 * S, || g.logs().lines().any(|l| l.contains(needle))),
+            "no line with {needle}:\n{}",
+            g.logs()
+        );
+        g.logs()
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let conn_of = |l: &str| {
+        let at = l
+            .find(" conn=")
+            .unwrap_or_else(|| panic!("no conn= in {l}"));
+        l[at + 6..]
+            .split(' ')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let lines = [
+        line("tag=1 "),
+        line("tag=2 "),
+        line("malformed response"),
+        line("tag=3 "),
+        line("refused a request"),
+    ];
+    let first = conn_of(&lines[0]);
+    for l in &lines {
+        assert!(!l.contains("conn{"), "no span at info: {l}");
+        assert!(l.contains(&peer), "{peer} not in {l}");
+        assert_eq!(conn_of(l), first, "{l}");
+    }
+    let other = line("tag=4 ");
+    assert!(other.contains(&peer2), "{other}");
+    assert_ne!(conn_of(&other), first, "{other}");
+}
+
 #[test]
 fn an_upgrade_after_plain_requests_switches() {
     let (_s, g) = serving_testapp("front-upgrade", &[]);

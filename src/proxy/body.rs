@@ -18,6 +18,7 @@ use tokio::time::Sleep;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::activity::Activity;
+use super::conn_tag::ConnTag;
 use super::lean::{LeanBody, Passed};
 use super::pool::Lease;
 use super::request_body::BoxError;
@@ -26,6 +27,7 @@ use prometheus_client::metrics::counter::Counter;
 /// One access-log line, written when the response is done.
 #[derive(Debug)]
 pub struct AccessLog {
+    pub conn: ConnTag,
     pub method: http::Method,
     /// The request target as sent (a cheap, shared copy of the request's).
     pub path: http::uri::PathAndQuery,
@@ -58,6 +60,8 @@ impl AccessLog {
         let ms = (self.start.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
         tracing::info!(
             target: "access",
+            conn = self.conn.id,
+            peer = %self.conn.peer,
             method = %self.method,
             path = %self.path,
             status = self.status,
@@ -326,7 +330,12 @@ impl Body for ResponseBody {
                 Poll::Pending => match up.poll_timer(cx) {
                     Ok(()) => Poll::Pending,
                     Err(e) => {
-                        tracing::warn!("{e}; closing the response");
+                        match &this.log {
+                            Some(l) => {
+                                tracing::warn!(conn = l.conn.id, peer = %l.conn.peer, "{e}; closing the response")
+                            }
+                            None => tracing::warn!("{e}; closing the response"),
+                        }
                         Poll::Ready(Some(Err(e)))
                     }
                 },

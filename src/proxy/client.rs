@@ -5,17 +5,19 @@
 //! after a WebSocket upgrade, when the WebSocket ends: a WebSocket is a
 //! client connection too, and holds two file descriptors like any other.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::task::TaskTracker;
 
+use super::conn_tag::ConnTag;
 use super::guard::UpgradeGate;
 use super::headers::Peer;
 
 pub struct Client {
     pub peer: Peer,
+    /// What this connection's log lines name it by.
+    pub tag: ConnTag,
     place: Mutex<Option<OwnedSemaphorePermit>>,
     /// Tells the smuggling guard whether an upgrade request switched.
     pub gate: Arc<UpgradeGate>,
@@ -27,13 +29,14 @@ pub struct Client {
 
 impl Client {
     pub fn new(
-        addr: SocketAddr,
+        tag: ConnTag,
         place: OwnedSemaphorePermit,
         gate: Arc<UpgradeGate>,
         tls: bool,
     ) -> Client {
         Client {
-            peer: Peer::with_tls(addr, tls),
+            peer: Peer::with_tls(tag.peer, tls),
+            tag,
             place: Mutex::new(Some(place)),
             gate,
             websockets: TaskTracker::new(),

@@ -7,7 +7,6 @@
 //! serves, once per change) and the TLS handshake's time limit. Must not
 //! look inside requests: `service.rs` does.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::client::Client;
+use super::conn_tag::ConnTag;
 use super::front;
 use super::guard::{GuardedIo, Stream, UpgradeGate};
 use super::service::handle;
@@ -86,7 +86,8 @@ pub struct Connection {
     pub gw: Arc<Gateway>,
     pub protocols: Arc<Protocols>,
     pub tls: Option<TlsAcceptor>,
-    pub peer: SocketAddr,
+    /// Its number and peer, for the log.
+    pub tag: ConnTag,
     /// Its place under maxConnections (a WebSocket takes it along).
     pub place: OwnedSemaphorePermit,
     pub shutdown: CancellationToken,
@@ -121,7 +122,7 @@ impl Connection {
         let gate = Arc::new(UpgradeGate::default());
         let (gw, protocols, stop) = (self.gw, self.protocols, self.shutdown);
         let client = Arc::new(Client::new(
-            self.peer,
+            self.tag,
             self.place,
             gate.clone(),
             self.tls.is_some(),
@@ -132,7 +133,7 @@ impl Connection {
                 // Unboxed: the WebSocket path finds the stream by its type.
                 front::Ended::HandOff(io) => *io,
             },
-            None => GuardedIo::new(stream, gate),
+            None => GuardedIo::new(stream, gate, self.tag),
         };
         let svc = service_fn(move |req| handle(gw.clone(), req, client.clone()));
         let conn = protocols
@@ -158,7 +159,7 @@ impl Connection {
         // no upgrade gate (WebSockets come as extended CONNECT streams).
         let gate = Arc::new(UpgradeGate::default());
         let (gw, protocols, stop) = (self.gw, self.protocols, self.shutdown);
-        let client = Arc::new(Client::new(self.peer, self.place, gate, true));
+        let client = Arc::new(Client::new(self.tag, self.place, gate, true));
         let websockets = client.websockets.clone();
         let svc = service_fn(move |req| handle(gw.clone(), req, client.clone()));
         let conn = protocols.h2.serve_connection(TokioIo::new(stream), svc);

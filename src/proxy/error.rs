@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
 use super::body::ResponseBody;
+use super::conn_tag::ConnTag;
 use crate::config::format_span;
 use crate::supervisor::Unavailable;
 
@@ -176,14 +177,17 @@ impl ProxyError {
 
     /// One log line, at the level its source calls for, with the cause as
     /// structured fields.
-    pub fn log(&self, method: &http::Method, path: &http::uri::PathAndQuery) {
+    pub fn log(&self, tag: ConnTag, method: &http::Method, path: &http::uri::PathAndQuery) {
         let (kind, source, pid) = (self.kind(), self.source(), self.pid());
+        let ConnTag { id: conn, peer } = tag;
         match source {
-            Source::App => tracing::error!(%method, %path, kind, ?source, ?pid, "{self}"),
-            Source::Hpgate if self.status() == StatusCode::SERVICE_UNAVAILABLE => {
-                tracing::warn!(%method, %path, kind, ?source, "{self}")
+            Source::App => {
+                tracing::error!(conn, %peer, %method, %path, kind, ?source, ?pid, "{self}")
             }
-            _ => tracing::info!(%method, %path, kind, ?source, ?pid, "{self}"),
+            Source::Hpgate if self.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                tracing::warn!(conn, %peer, %method, %path, kind, ?source, "{self}")
+            }
+            _ => tracing::info!(conn, %peer, %method, %path, kind, ?source, ?pid, "{self}"),
         }
     }
 

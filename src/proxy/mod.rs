@@ -17,6 +17,7 @@ mod app_io;
 mod body;
 mod charset;
 mod client;
+mod conn_tag;
 mod connection;
 mod error;
 mod forward;

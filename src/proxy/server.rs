@@ -19,6 +19,7 @@ use tracing::Instrument;
 
 use tokio_rustls::TlsAcceptor;
 
+use super::conn_tag::ConnTag;
 use super::connection::{Connection, Protocols};
 use super::error::ProxyError;
 use super::Gateway;
@@ -47,14 +48,15 @@ pub async fn serve(ep: Endpoint, gw: Arc<Gateway>, shutdown: CancellationToken) 
             continue;
         };
         conn_id += 1;
-        // Every line logged for this connection (its requests, their
-        // errors, the access log) carries its id and peer.
-        let span = tracing::info_span!("conn", id = conn_id, %peer);
+        let tag = ConnTag { id: conn_id, peer };
+        // The lines that matter name the connection themselves (`ConnTag`);
+        // at debug level this span ties every other line to it too.
+        let span = tracing::debug_span!("conn", id = conn_id, %peer);
         let conn = Connection {
             gw: gw.clone(),
             protocols: settings.protocols.clone(),
             tls: tls.clone(),
-            peer,
+            tag,
             place: permit,
             shutdown: shutdown.clone(),
         };

@@ -108,7 +108,7 @@ impl<'c> Noted<'c> {
         let (mut resp, pid) = match outcome {
             Ok(ok) => ok,
             Err(e) => {
-                e.log(&self.method, &self.path);
+                e.log(client.tag, &self.method, &self.path);
                 let kind = e.kind();
                 let resp = e.into_response(self.html, cfg.detailed_errors);
                 gw.sup.metrics().unavailable(resp.status().as_u16(), kind);
@@ -132,6 +132,7 @@ impl<'c> Noted<'c> {
             }
         }
         resp.body_mut().set_log(AccessLog {
+            conn: client.tag,
             method: self.method,
             path: self.path,
             status,

@@ -82,7 +82,8 @@ pub async fn serve<S: Stream>(
             Next::Closed => return Ended::Closed,
             Next::HandOff(last) => {
                 let gate = client.gate.clone();
-                let io = GuardedIo::resume(stream, gate, conn.scanner, conn.buf, last);
+                let tag = client.tag;
+                let io = GuardedIo::resume(stream, gate, tag, conn.scanner, conn.buf, last);
                 return Ended::HandOff(Box::new(io));
             }
         };

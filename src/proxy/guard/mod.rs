@@ -36,6 +36,7 @@ use tokio::net::TcpStream;
 pub use gate::{Decision, UpgradeGate};
 pub(crate) use scanner::{Phase, Scanner, Step};
 
+use super::conn_tag::ConnTag;
 use super::error::ProxyError;
 
 /// What the guard can sit on: a TCP stream, or TLS over one.
@@ -59,6 +60,8 @@ pub struct GuardedIo<S: Stream = TcpStream> {
     inner: Option<S>,
     scanner: Scanner,
     gate: Arc<UpgradeGate>,
+    /// The connection a refusal is logged for.
+    tag: ConnTag,
     /// Bytes read after an upgrade request, not yet given to hyper.
     held: Vec<u8>,
     held_at: usize,
@@ -91,11 +94,12 @@ enum Refused {
 }
 
 impl<S: Stream> GuardedIo<S> {
-    pub fn new(inner: S, gate: Arc<UpgradeGate>) -> GuardedIo<S> {
+    pub fn new(inner: S, gate: Arc<UpgradeGate>, tag: ConnTag) -> GuardedIo<S> {
         GuardedIo {
             inner: Some(inner),
             scanner: Scanner::default(),
             gate,
+            tag,
             held: Vec::new(),
             held_at: 0,
             paused: false,
@@ -110,11 +114,12 @@ impl<S: Stream> GuardedIo<S> {
     pub fn resume(
         inner: S,
         gate: Arc<UpgradeGate>,
+        tag: ConnTag,
         scanner: Scanner,
         mut buf: BytesMut,
         last: LastScan,
     ) -> GuardedIo<S> {
-        let mut io = GuardedIo::new(inner, gate);
+        let mut io = GuardedIo::new(inner, gate, tag);
         io.scanner = scanner;
         match last.step {
             Ok(Step::All) => {}
@@ -203,7 +208,8 @@ impl<S: Stream> GuardedIo<S> {
     /// Ends the connection after the bytes that may still go to hyper
     /// (returned: the complete requests before a refused head).
     fn reject(&mut self, e: ProxyError) -> io::Result<usize> {
-        tracing::info!("refused a request: {e}");
+        let ConnTag { id, peer } = self.tag;
+        tracing::info!(conn = id, %peer, "refused a request: {e}");
         let Some(keep) = self.scanner.undispatched() else {
             self.state = Refused::Body;
             return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));

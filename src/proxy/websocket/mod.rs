@@ -40,6 +40,7 @@ use tracing::Instrument;
 use super::activity::Activity;
 use super::body::{AppBody, ResponseBody};
 use super::client::Client;
+use super::conn_tag::ConnTag;
 use super::error::ProxyError;
 use super::upstream::{self, Answer, Purpose};
 use super::Gateway;
@@ -141,7 +142,7 @@ pub async fn handle(
         return Ok((refused(answer), Some(pid)));
     }
     let stats = gw.sup.metrics().websocket(plan.mode);
-    let (mut to_client, settings) = accept(cfg, &answer, &plan, stats)?;
+    let (mut to_client, settings) = accept(cfg, &answer, &plan, stats, client.tag)?;
     if h2 {
         over_h2::to_client(&mut to_client);
     }
@@ -182,6 +183,7 @@ fn accept(
     answer: &Answer,
     plan: &Plan,
     stats: WsStats,
+    conn: ConnTag,
 ) -> Result<(Response<ResponseBody>, relay::Settings), ProxyError> {
     let app_extensions = handshake::parse_extensions(answer.resp.headers());
     let agreed_deflate = app_extensions.iter().any(|o| o.name == handshake::DEFLATE);
@@ -222,6 +224,7 @@ fn accept(
         ping_interval: nonzero(cfg.web_socket_ping_interval),
         idle_timeout: nonzero(cfg.web_socket_idle_timeout),
         stats,
+        conn,
     };
     Ok((to_client, settings))
 }

@@ -40,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 use super::both::both;
 use super::deflate::{Agreement, Codec};
 use crate::admin::metrics::WsStats;
+use crate::proxy::conn_tag::ConnTag;
 use direction::{Dir, Side};
 use order::{Order, Shared};
 use pump::pump;
@@ -78,6 +79,8 @@ pub struct Settings {
     pub idle_timeout: Option<Duration>,
     /// Messages and bytes are counted here, by direction.
     pub stats: WsStats,
+    /// The client connection, for the log.
+    pub conn: ConnTag,
 }
 
 /// Signals from outside the relay.
@@ -112,7 +115,7 @@ pub fn run<C: Io, A: Io>(
         .await;
         let (client_rd, client_wr) = client.split();
         let (app_rd, app_wr) = app.split();
-        let shared = Arc::new(Shared::new());
+        let shared = Arc::new(Shared::new(settings.conn));
         let settings = Arc::new(settings);
         let up = Dir::new(Side::Upstream, app_wr, codec(&settings));
         let down = Dir::new(Side::Downstream, client_wr, codec(&settings));

@@ -8,6 +8,7 @@ use super::direction::{Dir, Message, Side};
 use super::order::Shared;
 use super::walk::{fail, too_big};
 use super::{Mode, Settings};
+use crate::proxy::conn_tag::ConnTag;
 
 /// Turns one decoded message into the frame for the destination.
 pub fn emit_message<W>(
@@ -51,7 +52,8 @@ fn inflated<W>(
             None
         }
         Err(e) => {
-            tracing::info!("WebSocket message from the client does not inflate: {e}");
+            let ConnTag { id, peer } = shared.conn;
+            tracing::info!(conn = id, %peer, "WebSocket message from the client does not inflate: {e}");
             fail(dir, shared, "invalid compressed message", out);
             None
         }

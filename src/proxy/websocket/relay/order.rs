@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use super::direction::Side;
 use super::{GOING_AWAY, PROTOCOL_ERROR, SERVICE_RESTART, TOO_BIG};
+use crate::proxy::conn_tag::ConnTag;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Order {
@@ -65,14 +66,17 @@ impl Order {
 
 pub struct Shared {
     pub order: watch::Sender<Option<Order>>,
+    /// The client connection, for the log.
+    pub conn: ConnTag,
     last_activity: AtomicU64,
     base: Instant,
 }
 
 impl Shared {
-    pub fn new() -> Shared {
+    pub fn new(conn: ConnTag) -> Shared {
         Shared {
             order: watch::Sender::new(None),
+            conn,
             last_activity: AtomicU64::new(0),
             base: Instant::now(),
         }

@@ -35,6 +35,10 @@ fn settings(mode: Mode) -> Settings {
         ping_interval: None,
         idle_timeout: None,
         stats: crate::admin::metrics::WsStats::detached(),
+        conn: ConnTag {
+            id: 1,
+            peer: ([127, 0, 0, 1], 1).into(),
+        },
     }
 }
 

@@ -8,6 +8,7 @@ use super::direction::{Dir, Message, Side};
 use super::offload::emit_message;
 use super::order::{Order, Shared};
 use super::{Mode, Settings};
+use crate::proxy::conn_tag::ConnTag;
 
 /// Walks `data` frame by frame, appending what goes to the destination.
 pub fn process<W>(
@@ -129,7 +130,10 @@ fn rsv_allowed(side: Side, h: &Header, data_start: bool, s: &Settings) -> bool {
 /// The source broke the protocol: order a close (1002 toward it).
 pub fn fail<W>(dir: &mut Dir<W>, shared: &Shared, reason: &'static str, out: &mut Vec<u8>) {
     dir.failed = true;
+    let ConnTag { id, peer } = shared.conn;
     tracing::info!(
+        conn = id,
+        %peer,
         side = dir.side.source_name(),
         "WebSocket protocol error: {reason}"
     );
