@@ -243,30 +243,36 @@ pub fn fields_into_map(resp: &mut http::Response<ResponseBody>) {
 }
 
 /// What hpgate sends to the client: its own page or the app's stream.
-pub struct ResponseBody {
+/// Boxed: a response is moved through every phase on its way to the
+/// client (each a copy of it), and a pointer moves in a register where the
+/// body itself took a call to memcpy; one allocation per response costs
+/// less than those copies (docs/benchmarks.md, issue 19).
+pub struct ResponseBody(Box<State>);
+
+struct State {
     inner: Inner,
     log: Option<AccessLog>,
 }
 
 impl ResponseBody {
     pub fn full(bytes: Bytes) -> Self {
-        ResponseBody {
+        ResponseBody(Box::new(State {
             inner: Inner::Full(Some(bytes).filter(|b| !b.is_empty())),
             log: None,
-        }
+        }))
     }
 
     pub fn app(up: AppBody) -> Self {
-        ResponseBody {
+        ResponseBody(Box::new(State {
             inner: Inner::App(up),
             log: None,
-        }
+        }))
     }
 
     /// The app's header fields when they came as bytes (the lean path,
     /// `lean/passed.rs`) rather than in the response's map.
     pub fn passed(&self) -> Option<&Passed> {
-        match &self.inner {
+        match &self.0.inner {
             Inner::App(up) => up.inner.passed(),
             Inner::Full(_) => None,
         }
@@ -274,24 +280,24 @@ impl ResponseBody {
 
     /// Takes the fields passed as bytes out of the body (see `passed`).
     pub fn take_passed(&mut self) -> Option<Passed> {
-        match &mut self.inner {
+        match &mut self.0.inner {
             Inner::App(up) => up.inner.take_passed(),
             Inner::Full(_) => None,
         }
     }
 
     pub fn set_log(&mut self, log: AccessLog) {
-        self.log = Some(log);
+        self.0.log = Some(log);
     }
 
     fn count(&mut self, n: usize) {
-        if let Some(l) = self.log.as_mut() {
+        if let Some(l) = self.0.log.as_mut() {
             l.bytes += n as u64;
         }
     }
 
     fn finish(&mut self) {
-        if let Some(mut l) = self.log.take() {
+        if let Some(mut l) = self.0.log.take() {
             l.complete = true;
             l.emit();
         }
@@ -300,7 +306,7 @@ impl ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
-        if let Some(l) = self.log.take() {
+        if let Some(l) = self.0.log.take() {
             l.emit();
         }
     }
@@ -315,7 +321,7 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        let r = match &mut this.inner {
+        let r = match &mut this.0.inner {
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Inner::App(up) => match Pin::new(&mut up.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
@@ -330,7 +336,7 @@ impl Body for ResponseBody {
                 Poll::Pending => match up.poll_timer(cx) {
                     Ok(()) => Poll::Pending,
                     Err(e) => {
-                        match &this.log {
+                        match &this.0.log {
                             Some(l) => {
                                 tracing::warn!(conn = l.conn.id, peer = %l.conn.peer, "{e}; closing the response")
                             }
@@ -359,14 +365,14 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.inner {
+        match &self.0.inner {
             Inner::Full(b) => b.is_none(),
             Inner::App(up) => up.inner.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.inner {
+        match &self.0.inner {
             Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Inner::App(up) => up.inner.size_hint(),
         }
