@@ -77,8 +77,8 @@ pub async fn serve<S: Stream>(
         scratch: request::Scratch::default(),
     };
     loop {
-        let (mut parts, close) = match conn.next_head(&mut stream, limits).await {
-            Next::Request(parts, close) => (parts, close),
+        let close = match conn.next_head(&mut stream, limits).await {
+            Next::Request(close) => close,
             Next::Closed => return Ended::Closed,
             Next::HandOff(last) => {
                 let gate = client.gate.clone();
@@ -87,9 +87,9 @@ pub async fn serve<S: Stream>(
                 return Ended::HandOff(Box::new(io));
             }
         };
+        let parts = &mut conn.scratch.parts;
         let head_request = parts.method == http::Method::HEAD;
-        let resp = service::respond(gw, &mut parts, None, client, &mut conn.waits).await;
-        conn.scratch.recycle(parts.headers);
+        let resp = service::respond(gw, parts, None, client, &mut conn.waits).await;
         let close = close || stop.is_cancelled();
         let (parts, mut body) = resp.into_parts();
         let started = response::start(&mut conn.out, &parts, &body, head_request, close);
@@ -125,7 +125,8 @@ struct Conn {
 }
 
 enum Next {
-    Request(http::request::Parts, bool),
+    /// A request, in `scratch.parts`; whether the client asked to close.
+    Request(bool),
     Closed,
     HandOff(LastScan),
 }
@@ -140,7 +141,7 @@ impl Conn {
         loop {
             if may_end_head(&self.buf[unseen..]) {
                 match request::parse(&mut self.buf, &mut self.scratch) {
-                    Parsed::Lean(parts, close) => return Next::Request(parts, close),
+                    Parsed::Lean(close) => return Next::Request(close),
                     Parsed::Other => return Next::HandOff(all_scanned()),
                     Parsed::Partial => {}
                 }

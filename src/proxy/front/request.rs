@@ -27,38 +27,39 @@ const MAX_FIELDS: usize = 64;
 pub enum Parsed {
     /// Not a whole head yet.
     Partial,
-    /// A head the front serves: the request, and whether the client asked
-    /// to close after it.
-    Lean(request::Parts, bool),
+    /// A head the front serves, now in `Scratch::parts`; and whether the
+    /// client asked to close after it.
+    Lean(bool),
     /// Anything else: hyper takes the connection from here.
     Other,
 }
 
-/// Room a connection keeps for parsing its heads: where each field lies,
-/// and the last request's header map, emptied (kept between requests, so
-/// a head costs no allocation or fill for either).
-#[derive(Default)]
+/// Room a connection keeps for its heads: where each field lies, and the
+/// request being served. Kept between requests, filled in place: a head
+/// costs no allocation for its map, and the request (over 200 bytes) is
+/// lent to each phase rather than copied out of the parser.
 pub struct Scratch {
     spans: Vec<Span>,
-    headers: HeaderMap,
+    /// The request `parse` last took (its map emptied before each fill).
+    pub parts: request::Parts,
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Scratch {
+            spans: Vec::new(),
+            parts: Request::new(()).into_parts().0,
+        }
+    }
 }
 
 /// The most header fields a kept map may have room for; a larger one (a
 /// request with many fields) is freed rather than kept for the next.
 const KEEP_FIELDS: usize = 64;
 
-impl Scratch {
-    /// Takes back a request's header map once its request is done.
-    pub fn recycle(&mut self, mut headers: HeaderMap) {
-        if headers.capacity() <= KEEP_FIELDS {
-            headers.clear();
-            self.headers = headers;
-        }
-    }
-}
-
-/// Parses the head at the front of `buf`; a served head is taken out of
-/// `buf` (its header values share that memory, nothing is copied).
+/// Parses the head at the front of `buf` into `scratch.parts`; a served
+/// head is taken out of `buf` (its header values share that memory,
+/// nothing is copied).
 pub fn parse(buf: &mut BytesMut, scratch: &mut Scratch) -> Parsed {
     // Left uninitialised: httparse fills what it uses.
     let mut fields = [const { MaybeUninit::uninit() }; MAX_FIELDS];
@@ -97,9 +98,8 @@ pub fn parse(buf: &mut BytesMut, scratch: &mut Scratch) -> Parsed {
         }
     }
     let head = buf.split_to(len).freeze();
-    let headers = std::mem::take(&mut scratch.headers);
-    match build(method, &head, target_at, &scratch.spans, headers) {
-        Some(parts) => Parsed::Lean(parts, close),
+    match build(method, &head, target_at, &scratch.spans, &mut scratch.parts) {
+        Some(()) => Parsed::Lean(close),
         // Not expected after httparse; hyper says what is wrong with it.
         None => {
             let mut back = BytesMut::from(&head[..]);
@@ -117,26 +117,30 @@ struct Span {
     value: (usize, usize),
 }
 
+/// Fills `parts` with the request; nothing of the one before is left.
 fn build(
     method: Method,
     head: &Bytes,
     (at, len): (usize, usize),
     spans: &[Span],
-    mut headers: HeaderMap,
-) -> Option<request::Parts> {
-    let uri = Uri::from_maybe_shared(head.slice(at..at + len)).ok()?;
+    parts: &mut request::Parts,
+) -> Option<()> {
+    parts.uri = Uri::from_maybe_shared(head.slice(at..at + len)).ok()?;
+    parts.method = method;
+    parts.version = Version::HTTP_11;
+    parts.extensions.clear();
+    let headers = &mut parts.headers;
+    if headers.capacity() > KEEP_FIELDS {
+        *headers = HeaderMap::new();
+    }
+    headers.clear();
     headers.reserve(spans.len());
     for Span { name, value } in spans {
         let name = HeaderName::from_bytes(&head[name.0..name.0 + name.1]).ok()?;
         let value = HeaderValue::from_maybe_shared(head.slice(value.0..value.0 + value.1)).ok()?;
         headers.append(name, value);
     }
-    let (mut parts, ()) = Request::new(()).into_parts();
-    parts.method = method;
-    parts.uri = uri;
-    parts.version = Version::HTTP_11;
-    parts.headers = headers;
-    Some(parts)
+    Some(())
 }
 
 /// None when a field makes the request one for hyper; else whether
@@ -171,17 +175,25 @@ mod tests {
     use super::*;
 
     fn parsed(raw: &[u8]) -> (Parsed, BytesMut) {
+        parsed_into(raw, &mut Scratch::default())
+    }
+
+    fn parsed_into(raw: &[u8], scratch: &mut Scratch) -> (Parsed, BytesMut) {
         let mut buf = BytesMut::from(raw);
-        (parse(&mut buf, &mut Scratch::default()), buf)
+        (parse(&mut buf, scratch), buf)
     }
 
     #[test]
     fn a_plain_get_is_served_and_leaves_what_follows() {
-        let (p, rest) =
-            parsed(b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nConnection: keep-alive\r\nx-a: 2\r\n\r\nGET /next");
-        let Parsed::Lean(parts, close) = p else {
+        let mut scratch = Scratch::default();
+        let (p, rest) = parsed_into(
+            b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nConnection: keep-alive\r\nx-a: 2\r\n\r\nGET /next",
+            &mut scratch,
+        );
+        let Parsed::Lean(close) = p else {
             panic!("not lean")
         };
+        let parts = &scratch.parts;
         assert!(!close);
         assert!(!parts.headers.contains_key("connection"), "hop-by-hop");
         assert_eq!(parts.uri, "/a?b=1");
@@ -191,25 +203,45 @@ mod tests {
     }
 
     #[test]
-    fn a_recycled_map_holds_nothing_of_the_request_before() {
+    fn a_kept_request_holds_nothing_of_the_request_before() {
         let mut scratch = Scratch::default();
-        let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nHost: x\r\nX-Secret: 1\r\n\r\n"[..]);
-        let Parsed::Lean(first, _) = parse(&mut buf, &mut scratch) else {
-            panic!("not lean")
-        };
-        scratch.recycle(first.headers);
-        let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nHost: y\r\n\r\n"[..]);
-        let Parsed::Lean(second, _) = parse(&mut buf, &mut scratch) else {
-            panic!("not lean")
-        };
-        assert_eq!(second.headers.len(), 1);
-        assert_eq!(second.headers["host"], "y");
+        let first = b"HEAD /a?s=1 HTTP/1.1\r\nHost: x\r\nX-Secret: 1\r\n\r\n";
+        assert!(matches!(
+            parsed_into(first, &mut scratch).0,
+            Parsed::Lean(_)
+        ));
+        scratch.parts.extensions.insert(7u8);
+        let second = b"GET / HTTP/1.1\r\nHost: y\r\n\r\n";
+        assert!(matches!(
+            parsed_into(second, &mut scratch).0,
+            Parsed::Lean(_)
+        ));
+        let parts = &scratch.parts;
+        assert_eq!(parts.headers.len(), 1);
+        assert_eq!(parts.headers["host"], "y");
+        assert_eq!(
+            (&parts.method, parts.uri.to_string()),
+            (&Method::GET, "/".into())
+        );
+        assert!(parts.extensions.get::<u8>().is_none());
+        // A map grown past what is kept is not kept.
+        let many: String = (0..60).map(|i| format!("X-{i}: 1\r\n")).collect();
+        let big = format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n");
+        assert!(matches!(
+            parsed_into(big.as_bytes(), &mut scratch).0,
+            Parsed::Lean(_)
+        ));
+        assert!(matches!(
+            parsed_into(second, &mut scratch).0,
+            Parsed::Lean(_)
+        ));
+        assert!(scratch.parts.headers.capacity() <= KEEP_FIELDS);
     }
 
     #[test]
     fn connection_close_is_noted() {
         let (p, _) = parsed(b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: Keep-Alive, close\r\n\r\n");
-        assert!(matches!(p, Parsed::Lean(_, true)));
+        assert!(matches!(p, Parsed::Lean(true)));
     }
 
     #[test]
@@ -307,9 +339,11 @@ mod tests {
             #[test]
             fn a_head_is_taken_whole_or_left_untouched(raw in heads()) {
                 let mut buf = BytesMut::from(&raw[..]);
-                match parse(&mut buf, &mut Scratch::default()) {
+                let mut scratch = Scratch::default();
+                match parse(&mut buf, &mut scratch) {
                     Parsed::Partial | Parsed::Other => prop_assert_eq!(&buf[..], &raw[..]),
-                    Parsed::Lean(parts, _) => {
+                    Parsed::Lean(_) => {
+                        let parts = &scratch.parts;
                         let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
                         let mut req = httparse::Request::new(&mut fields);
                         let Ok(httparse::Status::Complete(len)) = req.parse(&raw) else {
