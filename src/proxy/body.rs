@@ -325,7 +325,11 @@ impl Body for ResponseBody {
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Inner::App(up) => match Pin::new(&mut up.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
-                    up.activity.touch();
+                    // The inactivity clock only matters while more is to
+                    // come (a small answer's one frame is also its last).
+                    if !up.inner.is_end_stream() {
+                        up.activity.touch();
+                    }
                     Poll::Ready(Some(Ok(frame)))
                 }
                 Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),

@@ -21,7 +21,10 @@ pub trait Reusable {
 
 struct Entry<T> {
     conn: T,
-    since: Instant,
+    /// When it has idled too long. A deadline rather than when it was put
+    /// back: each look is then a comparison, not a subtraction of clock
+    /// readings (three per request, which counted).
+    expires: Instant,
 }
 
 struct Lists<T> {
@@ -30,7 +33,7 @@ struct Lists<T> {
     by_addr: Vec<(SocketAddr, VecDeque<Entry<T>>)>,
     /// Each app process has its own port, so a restarted app leaves its
     /// old list behind; a sweep every idle timeout drops dead lists.
-    last_sweep: Option<Instant>,
+    next_sweep: Option<Instant>,
 }
 
 pub struct IdleLists<T> {
@@ -43,7 +46,7 @@ impl<T: Reusable> IdleLists<T> {
         IdleLists {
             lists: Mutex::new(Lists {
                 by_addr: Vec::new(),
-                last_sweep: None,
+                next_sweep: None,
             }),
             timeout,
         }
@@ -55,14 +58,11 @@ impl<T: Reusable> IdleLists<T> {
         let Ok(mut lists) = self.lists.lock() else {
             return;
         };
-        let limit = self.timeout;
-        if lists
-            .last_sweep
-            .is_none_or(|s| now.duration_since(s) >= limit)
-        {
-            lists.last_sweep = Some(now);
+        let expires = now + self.timeout;
+        if lists.next_sweep.is_none_or(|at| now >= at) {
+            lists.next_sweep = Some(expires);
             lists.by_addr.retain_mut(|(_, list)| {
-                list.retain(|e| !e.conn.closed() && now.duration_since(e.since) < limit);
+                list.retain(|e| !e.conn.closed() && now < e.expires);
                 !list.is_empty()
             });
         }
@@ -73,17 +73,11 @@ impl<T: Reusable> IdleLists<T> {
                 lists.by_addr.len() - 1
             }
         };
+        // What has idled too long went in the sweep: one is due whenever
+        // anything kept has expired.
         let list = &mut lists.by_addr[at].1;
-        // Oldest first: drop what has idled too long (the app may be about
-        // to close it anyway) before adding.
-        while list
-            .front()
-            .is_some_and(|e| now.duration_since(e.since) >= limit)
-        {
-            list.pop_front();
-        }
         if list.len() < MAX_IDLE_PER_PROCESS {
-            list.push_back(Entry { conn, since: now });
+            list.push_back(Entry { conn, expires });
         }
     }
 
@@ -93,8 +87,9 @@ impl<T: Reusable> IdleLists<T> {
         let at = lists.by_addr.iter().position(|(a, _)| *a == addr)?;
         let list = &mut lists.by_addr[at].1;
         // Most recent first: it is the least likely to have been closed.
+        let now = Instant::now();
         while let Some(e) = list.pop_back() {
-            if e.since.elapsed() < self.timeout && !e.conn.closed() {
+            if now < e.expires && !e.conn.closed() {
                 return Some(e.conn);
             }
         }
@@ -119,11 +114,53 @@ impl<T: Reusable> IdleLists<T> {
         })
     }
 
+    /// How many connections to `addr` are kept (tests).
+    #[cfg(test)]
+    pub fn kept(&self, addr: SocketAddr) -> usize {
+        self.lists.lock().map_or(0, |l| {
+            l.by_addr
+                .iter()
+                .filter(|(a, _)| *a == addr)
+                .map(|(_, list)| list.len())
+                .sum()
+        })
+    }
+
     /// Whether `addr` is the only address with idle connections (tests).
     #[cfg(test)]
     pub fn only(&self, addr: SocketAddr) -> bool {
         self.lists
             .lock()
             .is_ok_and(|l| l.by_addr.len() == 1 && l.by_addr[0].0 == addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Open(u8);
+
+    impl Reusable for Open {
+        fn closed(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn a_connection_idle_past_the_timeout_is_not_handed_out() {
+        let lists = IdleLists::new(Duration::from_millis(50));
+        let addr: SocketAddr = ([127, 0, 0, 1], 1).into();
+        lists.put(addr, Open(1));
+        assert!(lists.pop(addr).is_some_and(|c| c.0 == 1));
+        lists.put(addr, Open(2));
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(lists.pop(addr).is_none(), "expired");
+        // An expired one is dropped when another is put back.
+        lists.put(addr, Open(3));
+        std::thread::sleep(Duration::from_millis(80));
+        lists.put(addr, Open(4));
+        assert_eq!(lists.kept(addr), 1, "3 went when 4 came");
+        assert!(lists.pop(addr).is_some_and(|c| c.0 == 4));
     }
 }
