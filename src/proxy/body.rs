@@ -226,7 +226,8 @@ impl AppBody {
 use std::future::Future;
 
 // The app's body is what nearly every response carries; boxing it to
-// shrink the rare page variant would cost an allocation per request.
+// shrink the rare page variant would cost a second allocation per request
+// (the whole state is already behind `ResponseBody`'s one).
 #[allow(clippy::large_enum_variant)]
 enum Inner {
     Full(Option<Bytes>),

@@ -37,7 +37,10 @@ pub enum Parsed {
 /// Room a connection keeps for its heads: where each field lies, and the
 /// request being served. Kept between requests, filled in place: a head
 /// costs no allocation for its map, and the request (over 200 bytes) is
-/// lent to each phase rather than copied out of the parser.
+/// lent to each phase rather than copied out of the parser. Between
+/// requests it still holds the last one, whose target and values share
+/// that head's bytes: the read buffer behind them is freed or reused once
+/// the next head replaces them.
 pub struct Scratch {
     spans: Vec<Span>,
     /// The request `parse` last took (its map emptied before each fill).
