@@ -287,6 +287,17 @@ fn unmasked_client_frames_are_a_protocol_error() {
     let (b0, payload) = read_frame(&mut r);
     assert_eq!(b0 & 0x0f, 0x8);
     assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1002);
+    // The log line names the connection in its own fields (` conn=`; a
+    // span would print `conn{`).
+    let peer = format!("peer={}", s.local_addr().unwrap());
+    let named = |l: &str| {
+        l.contains("WebSocket protocol error") && l.contains(" conn=") && l.contains(&peer)
+    };
+    assert!(
+        wait_until(5 * S, || g.logs().lines().any(named)),
+        "{}",
+        g.logs()
+    );
 }
 
 /// Starts a waiting Python client and returns it once connected.
