@@ -4,7 +4,9 @@ P1 is the case a competitor would measure: the backend answers a small body
 from memory (nginx `return 200`, kept-alive connections good for 100,000
 requests), so the proxy is the bottleneck. P2 is the same request against
 the static-file backend of case 1: the backend's own work bounds every path.
-Paths: nginx, HAProxy and hpgate with one worker each, and hpgate with the
+P3 is the WebSocket echo of case 3b (64 connections, small messages) against
+the one-thread echo server, for the issue's "WebSocket echo CPU per round
+trip <= nginx's" target. Paths: nginx, HAProxy and hpgate with one worker each, and hpgate with the
 admin listener on (the cost of its metrics), interleaved run by run.
 """
 import os
@@ -12,7 +14,7 @@ import statistics
 import tempfile
 import time
 
-from bench_cases import RUNS, http_backend, measured, set_cpu, wrk
+from bench_cases import RUNS, http_backend, measured, set_cpu, wrk, wsbench_path, ws_echo, ws_row
 from bench_stack import Stack
 from bench_tls import wrk_row
 
@@ -45,18 +47,22 @@ def user(r):
     return r
 
 
-def summary(rows, case):
+def summary(rows, case, unit="req/s"):
     """hpgate against nginx (the issue's targets) and admin on against off (issue 18)."""
     out = {}
     get = lambda path, key: med(rows, case, path, key)
     tag = case.split(".")[0]
-    if get("nginx", "value") and get("hpgate", "value"):
+    if unit == "req/s" and get("nginx", "value") and get("hpgate", "value"):
         out[f"{tag} hpgate req/s / nginx (target >= 1.2)"] = f"{get('hpgate', 'value') / get('nginx', 'value'):.2f}"
-    if get("nginx", "cpu") and get("hpgate", "cpu"):
+    if unit == "req/s" and get("nginx", "cpu") and get("hpgate", "cpu"):
         out[f"{tag} hpgate CPU per request / nginx (target <= 0.85)"] = f"{get('hpgate', 'cpu') / get('nginx', 'cpu'):.2f}"
-    if get("nginx", "user") and get("hpgate", "user"):
+    if unit == "req/s" and get("nginx", "user") and get("hpgate", "user"):
         out[f"{tag} hpgate user CPU per request / nginx (target <= 1.0)"] = f"{get('hpgate', 'user') / get('nginx', 'user'):.2f}"
-    if get("hpgate", "p99") and get("haproxy", "p99"):
+    if unit == "round trips/s" and get("nginx", "cpu") and get("hpgate", "cpu"):
+        out[f"{tag} hpgate CPU per round trip / nginx (target <= 1.0)"] = f"{get('hpgate', 'cpu') / get('nginx', 'cpu'):.2f}"
+    if unit == "round trips/s" and get("nginx", "user") and get("hpgate", "user"):
+        out[f"{tag} hpgate user CPU per round trip / nginx"] = f"{get('hpgate', 'user') / get('nginx', 'user'):.2f}"
+    if unit == "req/s" and get("hpgate", "p99") and get("haproxy", "p99"):
         out[f"{tag} hpgate p99 / HAProxy (target <= 1.0)"] = f"{get('hpgate', 'p99') / get('haproxy', 'p99'):.2f}"
     if get("hpgate admin off", "cpu") and get("hpgate admin on", "cpu"):
         diff = get("hpgate admin on", "cpu") / get("hpgate admin off", "cpu") - 1
@@ -99,4 +105,20 @@ def core_cases():
             facts.update(summary(case_rows, case))
         finally:
             stack.close()
-    return rows, facts
+    rows_ws, facts_ws = ws_echo_case()
+    return rows + rows_ws, {**facts, **facts_ws}
+
+
+def ws_echo_case():
+    """P3: WebSocket echo, 64 connections, one worker each."""
+    case = "P3. WS echo, 64 conns, small messages"
+    tool = wsbench_path()
+    stack = Stack(f'exec {tool} server --port "$HTTP_PLATFORM_PORT"', before=True)
+    try:
+        time.sleep(1)
+        paths = {k: v for k, v in stack.paths().items() if k in KEEP}
+        res = rotated(paths, lambda port: ws_echo(tool, port, 64), "round_trips")
+        case_rows = [user(ws_row(case, name, rs)) for name, rs in res.items()]
+        return case_rows, summary(case_rows, case, unit="round trips/s")
+    finally:
+        stack.close()

@@ -9,6 +9,7 @@ mod both;
 mod deflate;
 mod frame;
 mod handshake;
+mod on_wake;
 mod over_h2;
 mod relay;
 

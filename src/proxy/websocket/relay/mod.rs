@@ -6,8 +6,10 @@
 //! `offload` decodes messages to inflate or deflate them. Frame boundaries
 //! are tracked so hpgate can inject its own close or ping frames cleanly.
 //!
-//! No buffer is held while a connection is idle: each direction waits for
-//! readiness and allocates its read buffer only for the burst it reads.
+//! No buffer is held while a connection is idle: each direction reads a
+//! burst into a buffer on the stack of the poll that reads it, walks it
+//! there, and keeps only what could not be written yet. The directions run
+//! in one task, each polled only when its own waker fired (`OnWake`).
 //!
 //! Close rules: close frames are relayed with their code and reason; on a
 //! close order (shutdown 1001, process retirement 1012, protocol error
@@ -39,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::both::both;
 use super::deflate::{Agreement, Codec};
+use super::on_wake::{Flag, OnWake};
 use crate::admin::metrics::WsStats;
 use crate::proxy::conn_tag::ConnTag;
 use direction::{Dir, Side};
@@ -115,18 +118,23 @@ pub fn run<C: Io, A: Io>(
         .await;
         let (client_rd, client_wr) = client.split();
         let (app_rd, app_wr) = app.split();
-        let shared = Arc::new(Shared::new(settings.conn));
+        let flags = [Flag::new(), Flag::new(), Flag::new()];
+        let shared = Arc::new(Shared::new(settings.conn, flags.clone()));
         let settings = Arc::new(settings);
         let up = Dir::new(Side::Upstream, app_wr, codec(&settings));
         let down = Dir::new(Side::Downstream, client_wr, codec(&settings));
+        let [up_flag, down_flag, grace_flag] = flags;
         // The pumps are built in place (no named locals): every future kept in
         // a local would take its own room in this task for the connection's life.
+        // Each part is polled only when its own waker fired or an order came
+        // (`OnWake`), not for the other direction's bursts.
         tokio::select! {
+            biased;
             _ = both(
-                pump(up, client_rd, client_pre, &shared, &settings, &signals.gone),
-                pump(down, app_rd, app_pre, &shared, &settings, &signals.gone),
+                OnWake::with_flag(pump(up, client_rd, client_pre, &shared, &settings, &signals.gone), up_flag),
+                OnWake::with_flag(pump(down, app_rd, app_pre, &shared, &settings, &signals.gone), down_flag),
             ) => {}
-            _ = end_after_grace(&signals, &shared) => {}
+            _ = OnWake::with_flag(end_after_grace(&signals, &shared), grace_flag) => {}
         }
     }
 }
@@ -146,11 +154,11 @@ fn codec(s: &Settings) -> Option<Box<Codec>> {
 /// given, returns after the close grace, which ends the relay even if a
 /// direction is stuck writing to a peer that stopped reading.
 async fn end_after_grace(signals: &Signals, shared: &Shared) {
-    let mut orders = shared.orders();
     tokio::select! {
+        biased;
+        _ = shared.ordered() => {}
         _ = signals.shutdown.cancelled() => shared.issue(Order::SHUTDOWN),
         _ = signals.retiring.cancelled() => shared.issue(Order::RETIRING),
-        _ = orders.changed() => {}
     }
     // Boxed so an idle connection's future does not carry a timer.
     Box::pin(tokio::time::sleep(CLOSE_GRACE)).await

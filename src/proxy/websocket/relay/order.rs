@@ -3,11 +3,21 @@
 //! The first order wins; each direction sends its side's close frame at
 //! its next frame boundary. The idle clock lives here too, since both
 //! directions reset it.
+//!
+//! An order is a write-once cell, not a channel: the directions ask "is
+//! there an order?" each time they run, and a channel's receiver answers
+//! that behind a lock (a watch channel cost about a fifth of a relayed
+//! message's instructions). Issuing one raises the flags (`OnWake`) of both
+//! directions and of the grace timer, which wakes the relay's task with all
+//! three to be polled.
 
+use std::future::{poll_fn, Future};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use super::super::on_wake::Flag;
 
 use super::direction::Side;
 use super::{GOING_AWAY, PROTOCOL_ERROR, SERVICE_RESTART, TOO_BIG};
@@ -65,7 +75,9 @@ impl Order {
 }
 
 pub struct Shared {
-    pub order: watch::Sender<Option<Order>>,
+    order: OnceLock<Order>,
+    /// The relay's parts' flags, raised when an order is given.
+    parts: [Arc<Flag>; 3],
     /// The client connection, for the log.
     pub conn: ConnTag,
     last_activity: AtomicU64,
@@ -73,9 +85,10 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(conn: ConnTag) -> Shared {
+    pub fn new(conn: ConnTag, parts: [Arc<Flag>; 3]) -> Shared {
         Shared {
-            order: watch::Sender::new(None),
+            order: OnceLock::new(),
+            parts,
             conn,
             last_activity: AtomicU64::new(0),
             base: Instant::now(),
@@ -84,29 +97,23 @@ impl Shared {
 
     /// Issues `o` unless an order was already given.
     pub fn issue(&self, o: Order) {
-        self.order.send_if_modified(|cur| {
-            if cur.is_none() {
-                *cur = Some(o);
-                true
-            } else {
-                false
-            }
-        });
+        if self.order.set(o).is_ok() {
+            self.parts.iter().for_each(|f| f.raise());
+        }
     }
 
-    /// A receiver that also reports an order given before it subscribed:
-    /// one direction (or a signal) can order a close before the other
-    /// direction's first poll.
-    pub fn orders(&self) -> watch::Receiver<Option<Order>> {
-        let mut rx = self.order.subscribe();
-        if rx.borrow().is_some() {
-            rx.mark_changed();
-        }
-        rx
+    /// Ready once an order is given. It registers no waker: what polls it
+    /// runs in the relay's task, which `issue` wakes. Level-triggered: a
+    /// caller acts on it once and stops asking.
+    pub fn ordered(&self) -> impl Future<Output = Order> + '_ {
+        poll_fn(|_| match self.current() {
+            Some(o) => Poll::Ready(o),
+            None => Poll::Pending,
+        })
     }
 
     pub fn current(&self) -> Option<Order> {
-        *self.order.borrow()
+        self.order.get().copied()
     }
 
     pub fn touch(&self) {

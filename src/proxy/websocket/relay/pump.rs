@@ -3,16 +3,19 @@
 //! source ends.
 
 use std::future::poll_fn;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Interval;
 use tokio_util::sync::CancellationToken;
 
 use super::super::frame::{self, OP_PING};
 use super::direction::{Dir, Side};
-use super::io::{Source, BURST};
+use super::io::BURST;
 use super::order::{Order, Shared};
 use super::walk::process;
 use super::{Settings, GOING_AWAY, INTERNAL, SERVICE_RESTART};
@@ -40,10 +43,10 @@ pub fn pump<'a, W, R>(
 ) -> impl std::future::Future<Output = ()> + Send + 'a
 where
     W: AsyncWrite + Send + Unpin + 'a,
-    R: Source + 'a,
+    R: AsyncRead + Send + Unpin + 'a,
 {
     async move {
-        let mut orders = shared.orders();
+        let mut ordered = false;
         let mut out = Vec::new();
         if !pre.is_empty() {
             process(&mut dir, &pre, &mut out, shared, settings);
@@ -57,10 +60,15 @@ where
         let timers = Timers::new(dir.side, settings);
         let mut tick = timers.interval();
         loop {
+            // Orders first, so a busy source cannot starve them.
             let step = tokio::select! {
-                r = poll_fn(|cx| src.poll_burst(cx)) => on_burst(&mut dir, r, &mut out, shared, settings),
-                r = orders.changed(), if !dir.close_to_dst => on_order(&mut dir, r.is_ok(), shared, &mut out),
+                biased;
+                _ = shared.ordered(), if !dir.close_to_dst && !ordered => {
+                    ordered = true;
+                    on_order(&mut dir, shared, &mut out)
+                }
                 _ = next_tick(&mut tick) => timers.on_tick(&dir, shared, &mut out),
+                step = poll_fn(|cx| burst(cx, &mut src, &mut dir, &mut out, shared, settings)) => step,
             };
             if matches!(step, Step::Stop) || write(&mut dir, &mut out).await.is_err() {
                 break;
@@ -70,34 +78,37 @@ where
     }
 }
 
-/// A burst arrived (or the source ended).
-fn on_burst<W>(
+/// Reads a burst into a buffer on this call's stack and walks it; `Stop`
+/// once the source ends or fails. (tokio's read notes a short read as
+/// "drained", which saves the EAGAIN read that would follow every message.)
+fn burst<W, R: AsyncRead + Unpin>(
+    cx: &mut Context<'_>,
+    src: &mut R,
     dir: &mut Dir<W>,
-    read: std::io::Result<Option<Vec<u8>>>,
     out: &mut Vec<u8>,
     shared: &Shared,
     s: &Settings,
-) -> Step {
-    let Ok(Some(buf)) = read else {
-        return Step::Stop;
-    };
+) -> Poll<Step> {
+    let mut space = [MaybeUninit::<u8>::uninit(); BURST];
+    let mut buf = ReadBuf::uninit(&mut space);
+    let read = ready!(Pin::new(src).poll_read(cx, &mut buf));
+    if read.is_err() || buf.filled().is_empty() {
+        return Poll::Ready(Step::Stop);
+    }
     // Only the idle limit (watched from the other direction too) reads
     // this clock.
     if s.idle_timeout.is_some() {
         shared.touch();
     }
     if !dir.failed {
-        process(dir, &buf, out, shared, s);
+        process(dir, buf.filled(), out, shared, s);
     }
-    Step::Go
+    Poll::Ready(Step::Go)
 }
 
 /// A close order: close now if between frames (otherwise `walk` closes
 /// at the end of the current frame). `run` times the grace.
-fn on_order<W>(dir: &mut Dir<W>, open: bool, shared: &Shared, out: &mut Vec<u8>) -> Step {
-    if !open {
-        return Step::Stop;
-    }
+fn on_order<W>(dir: &mut Dir<W>, shared: &Shared, out: &mut Vec<u8>) -> Step {
     if dir.at_boundary() {
         dir.inject_order(shared, out);
     }

@@ -1,0 +1,166 @@
+//! `OnWake`: a future polled only after its own waker fired.
+//!
+//! A WebSocket relay runs both directions and its signals in one task, and
+//! that task wakes for every burst. Polled plainly, every wake would poll
+//! the direction that has nothing to read and the shutdown signals, which
+//! answer behind their wait list's lock. Each wrapped part (a direction,
+//! the close grace with its signals) gets a waker of its own (a `Flag`): it
+//! is polled once to register, then only when that waker fires or someone
+//! raises its flag; the task's own waker is kept current without a lock.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+
+use atomic_waker::AtomicWaker;
+
+pin_project_lite::pin_project! {
+    pub struct OnWake<F> {
+        #[pin]
+        inner: F,
+        flag: Arc<Flag>,
+        // Built once: the inner future's registrations see the same waker
+        // on every poll and keep it without cloning.
+        waker: Waker,
+    }
+}
+
+/// A wrapped future's waker: notes the wake, then wakes the outer task.
+pub struct Flag {
+    woken: AtomicBool,
+    outer: AtomicWaker,
+}
+
+impl Flag {
+    /// Raised from the start: the first poll registers the inner future.
+    pub fn new() -> Arc<Flag> {
+        Arc::new(Flag {
+            woken: AtomicBool::new(true),
+            outer: AtomicWaker::new(),
+        })
+    }
+
+    /// Has the wrapped future polled at the outer task's next poll.
+    pub fn raise(&self) {
+        self.woken.store(true, Ordering::Release);
+        self.outer.wake();
+    }
+}
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.raise();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.raise();
+    }
+}
+
+impl<F: Future> OnWake<F> {
+    /// `flag` is the caller's too: raising it has `inner` polled.
+    pub fn with_flag(inner: F, flag: Arc<Flag>) -> OnWake<F> {
+        let waker = Waker::from(flag.clone());
+        OnWake { inner, flag, waker }
+    }
+}
+
+impl<F: Future> Future for OnWake<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        // Registered before the flag is read: a wake in between still
+        // reaches the outer task.
+        this.flag.outer.register(cx.waker());
+        if !this.flag.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        this.inner.poll(&mut Context::from_waker(this.waker))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Counts its polls; ready once `open` is set, waking through the
+    /// waker it was last polled with.
+    struct Gate {
+        polls: Arc<AtomicUsize>,
+        open: Arc<AtomicBool>,
+        waker: Arc<std::sync::Mutex<Option<Waker>>>,
+    }
+
+    impl Future for Gate {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            self.polls.fetch_add(1, Ordering::SeqCst);
+            if self.open.load(Ordering::SeqCst) {
+                return Poll::Ready(());
+            }
+            *self.waker.lock().expect("lock") = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+
+    #[tokio::test]
+    async fn the_inner_future_is_polled_only_after_it_woke() {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicBool::new(false));
+        let slot = Arc::new(std::sync::Mutex::new(None::<Waker>));
+        let gate = Gate {
+            polls: polls.clone(),
+            open: open.clone(),
+            waker: slot.clone(),
+        };
+        let mut wrapped = Box::pin(OnWake::with_flag(gate, Flag::new()));
+        let noop = Waker::noop();
+        let mut cx = Context::from_waker(noop);
+        for _ in 0..5 {
+            assert!(wrapped.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(polls.load(Ordering::SeqCst), 1, "polled once, to register");
+        open.store(true, Ordering::SeqCst);
+        assert!(wrapped.as_mut().poll(&mut cx).is_pending(), "not woken yet");
+        let inner_waker = slot.lock().expect("lock").take().expect("registered");
+        inner_waker.wake();
+        assert!(wrapped.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(polls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_raised_flag_has_the_inner_future_polled() {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let gate = Gate {
+            polls: polls.clone(),
+            open: Arc::new(AtomicBool::new(false)),
+            waker: Arc::new(std::sync::Mutex::new(None)),
+        };
+        let flag = Flag::new();
+        let mut wrapped = Box::pin(OnWake::with_flag(gate, flag.clone()));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(wrapped.as_mut().poll(&mut cx).is_pending());
+        assert!(wrapped.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(polls.load(Ordering::SeqCst), 1);
+        flag.raise();
+        assert!(wrapped.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(polls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_wake_of_the_inner_future_wakes_the_outer_task() {
+        let token = tokio_util::sync::CancellationToken::new();
+        let wrapped = OnWake::with_flag(token.clone().cancelled_owned(), Flag::new());
+        let waiter = tokio::spawn(wrapped);
+        tokio::task::yield_now().await;
+        token.cancel();
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("woken")
+            .expect("task");
+    }
+}
