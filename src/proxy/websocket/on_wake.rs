@@ -6,7 +6,11 @@
 //! answer behind their wait list's lock. Each wrapped part (a direction,
 //! the close grace with its signals) gets a waker of its own (a `Flag`): it
 //! is polled once to register, then only when that waker fires or someone
-//! raises its flag; the task's own waker is kept current without a lock.
+//! raises its flag.
+//!
+//! The flags of one task share its waker (`Wakes`), kept current once per
+//! poll (`Wakes::drive`), without a lock: an `OnWake` must be polled in the
+//! same task poll as its flag's `drive`, and after it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,36 +20,64 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use atomic_waker::AtomicWaker;
 
-pin_project_lite::pin_project! {
-    pub struct OnWake<F> {
-        #[pin]
-        inner: F,
-        flag: Arc<Flag>,
-        // Built once: the inner future's registrations see the same waker
-        // on every poll and keep it without cloning.
-        waker: Waker,
-    }
+/// One task's waker, shared by the flags of the parts it polls.
+pub struct Wakes {
+    task: AtomicWaker,
 }
 
-/// A wrapped future's waker: notes the wake, then wakes the outer task.
-pub struct Flag {
-    woken: AtomicBool,
-    outer: AtomicWaker,
-}
-
-impl Flag {
-    /// Raised from the start: the first poll registers the inner future.
-    pub fn new() -> Arc<Flag> {
-        Arc::new(Flag {
-            woken: AtomicBool::new(true),
-            outer: AtomicWaker::new(),
+impl Wakes {
+    pub fn new() -> Arc<Wakes> {
+        Arc::new(Wakes {
+            task: AtomicWaker::new(),
         })
     }
 
-    /// Has the wrapped future polled at the outer task's next poll.
+    /// A flag that wakes this task; raised from the start, so the first
+    /// poll registers the part it wraps.
+    pub fn flag(self: &Arc<Self>) -> Arc<Flag> {
+        Arc::new(Flag {
+            woken: AtomicBool::new(true),
+            wakes: self.clone(),
+        })
+    }
+
+    /// Polls `inner` with this task's waker registered first.
+    pub fn drive<F: Future>(self: Arc<Self>, inner: F) -> Driven<F> {
+        Driven { inner, wakes: self }
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub struct Driven<F> {
+        #[pin]
+        inner: F,
+        wakes: Arc<Wakes>,
+    }
+}
+
+impl<F: Future> Future for Driven<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        // Registered before any flag is read: a wake in between still
+        // reaches the task.
+        this.wakes.task.register(cx.waker());
+        this.inner.poll(cx)
+    }
+}
+
+/// A wrapped part's waker: notes the wake, then wakes the task.
+pub struct Flag {
+    woken: AtomicBool,
+    wakes: Arc<Wakes>,
+}
+
+impl Flag {
+    /// Has the wrapped part polled at the task's next poll.
     pub fn raise(&self) {
         self.woken.store(true, Ordering::Release);
-        self.outer.wake();
+        self.wakes.task.wake();
     }
 }
 
@@ -56,6 +88,17 @@ impl Wake for Flag {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.raise();
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub struct OnWake<F> {
+        #[pin]
+        inner: F,
+        flag: Arc<Flag>,
+        // Built once: the inner future's registrations see the same waker
+        // on every poll and keep it without cloning.
+        waker: Waker,
     }
 }
 
@@ -70,11 +113,8 @@ impl<F: Future> OnWake<F> {
 impl<F: Future> Future for OnWake<F> {
     type Output = F::Output;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        // Registered before the flag is read: a wake in between still
-        // reaches the outer task.
-        this.flag.outer.register(cx.waker());
         if !this.flag.woken.swap(false, Ordering::AcqRel) {
             return Poll::Pending;
         }
@@ -117,7 +157,9 @@ mod tests {
             open: open.clone(),
             waker: slot.clone(),
         };
-        let mut wrapped = Box::pin(OnWake::with_flag(gate, Flag::new()));
+        let wakes = Wakes::new();
+        let flag = wakes.flag();
+        let mut wrapped = Box::pin(wakes.drive(OnWake::with_flag(gate, flag)));
         let noop = Waker::noop();
         let mut cx = Context::from_waker(noop);
         for _ in 0..5 {
@@ -140,8 +182,9 @@ mod tests {
             open: Arc::new(AtomicBool::new(false)),
             waker: Arc::new(std::sync::Mutex::new(None)),
         };
-        let flag = Flag::new();
-        let mut wrapped = Box::pin(OnWake::with_flag(gate, flag.clone()));
+        let wakes = Wakes::new();
+        let flag = wakes.flag();
+        let mut wrapped = Box::pin(wakes.drive(OnWake::with_flag(gate, flag.clone())));
         let mut cx = Context::from_waker(Waker::noop());
         assert!(wrapped.as_mut().poll(&mut cx).is_pending());
         assert!(wrapped.as_mut().poll(&mut cx).is_pending());
@@ -154,7 +197,11 @@ mod tests {
     #[tokio::test]
     async fn a_wake_of_the_inner_future_wakes_the_outer_task() {
         let token = tokio_util::sync::CancellationToken::new();
-        let wrapped = OnWake::with_flag(token.clone().cancelled_owned(), Flag::new());
+        let wrapped = {
+            let wakes = Wakes::new();
+            let flag = wakes.flag();
+            wakes.drive(OnWake::with_flag(token.clone().cancelled_owned(), flag))
+        };
         let waiter = tokio::spawn(wrapped);
         tokio::task::yield_now().await;
         token.cancel();

@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::both::both;
 use super::deflate::{Agreement, Codec};
-use super::on_wake::{Flag, OnWake};
+use super::on_wake::{OnWake, Wakes};
 use crate::admin::metrics::WsStats;
 use crate::proxy::conn_tag::ConnTag;
 use direction::{Dir, Side};
@@ -118,7 +118,8 @@ pub fn run<C: Io, A: Io>(
         .await;
         let (client_rd, client_wr) = client.split();
         let (app_rd, app_wr) = app.split();
-        let flags = [Flag::new(), Flag::new(), Flag::new()];
+        let wakes = Wakes::new();
+        let flags = [wakes.flag(), wakes.flag(), wakes.flag()];
         let shared = Arc::new(Shared::new(settings.conn, flags.clone()));
         let settings = Arc::new(settings);
         let up = Dir::new(Side::Upstream, app_wr, codec(&settings));
@@ -127,13 +128,15 @@ pub fn run<C: Io, A: Io>(
         // The pumps are built in place (no named locals): every future kept in
         // a local would take its own room in this task for the connection's life.
         // Each part is polled only when its own waker fired or an order came
-        // (`OnWake`), not for the other direction's bursts.
+        // (`OnWake`), not for the other direction's bursts. `drive` keeps the
+        // task's waker for all three flags; biased, it is polled first, so it
+        // has done so before the grace part is polled too.
         tokio::select! {
             biased;
-            _ = both(
+            _ = wakes.drive(both(
                 OnWake::with_flag(pump(up, client_rd, client_pre, &shared, &settings, &signals.gone), up_flag),
                 OnWake::with_flag(pump(down, app_rd, app_pre, &shared, &settings, &signals.gone), down_flag),
-            ) => {}
+            )) => {}
             _ = OnWake::with_flag(end_after_grace(&signals, &shared), grace_flag) => {}
         }
     }

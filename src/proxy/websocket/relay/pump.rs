@@ -21,6 +21,10 @@ use super::walk::process;
 use super::{Settings, GOING_AWAY, INTERNAL, SERVICE_RESTART};
 use crate::supervisor::exit_seen;
 
+/// The write buffer kept between bursts, at most (a small message's
+/// worth); a larger one is freed once written.
+const KEEP_OUT: usize = 1024;
+
 /// What the loop does after an event.
 enum Step {
     Go,
@@ -78,10 +82,11 @@ where
     }
 }
 
-/// Reads a burst into a buffer on this call's stack and walks it; `Stop`
-/// once the source ends or fails. (tokio's read notes a short read as
+/// Reads a burst into a buffer on this call's stack, walks it, and writes
+/// what the destination takes at once; `Stop` once the source ends or
+/// either side fails. (tokio's read notes a short read as
 /// "drained", which saves the EAGAIN read that would follow every message.)
-fn burst<W, R: AsyncRead + Unpin>(
+fn burst<W: AsyncWrite + Unpin, R: AsyncRead + Unpin>(
     cx: &mut Context<'_>,
     src: &mut R,
     dir: &mut Dir<W>,
@@ -103,7 +108,7 @@ fn burst<W, R: AsyncRead + Unpin>(
     if !dir.failed {
         process(dir, buf.filled(), out, shared, s);
     }
-    Poll::Ready(Step::Go)
+    Poll::Ready(write_now(cx, dir, out))
 }
 
 /// A close order: close now if between frames (otherwise `walk` closes
@@ -191,15 +196,41 @@ async fn finish<W: AsyncWrite + Unpin>(
     let _ = dir.dst.shutdown().await;
 }
 
-/// Writes and empties `out`, freeing it if a burst made it large.
+/// Writes and empties `out`: what `burst` could not write at once.
 async fn write<W: AsyncWrite + Unpin>(dir: &mut Dir<W>, out: &mut Vec<u8>) -> std::io::Result<()> {
     if out.is_empty() {
         return Ok(());
     }
     let r = dir.dst.write_all(out).await;
+    emptied(out);
+    r
+}
+
+/// Writes what the destination takes now, in the poll that read the
+/// burst: most bursts go out whole, with no write future. The rest waits
+/// in `out` for `write`.
+fn write_now<W: AsyncWrite + Unpin>(
+    cx: &mut Context<'_>,
+    dir: &mut Dir<W>,
+    out: &mut Vec<u8>,
+) -> Step {
+    if out.is_empty() {
+        return Step::Go;
+    }
+    match Pin::new(&mut dir.dst).poll_write(cx, out) {
+        Poll::Ready(Ok(n)) if n == out.len() => emptied(out),
+        Poll::Ready(Ok(n)) => drop(out.drain(..n)),
+        Poll::Ready(Err(_)) => return Step::Stop,
+        Poll::Pending => {}
+    }
+    Step::Go
+}
+
+/// Clears `out`, and frees it unless it is small: an idle connection keeps
+/// at most `KEEP_OUT` bytes per direction.
+fn emptied(out: &mut Vec<u8>) {
     out.clear();
-    if out.capacity() > BURST {
+    if out.capacity() > KEEP_OUT {
         *out = Vec::new();
     }
-    r
 }

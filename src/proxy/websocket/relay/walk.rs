@@ -37,6 +37,14 @@ fn take_header<W>(
     shared: &Shared,
     s: &Settings,
 ) -> usize {
+    // The usual case: a whole header at the start of the burst, read where
+    // it lies rather than collected first.
+    if dir.hdr_len == 0 {
+        if let Ok(Some((h, n))) = Header::parse(data) {
+            begin_frame(dir, h, &data[..n], out, shared, s);
+            return n;
+        }
+    }
     let take = (frame::MAX_HEADER - dir.hdr_len).min(data.len());
     dir.hdr[dir.hdr_len..dir.hdr_len + take].copy_from_slice(&data[..take]);
     let have = dir.hdr_len + take;
@@ -55,15 +63,27 @@ fn take_header<W>(
     let used = n - dir.hdr_len;
     let raw = dir.hdr;
     dir.hdr_len = 0;
+    begin_frame(dir, h, &raw[..n], out, shared, s);
+    used
+}
+
+/// A whole header `raw` was read: check it, then start its frame (and end
+/// it at once if it has no payload).
+fn begin_frame<W>(
+    dir: &mut Dir<W>,
+    h: Header,
+    raw: &[u8],
+    out: &mut Vec<u8>,
+    shared: &Shared,
+    s: &Settings,
+) {
     if let Err(reason) = check(dir, &h, s) {
-        fail(dir, shared, reason, out);
-        return used;
+        return fail(dir, shared, reason, out);
     }
-    start_frame(dir, h, &raw[..n], out, s, shared);
+    start_frame(dir, h, raw, out, s, shared);
     if !dir.failed && h.len == 0 {
         end_frame(dir, out, shared, s);
     }
-    used
 }
 
 /// Passes payload bytes of the current frame; ends it when complete.
