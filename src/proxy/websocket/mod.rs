@@ -377,20 +377,10 @@ mod tests {
             _on_connection: TaskTracker::new().token(),
         };
         let upgrade = || hyper::upgrade::on(http::Request::new(()));
-        let settings = relay::Settings {
-            mode: relay::Mode::Relay {
-                deflate: false,
-                other_extensions: false,
-            },
-            max_message: 1 << 20,
-            ping_interval: None,
-            idle_timeout: None,
-            stats: crate::admin::metrics::WsStats::detached(),
-            conn: ConnTag {
-                id: 1,
-                peer: ([127, 0, 0, 1], 1).into(),
-            },
-        };
+        let settings = relay::Settings::for_tests(relay::Mode::Relay {
+            deflate: false,
+            other_extensions: false,
+        });
         let signals = relay::Signals {
             shutdown: CancellationToken::new(),
             retiring: CancellationToken::new(),

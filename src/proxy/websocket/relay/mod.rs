@@ -86,6 +86,25 @@ pub struct Settings {
     pub conn: ConnTag,
 }
 
+#[cfg(test)]
+impl Settings {
+    /// No timers, a 1 MiB message limit, detached metrics: what tests
+    /// start from.
+    pub fn for_tests(mode: Mode) -> Settings {
+        Settings {
+            mode,
+            max_message: 1 << 20,
+            ping_interval: None,
+            idle_timeout: None,
+            stats: crate::admin::metrics::WsStats::detached(),
+            conn: ConnTag {
+                id: 1,
+                peer: ([127, 0, 0, 1], 1).into(),
+            },
+        }
+    }
+}
+
 /// Signals from outside the relay.
 pub struct Signals {
     pub shutdown: CancellationToken,

@@ -29,17 +29,7 @@ struct Ends {
 }
 
 fn settings(mode: Mode) -> Settings {
-    Settings {
-        mode,
-        max_message: 1 << 20,
-        ping_interval: None,
-        idle_timeout: None,
-        stats: crate::admin::metrics::WsStats::detached(),
-        conn: ConnTag {
-            id: 1,
-            peer: ([127, 0, 0, 1], 1).into(),
-        },
-    }
+    Settings::for_tests(mode)
 }
 
 fn passthrough() -> Settings {
