@@ -234,3 +234,22 @@ fn emptied(out: &mut Vec<u8>) {
         *out = Vec::new();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_buffer_grown_past_keep_out_is_freed_once_empty() {
+        let mut small = Vec::with_capacity(64);
+        small.extend_from_slice(b"a message");
+        emptied(&mut small);
+        assert!(
+            small.is_empty() && small.capacity() >= 64,
+            "a small one is kept"
+        );
+        let mut large = vec![0u8; BURST];
+        emptied(&mut large);
+        assert_eq!(large.capacity(), 0, "a burst-sized one is freed");
+    }
+}

@@ -54,8 +54,13 @@ fn offload(min_size: u64) -> Settings {
 }
 
 fn start(s: Settings, pipe: usize) -> Ends {
-    let (client, client_near) = duplex(pipe);
-    let (app, app_near) = duplex(pipe);
+    start_sized(s, pipe, pipe)
+}
+
+/// With pipes of their own sizes toward the client and the app.
+fn start_sized(s: Settings, client_pipe: usize, app_pipe: usize) -> Ends {
+    let (client, client_near) = duplex(client_pipe);
+    let (app, app_near) = duplex(app_pipe);
     let (shutdown, retiring) = (CancellationToken::new(), CancellationToken::new());
     let signals = Signals {
         shutdown: shutdown.clone(),
@@ -341,6 +346,25 @@ async fn offload_deflates_a_fragmented_app_message_as_one_frame() {
         .expect("write");
     let (h, p) = read_frame(&mut e.client).await;
     assert_eq!((h.rsv, &p[..]), (0, &b"tiny"[..]));
+}
+
+/// A destination that takes a burst a little at a time: what the read's
+/// poll could not write waits, in order, for the next writes.
+#[tokio::test]
+async fn a_burst_written_in_pieces_arrives_whole() {
+    let mut e = start_sized(passthrough(), 256, 64 * 1024);
+    let payload: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    let down = [
+        app_frame(true, OP_BINARY, &payload),
+        app_frame(true, OP_TEXT, b"after"),
+    ]
+    .concat();
+    let (_app_rd, mut app_wr) = tokio::io::split(e.app);
+    let writer = tokio::spawn(async move { app_wr.write_all(&down).await });
+    assert_eq!(read_frame(&mut e.client).await.1, payload);
+    assert_eq!(read_frame(&mut e.client).await.1, b"after");
+    let written = timeout(WAIT, writer).await.expect("in time").expect("task");
+    written.expect("write");
 }
 
 #[tokio::test(start_paused = true)]
