@@ -15,9 +15,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Wake, Waker};
 
+use atomic_waker::AtomicWaker;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
@@ -80,10 +82,45 @@ impl Clock {
 }
 
 /// The gateway's shutdown, waited for by one registration per connection.
+///
+/// The registration's waker is the connection's own (`Fired`): it notes
+/// the cancellation before waking the task. So once registered, whether
+/// shutdown has begun is one atomic load (`begun`), and a wait polled
+/// again without that waker having fired answers without touching the
+/// token: the token's own answers (`is_cancelled`, a poll of its wait)
+/// go through a lock every connection shares.
 #[derive(Default)]
 pub struct Stop {
     token: Option<CancellationToken>,
-    wait: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    wait: Option<Registered>,
+}
+
+/// The token's wait, and the waker it was registered with.
+struct Registered {
+    wait: Pin<Box<WaitForCancellationFutureOwned>>,
+    fired: Arc<Fired>,
+    waker: Waker,
+    /// Polled once: it stays in the token's wait list from then on.
+    listed: bool,
+}
+
+/// The waker of a registered shutdown wait: sets `cancelled`, then wakes
+/// the task that waited last.
+#[derive(Default)]
+struct Fired {
+    cancelled: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for Fired {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.cancelled.store(true, Ordering::Release);
+        self.task.wake();
+    }
 }
 
 impl Stop {
@@ -93,11 +130,36 @@ impl Stop {
             let Some(token) = &self.token else {
                 return Poll::Pending;
             };
-            let wait = self
-                .wait
-                .get_or_insert_with(|| Box::pin(token.clone().cancelled_owned()));
-            wait.as_mut().poll(cx)
+            let r = self.wait.get_or_insert_with(|| {
+                let fired = Arc::new(Fired::default());
+                Registered {
+                    wait: Box::pin(token.clone().cancelled_owned()),
+                    waker: Waker::from(fired.clone()),
+                    fired,
+                    listed: false,
+                }
+            });
+            // The task's waker first: a cancel in between still reaches it.
+            r.fired.task.register(cx.waker());
+            if r.fired.cancelled.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            if r.listed {
+                return Poll::Pending;
+            }
+            // Polled once, with its own waker, to be listed.
+            r.listed = true;
+            r.wait.as_mut().poll(&mut Context::from_waker(&r.waker))
         })
+    }
+
+    /// Whether shutdown has begun; no lock once `wait` has been polled.
+    pub fn begun(&self) -> bool {
+        match (&self.wait, &self.token) {
+            (Some(r), _) => r.fired.cancelled.load(Ordering::Acquire),
+            (None, Some(token)) => token.is_cancelled(),
+            (None, None) => false,
+        }
     }
 }
 
@@ -157,6 +219,43 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_earlier_deadline_moves_the_timer() {
         armed_then_waited(60, 3).await;
+    }
+
+    #[tokio::test]
+    async fn stop_says_shutdown_began_whether_its_wait_was_polled_or_not() {
+        for polled in [false, true] {
+            let token = CancellationToken::new();
+            let mut waits = Waits::until_stopped(&token);
+            if polled {
+                let pending =
+                    tokio::time::timeout(Duration::from_millis(10), waits.stop.wait()).await;
+                assert!(pending.is_err());
+            }
+            assert!(!waits.stop.begun());
+            token.cancel();
+            assert!(waits.stop.begun(), "polled before: {polled}");
+            tokio::time::timeout(Duration::from_secs(5), waits.stop.wait())
+                .await
+                .expect("the cancelled token ends the wait");
+        }
+        assert!(!Waits::default().stop.begun());
+    }
+
+    #[tokio::test]
+    async fn a_cancel_wakes_the_task_that_waited_last() {
+        let token = CancellationToken::new();
+        let mut waits = Waits::until_stopped(&token);
+        // Polled from one task, then from another: the second is woken.
+        let first = tokio::time::timeout(Duration::from_millis(10), waits.stop.wait()).await;
+        assert!(first.is_err());
+        let cancel = token.clone();
+        let waiter = tokio::spawn(async move { waits.stop.wait().await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken")
+            .expect("joined");
     }
 
     #[tokio::test]

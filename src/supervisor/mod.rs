@@ -146,6 +146,9 @@ struct Shared {
     current: RwLock<Arc<Generation>>,
     epoch: Arc<watch::Sender<u64>>,
     offline: RwLock<Option<Bytes>>,
+    /// Whether `offline` holds a page (set under its lock): every request
+    /// reads this, and takes the lock only while the site is offline.
+    is_offline: AtomicBool,
     shutting_down: AtomicBool,
     rapid: Arc<Mutex<RapidFail>>,
     watchdog: Arc<os::Watchdog>,
@@ -185,6 +188,7 @@ impl Supervisor {
                 current: RwLock::new(first),
                 epoch,
                 offline: RwLock::new(None),
+                is_offline: AtomicBool::new(false),
                 shutting_down: AtomicBool::new(false),
                 rapid,
                 watchdog,
@@ -266,8 +270,12 @@ impl Supervisor {
         if self.shared.shutting_down.load(Ordering::Acquire) {
             return Err(Unavailable::ShuttingDown);
         }
-        if let Some(page) = self.offline_page() {
-            return Err(Unavailable::Offline(page));
+        // The flag first: the lock only while the site is offline (a
+        // request racing the page's arrival is served, as before).
+        if self.shared.is_offline.load(Ordering::Acquire) {
+            if let Some(page) = self.offline_page() {
+                return Err(Unavailable::Offline(page));
+            }
         }
         Ok(self
             .current()
@@ -382,6 +390,7 @@ impl Supervisor {
         let was_offline = self.offline_page().is_some();
         if let Ok(mut o) = self.shared.offline.write() {
             *o = Some(page);
+            self.shared.is_offline.store(true, Ordering::Release);
         }
         self.bump();
         if !was_offline {
@@ -401,6 +410,7 @@ impl Supervisor {
         let next = self.new_generation(cfg);
         if let Ok(mut o) = self.shared.offline.write() {
             *o = None;
+            self.shared.is_offline.store(false, Ordering::Release);
         }
         self.swap_in(next, false);
     }

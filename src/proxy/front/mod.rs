@@ -90,7 +90,7 @@ pub async fn serve<S: Stream>(
         let parts = &mut conn.scratch.parts;
         let head_request = parts.method == http::Method::HEAD;
         let resp = service::respond(gw, parts, None, client, &mut conn.waits).await;
-        let close = close || stop.is_cancelled();
+        let close = close || conn.waits.stop.begun();
         let (parts, mut body) = resp.into_parts();
         let started = response::start(&mut conn.out, &parts, &body, head_request, close);
         drop(parts);
@@ -99,7 +99,7 @@ pub async fn serve<S: Stream>(
         drop(body.take_passed());
         let body = std::pin::pin!(body);
         match response::send(&mut stream, &mut conn.out, body, started).await {
-            Ok(true) if !stop.is_cancelled() => {}
+            Ok(true) if !conn.waits.stop.begun() => {}
             Ok(_) => return Ended::Closed,
             Err(e) => {
                 tracing::debug!("connection ended: {e}");

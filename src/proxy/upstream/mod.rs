@@ -422,8 +422,13 @@ async fn watched<T>(
 
 /// Resolves once nothing has moved for `limit` by the app's doing.
 async fn app_idle(clock: &mut Clock, activity: &Activity, limit: Duration) {
-    while !activity.app_idle_past(limit) {
+    // The wait first: the exchange has just begun, and its first deadline
+    // needs no clock reading to tell that it has not passed.
+    loop {
         clock.until((activity.last() + limit).into()).await;
+        if activity.app_idle_past(limit) {
+            return;
+        }
     }
 }
 
