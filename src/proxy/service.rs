@@ -52,7 +52,7 @@ pub async fn respond(
     client: &Client,
     waits: &mut Waits,
 ) -> Response<ResponseBody> {
-    let noted = Noted::of(gw, head, client);
+    let noted = Noted::of(gw, head, client, waits);
     // At debug level every line of one request is tied together (the
     // connection's span, at info, already names the connection).
     let span = tracing::debug_span!("request", method = %noted.method, path = %noted.path);
@@ -78,14 +78,14 @@ struct Noted<'c> {
 }
 
 impl<'c> Noted<'c> {
-    fn of(gw: &Gateway, req: &request::Parts, client: &'c Client) -> Noted<'c> {
+    fn of(gw: &Gateway, req: &request::Parts, client: &'c Client, waits: &mut Waits) -> Noted<'c> {
         Noted {
             start: Instant::now(),
             upgrade: req
                 .headers
                 .contains_key(header::UPGRADE)
                 .then(|| Decision::new(&client.gate)),
-            cfg: gw.sup.config(),
+            cfg: gw.sup.config_seen(&mut waits.seen),
             html: accepts_html(req),
             method: req.method.clone(),
             proto: req.version,

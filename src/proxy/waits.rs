@@ -1,5 +1,7 @@
 //! What one client connection waits on besides its sockets: one timer, the
-//! gateway's shutdown, and the exit of the process its request went to.
+//! gateway's shutdown, and the exit of the process its request went to;
+//! and what its last request got from the supervisor (`Seen`), which the
+//! next one uses again while nothing has changed.
 //!
 //! The front (`front/`) keeps one `Waits` for a connection's whole life
 //! and lends it to each request it serves, so a kept-alive connection
@@ -16,14 +18,13 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll, Wake, Waker};
 
-use atomic_waker::AtomicWaker;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::supervisor::Backend;
+use crate::supervisor::{Backend, Seen};
 
 /// A connection's waits; `Waits::default()` waits for no shutdown.
 #[derive(Default)]
@@ -31,6 +32,7 @@ pub struct Waits {
     pub clock: Clock,
     pub stop: Stop,
     pub gone: Gone,
+    pub seen: Seen,
 }
 
 impl Waits {
@@ -51,10 +53,18 @@ impl Waits {
 /// force), an earlier one moves it at once. A connection whose deadlines
 /// keep moving later, as a head wait's and `requestTimeout`'s do request
 /// after request, touches the timer wheel about once per limit, not twice
-/// per request.
+/// per request. The timer is polled only when it has fired or was moved
+/// (`Woken`): a poll of a timer still running registers a waker again.
 #[derive(Default)]
 pub struct Clock {
-    sleep: Option<Pin<Box<Sleep>>>,
+    armed: Option<Armed>,
+}
+
+struct Armed {
+    sleep: Pin<Box<Sleep>>,
+    woken: Woken,
+    /// It has elapsed, and will not fire again until moved.
+    spent: bool,
 }
 
 impl Clock {
@@ -64,15 +74,31 @@ impl Clock {
     }
 
     fn poll_until(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
-        let sleep = self
-            .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        let fresh = self.armed.is_none();
+        let Armed {
+            sleep,
+            woken,
+            spent,
+        } = self.armed.get_or_insert_with(|| Armed {
+            sleep: Box::pin(tokio::time::sleep_until(deadline)),
+            woken: Woken::new(),
+            spent: false,
+        });
+        woken.register(cx);
+        let mut due = fresh || *spent || woken.take();
         if sleep.deadline() > deadline {
             sleep.as_mut().reset(deadline);
+            due = true;
         }
+        if !due {
+            return Poll::Pending;
+        }
+        *spent = false;
+        let mut own = Context::from_waker(&woken.waker);
         loop {
-            ready!(sleep.as_mut().poll(cx));
+            ready!(sleep.as_mut().poll(&mut own));
             if sleep.deadline() >= deadline {
+                *spent = true;
                 return Poll::Ready(());
             }
             // It was armed for an earlier wait's deadline.
@@ -82,45 +108,10 @@ impl Clock {
 }
 
 /// The gateway's shutdown, waited for by one registration per connection.
-///
-/// The registration's waker is the connection's own (`Fired`): it notes
-/// the cancellation before waking the task. So once registered, whether
-/// shutdown has begun is one atomic load (`begun`), and a wait polled
-/// again without that waker having fired answers without touching the
-/// token: the token's own answers (`is_cancelled`, a poll of its wait)
-/// go through a lock every connection shares.
 #[derive(Default)]
 pub struct Stop {
     token: Option<CancellationToken>,
-    wait: Option<Registered>,
-}
-
-/// The token's wait, and the waker it was registered with.
-struct Registered {
-    wait: Pin<Box<WaitForCancellationFutureOwned>>,
-    fired: Arc<Fired>,
-    waker: Waker,
-    /// Polled once: it stays in the token's wait list from then on.
-    listed: bool,
-}
-
-/// The waker of a registered shutdown wait: sets `cancelled`, then wakes
-/// the task that waited last.
-#[derive(Default)]
-struct Fired {
-    cancelled: AtomicBool,
-    task: AtomicWaker,
-}
-
-impl Wake for Fired {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.cancelled.store(true, Ordering::Release);
-        self.task.wake();
-    }
+    wait: Option<Listed>,
 }
 
 impl Stop {
@@ -130,33 +121,14 @@ impl Stop {
             let Some(token) = &self.token else {
                 return Poll::Pending;
             };
-            let r = self.wait.get_or_insert_with(|| {
-                let fired = Arc::new(Fired::default());
-                Registered {
-                    wait: Box::pin(token.clone().cancelled_owned()),
-                    waker: Waker::from(fired.clone()),
-                    fired,
-                    listed: false,
-                }
-            });
-            // The task's waker first: a cancel in between still reaches it.
-            r.fired.task.register(cx.waker());
-            if r.fired.cancelled.load(Ordering::Acquire) {
-                return Poll::Ready(());
-            }
-            if r.listed {
-                return Poll::Pending;
-            }
-            // Polled once, with its own waker, to be listed.
-            r.listed = true;
-            r.wait.as_mut().poll(&mut Context::from_waker(&r.waker))
+            self.wait.get_or_insert_with(|| Listed::new(token)).poll(cx)
         })
     }
 
     /// Whether shutdown has begun; no lock once `wait` has been polled.
     pub fn begun(&self) -> bool {
         match (&self.wait, &self.token) {
-            (Some(r), _) => r.fired.cancelled.load(Ordering::Acquire),
+            (Some(listed), _) => listed.fired(),
             (None, Some(token)) => token.is_cancelled(),
             (None, None) => false,
         }
@@ -167,20 +139,129 @@ impl Stop {
 /// by one registration as long as they keep going to the same one.
 #[derive(Default)]
 pub struct Gone {
-    of: Option<(Arc<Backend>, Pin<Box<WaitForCancellationFutureOwned>>)>,
+    of: Option<(Arc<Backend>, Listed)>,
 }
 
 impl Gone {
     /// Resolves when `backend`'s process has exited.
     pub fn wait<'a>(&'a mut self, backend: &Arc<Backend>) -> impl Future<Output = ()> + 'a {
         if !matches!(&self.of, Some((b, _)) if Arc::ptr_eq(b, backend)) {
-            let wait = Box::pin(backend.gone.clone().cancelled_owned());
-            self.of = Some((backend.clone(), wait));
+            self.of = Some((backend.clone(), Listed::new(&backend.gone)));
         }
         std::future::poll_fn(move |cx| match &mut self.of {
-            Some((_, wait)) => wait.as_mut().poll(cx),
+            Some((_, listed)) => listed.poll(cx),
             None => Poll::Pending,
         })
+    }
+}
+
+/// A cancellation token's wait, listed once with a waker of its own
+/// (`Woken`), which notes the cancel before waking the task.
+///
+/// Why: a connection polls its waits on every request, and a token's own
+/// answers (`is_cancelled`, a poll of its wait) each go through a lock
+/// that every connection waiting on that token shares: about six atomic
+/// read-modify-writes per wait and request. Once listed, a poll here is
+/// one load, and so is `fired`.
+struct Listed {
+    wait: Pin<Box<WaitForCancellationFutureOwned>>,
+    woken: Woken,
+    /// Polled once: it stays on the token's wait list from then on.
+    listed: bool,
+}
+
+impl Listed {
+    fn new(token: &CancellationToken) -> Listed {
+        Listed {
+            wait: Box::pin(token.clone().cancelled_owned()),
+            woken: Woken::new(),
+            listed: false,
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.woken.register(cx);
+        // A cancel stays: the flag is read, not taken.
+        if self.fired() {
+            return Poll::Ready(());
+        }
+        if self.listed {
+            return Poll::Pending;
+        }
+        self.listed = true;
+        self.wait
+            .as_mut()
+            .poll(&mut Context::from_waker(&self.woken.waker))
+    }
+
+    fn fired(&self) -> bool {
+        self.woken.flag.woken.load(Ordering::Acquire)
+    }
+}
+
+/// A waker of its own for something a connection waits on (a timer, a
+/// token's wait): it raises a flag, then wakes the task that polled last.
+/// The connection polls the thing again only once the flag is up; and it
+/// hands its task's waker over only when that changed (a connection's task
+/// keeps one). Why: a poll of a tokio timer or wait registers the task's
+/// waker again each time, two or more atomic read-modify-writes.
+struct Woken {
+    flag: Arc<Flag>,
+    /// Given to the thing waited on.
+    waker: Waker,
+    /// The task's waker, as handed over last.
+    task: Option<Waker>,
+}
+
+#[derive(Default)]
+struct Flag {
+    woken: AtomicBool,
+    /// Kept, not taken, by a wake: the same task is woken by the next one
+    /// without handing its waker over again. Locked only when the task
+    /// changes and when the flag is raised, never per request.
+    task: Mutex<Option<Waker>>,
+}
+
+impl Woken {
+    fn new() -> Woken {
+        let flag = Arc::new(Flag::default());
+        Woken {
+            waker: Waker::from(flag.clone()),
+            flag,
+            task: None,
+        }
+    }
+
+    /// Before the flag is read: a wake in between still reaches the task.
+    fn register(&mut self, cx: &Context<'_>) {
+        if self.task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            return;
+        }
+        if let Ok(mut task) = self.flag.task.lock() {
+            *task = Some(cx.waker().clone());
+        }
+        self.task = Some(cx.waker().clone());
+    }
+
+    /// Whether it woke since the last `take` (a load first: a swap is a
+    /// locked instruction even when nothing changes).
+    fn take(&self) -> bool {
+        self.flag.woken.load(Ordering::Acquire) && self.flag.woken.swap(false, Ordering::AcqRel)
+    }
+}
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        if let Ok(task) = self.task.lock() {
+            if let Some(w) = &*task {
+                w.wake_by_ref();
+            }
+        }
     }
 }
 

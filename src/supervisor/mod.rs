@@ -8,6 +8,7 @@
 //! On shutdown every stop under way shares hpgate's one deadline.
 //! This module must not speak HTTP: the proxy renders [`Unavailable`].
 
+mod epoch;
 mod failure;
 mod os;
 mod output;
@@ -44,6 +45,7 @@ pub(crate) fn port_owners(port: u16) -> Vec<(u32, String)> {
 
 use crate::admin::metrics::Metrics;
 use crate::config::Config;
+use epoch::Epoch;
 use rapid_fail::RapidFail;
 use slot::{Slot, SlotCtx, SlotState};
 
@@ -142,9 +144,22 @@ impl Generation {
     }
 }
 
+/// What a connection's last request got from the supervisor, kept by the
+/// connection and used again while the epoch says nothing has changed: a
+/// request then takes no lock and no reference to the generation, only
+/// the configuration's and the process's it is given. With one process
+/// (the default) that process is kept too; with more, each request still
+/// takes its turn (round-robin per request, as before).
+#[derive(Default)]
+pub struct Seen {
+    epoch: u64,
+    generation: Option<Arc<Generation>>,
+    only: Option<Arc<Backend>>,
+}
+
 struct Shared {
     current: RwLock<Arc<Generation>>,
-    epoch: Arc<watch::Sender<u64>>,
+    epoch: Arc<Epoch>,
     offline: RwLock<Option<Bytes>>,
     /// Whether `offline` holds a page (set under its lock): every request
     /// reads this, and takes the lock only while the site is offline.
@@ -170,7 +185,7 @@ pub struct Supervisor {
 impl Supervisor {
     /// Starts the app processes at once (the original waits for a request).
     pub fn start(cfg: Arc<Config>) -> Supervisor {
-        let epoch = Arc::new(watch::Sender::new(0u64));
+        let epoch = Arc::new(Epoch::new());
         let rapid = Arc::new(Mutex::new(RapidFail::new(cfg.rapid_fails_per_minute)));
         let watchdog = Arc::new(os::Watchdog::start());
         let stop_by = watch::Sender::new(None);
@@ -211,6 +226,50 @@ impl Supervisor {
     /// The configuration of the generation now serving.
     pub fn config(&self) -> Arc<Config> {
         self.current().cfg.clone()
+    }
+
+    /// `config`, from what `seen` holds while nothing has changed.
+    pub fn config_seen(&self, seen: &mut Seen) -> Arc<Config> {
+        self.look(seen).cfg.clone()
+    }
+
+    /// `pick`, answered from `seen` while nothing has changed and its one
+    /// process was ready when it was filled.
+    pub async fn pick_seen(
+        &self,
+        prefer_pid: Option<u32>,
+        seen: &mut Seen,
+    ) -> Result<Arc<Backend>, Unavailable> {
+        let serving = !self.shared.shutting_down.load(Ordering::Acquire)
+            && !self.shared.is_offline.load(Ordering::Acquire);
+        if serving {
+            self.look(seen);
+            if let Some(b) = &seen.only {
+                return Ok(b.clone());
+            }
+        }
+        self.pick(prefer_pid).await
+    }
+
+    /// The serving generation, filling `seen` again if anything changed
+    /// since it was filled. The epoch is read first: a change made while
+    /// filling leaves it older than the count, and the next look fills
+    /// again.
+    fn look<'s>(&self, seen: &'s mut Seen) -> &'s Arc<Generation> {
+        let epoch = self.shared.epoch.now();
+        if seen.epoch != epoch || seen.generation.is_none() {
+            let generation = self.current();
+            seen.only = match generation.slots.as_slice() {
+                [only] => match &*only.state.borrow() {
+                    SlotState::Ready(b) => Some(b.clone()),
+                    _ => None,
+                },
+                _ => None,
+            };
+            seen.epoch = epoch;
+            seen.generation = Some(generation);
+        }
+        seen.generation.get_or_insert_with(|| self.current())
     }
 
     /// A ready process for one request (`prefer_pid` when it is ready:
@@ -287,7 +346,7 @@ impl Supervisor {
     }
 
     fn bump(&self) {
-        self.shared.epoch.send_modify(|e| *e = e.wrapping_add(1));
+        self.shared.epoch.bump();
     }
 
     /// Starts the processes of a new generation (not yet serving).
@@ -456,7 +515,7 @@ impl Supervisor {
 
 /// What starting a generation needs from the supervisor.
 struct Spawn<'a> {
-    epoch: &'a Arc<watch::Sender<u64>>,
+    epoch: &'a Arc<Epoch>,
     rapid: &'a Arc<Mutex<RapidFail>>,
     watchdog: &'a Arc<os::Watchdog>,
     stop_by: &'a watch::Sender<Option<Deadline>>,

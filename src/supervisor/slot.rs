@@ -17,6 +17,7 @@ use tokio::time::{sleep, timeout, Instant as Deadline};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::epoch::Epoch;
 use super::failure::{Cause, Failure};
 use super::os::Watchdog;
 use super::output::TAIL_LINES;
@@ -98,7 +99,7 @@ pub struct Slot {
     pub state: watch::Sender<SlotState>,
     /// Wakes a slot that gave up (a request arrived).
     pub kick: Notify,
-    epoch: Arc<watch::Sender<u64>>,
+    epoch: Arc<Epoch>,
     /// What /status shows; written only on state changes.
     pub info: Mutex<SlotInfo>,
     metrics: Arc<Metrics>,
@@ -116,7 +117,7 @@ pub struct SlotInfo {
 }
 
 impl Slot {
-    pub fn new(index: usize, epoch: Arc<watch::Sender<u64>>, metrics: Arc<Metrics>) -> Slot {
+    pub fn new(index: usize, epoch: Arc<Epoch>, metrics: Arc<Metrics>) -> Slot {
         Slot {
             index,
             state: watch::Sender::new(SlotState::Starting),
@@ -130,7 +131,7 @@ impl Slot {
     fn set(&self, s: SlotState) {
         self.note(&s);
         self.state.send_replace(s);
-        self.epoch.send_modify(|e| *e = e.wrapping_add(1));
+        self.epoch.bump();
     }
 
     /// Counts starts and exits; remembers what /status shows.

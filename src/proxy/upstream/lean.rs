@@ -56,7 +56,8 @@ pub async fn send_lean(
 ) -> Result<LeanAnswer, ProxyError> {
     let session = Session::of(gw, cfg, parts);
     let activity = Activity::new();
-    let (backend, conn) = pick_and_connect(gw, session.pid, |a| gw.raw.get(a)).await?;
+    let (backend, conn) =
+        pick_and_connect(gw, session.pid, &mut waits.seen, |a| gw.raw.get(a)).await?;
     // A Host read for the forwarding fields means origin form and a Host
     // already (`prepare_lean`): nothing for `with_target` to do.
     if !matches!(forwarding, Forwarding::Written(Some(_))) {

@@ -41,7 +41,7 @@ use super::request_body::{ClientStalled, RequestBody};
 use super::waits::{Clock, Gone, Waits};
 use super::Gateway;
 use crate::config::Config;
-use crate::supervisor::{exit_seen, Backend};
+use crate::supervisor::{exit_seen, Backend, Seen};
 pub use lean::{send_lean, takes_lean};
 
 /// What a request goes to the app for.
@@ -134,7 +134,10 @@ pub async fn send(
     let body = RequestBody::new(body, activity.clone(), client_body_limit(cfg))
         .counting(gw.sup.metrics().request_bytes.clone());
     let (backend, conn) = match purpose {
-        Purpose::Http => pick_and_connect(gw, session.pid, |a| gw.pool.get(a)).await?,
+        Purpose::Http => {
+            let seen = &mut Seen::default();
+            pick_and_connect(gw, session.pid, seen, |a| gw.pool.get(a)).await?
+        }
         Purpose::Upgrade => {
             let backend = pick(gw, session.pid).await?;
             // A connection of its own: after the 101 it becomes the WebSocket.
@@ -266,15 +269,23 @@ fn with_target(parts: &mut http::request::Parts, backend: &Backend) -> Result<()
 async fn pick_and_connect<C, F>(
     gw: &Gateway,
     prefer_pid: Option<u32>,
+    seen: &mut Seen,
     get: impl Fn(SocketAddr) -> F,
 ) -> Result<(Arc<Backend>, C), ProxyError>
 where
     F: std::future::Future<Output = Result<C, ConnectError>>,
 {
-    let backend = pick(gw, prefer_pid).await?;
+    let backend = gw
+        .sup
+        .pick_seen(prefer_pid, seen)
+        .await
+        .map_err(|u| ProxyError::Unavailable(UnavailableDisplay(u)))?;
     match get(backend.addr).await {
         Ok(conn) => Ok((backend, conn)),
         Err(first) => {
+            // The process may be gone before the supervisor has heard:
+            // nothing seen is kept.
+            *seen = Seen::default();
             let again = pick(gw, None).await?;
             match get(again.addr).await {
                 Ok(conn) => Ok((again, conn)),
