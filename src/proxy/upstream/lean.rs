@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use http::{request, response, Method};
+use http::{header, request, response, Method};
 use hyper::body::Incoming;
 
 use super::{
@@ -60,13 +60,17 @@ pub async fn send_lean(
         pick_and_connect(gw, session.pid, &mut waits.seen, |a| gw.raw.get(a)).await?;
     // A Host read for the forwarding fields means origin form and a Host
     // already (`prepare_lean`): nothing for `with_target` to do.
-    if !matches!(forwarding, Forwarding::Written(Some(_))) {
+    if !matches!(forwarding, Forwarding::Written { client_host: true }) {
         with_target(parts, &backend)?;
     }
     let mut head = Vec::with_capacity(512);
     lean::write_request(parts, &mut head, |out| {
-        if let Forwarding::Written(host) = &forwarding {
-            headers::write_forwarded(out, peer, host.as_ref());
+        if let Forwarding::Written { client_host } = forwarding {
+            // The client's Host, not one `with_target` added for the app.
+            let host = client_host
+                .then(|| parts.headers.get(header::HOST))
+                .flatten();
+            headers::write_forwarded(out, peer, host);
         }
     });
     let r = {
