@@ -5,11 +5,19 @@ that answers "ok" from memory. After a warm-up the counters are zeroed, wrk
 sends requests for a fixed time over 64 connections, and the counters are
 dumped: the instructions counted, divided by the requests wrk completed.
 
+It also counts the atomic read-modify-write instructions among them (x86
+`lock`-prefixed ones, and `xchg` with memory): callgrind counts how often each
+instruction of the binary ran, objdump says which are locked. Each costs
+about 20 cycles even when no other thread wants the line, far more than an
+ordinary instruction, so a build can run fewer instructions and still spend
+more time (docs/benchmarks.md, issue 19 step 11).
+
 hpgate logs at `warn` here unless HPGATE_LOG says otherwise. `scripts/bench`
 runs it at `warn,hpgate=info`, as a user's default `info` does: the
 connection's log span is then entered and left on every poll, about 630
 instructions per request more (docs/benchmarks.md, step 8).
 """
+import collections
 import glob
 import os
 import re
@@ -44,7 +52,7 @@ def measure(binary, workdir):
     port = free_port()
     out = os.path.join(workdir, f"callgrind-{os.path.basename(os.path.dirname(os.path.abspath(binary)))}-{port}.out")
     proc = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary, "run",
+        ["valgrind", "--tool=callgrind", "--dump-instr=yes", f"--callgrind-out-file={out}", binary, "run",
          "--listen", f"127.0.0.1:{port}", "--worker-threads", "1", "--", "sh", "-c", memory_backend(workdir)],
         env=dict(os.environ, HPGATE_LOG=os.environ.get("HPGATE_LOG", "warn")), cwd=workdir,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -61,13 +69,69 @@ def measure(binary, workdir):
     return counted(glob.glob(out + "*")), requests, out
 
 
+def last_part(out):
+    parts = glob.glob(out + "*")
+    return sorted(parts, key=lambda f: int(f.rsplit(".", 1)[1]) if f.rsplit(".", 1)[1].isdigit() else 0)[-1]
+
+
+def runs_per_address(dump, binary):
+    """How often each instruction of `binary` ran, from a callgrind dump
+    written with --dump-instr=yes (positions "instr line", compressed)."""
+    names, runs, current, pos, call_cost = {}, collections.Counter(), None, 0, False
+    binary = os.path.realpath(binary)
+    for line in open(dump):
+        if line.startswith(("ob=", "cob=")):
+            m = re.match(r"c?ob=\((\d+)\)(?: (.*))?", line.strip())
+            if m and m.group(2):
+                names[m.group(1)] = os.path.realpath(m.group(2))
+            if m and line.startswith("ob="):
+                current = names.get(m.group(1))
+            continue
+        if line.startswith("calls="):
+            call_cost = True  # the next cost line is the call's, not this function's
+            continue
+        if not line[:1] or line[0] not in "0123456789+-*":
+            continue
+        fields = line.split()
+        at = fields[0]
+        if at.startswith("0x"):
+            pos = int(at, 16)
+        elif at[0] in "+-":
+            step = int(at[1:], 16) if at[1:].startswith("0x") else int(at[1:])
+            pos += step if at[0] == "+" else -step
+        if call_cost:
+            call_cost = False
+            continue
+        if current == binary and len(fields) > 2:
+            runs[pos] += int(fields[2])
+    return runs
+
+
+def locked_addresses(binary):
+    """Addresses of the binary's atomic read-modify-write instructions."""
+    listing = subprocess.run(["objdump", "-d", "--no-show-raw-insn", binary],
+                             capture_output=True, text=True, check=True).stdout
+    found = set()
+    for line in listing.splitlines():
+        m = re.match(r"\s*([0-9a-f]+):\s+(\S+)(.*)", line)
+        if m and (m.group(2) == "lock" or (m.group(2).startswith("xchg") and "(" in m.group(3))):
+            found.add(int(m.group(1), 16))
+    return found
+
+
+def locked(out, binary):
+    runs = runs_per_address(last_part(out), binary)
+    return sum(runs.get(a, 0) for a in locked_addresses(binary))
+
+
 def main():
     workdir = tempfile.mkdtemp(prefix="hpgate-instructions-")
-    print("| build | requests | instructions per request |")
-    print("|---|---|---|")
+    print("| build | requests | instructions per request | locked instructions per request |")
+    print("|---|---|---|---|")
     for binary in sys.argv[1:]:
         total, requests, out = measure(binary, workdir)
-        print(f"| {binary} | {requests} | {total / requests:.0f} |", flush=True)
+        atomics = locked(out, binary) / requests
+        print(f"| {binary} | {requests} | {total / requests:.0f} | {atomics:.1f} |", flush=True)
     print(f"\nprofiles in {workdir} (callgrind_annotate FILE)")
 
 
