@@ -14,7 +14,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
@@ -25,13 +25,35 @@ use std::task::{Context, Poll, Wake, Waker};
 /// atomic read-modify-writes, as a wake does.
 pub struct Wakes {
     task: Mutex<Option<Waker>>,
+    /// What `Waker::will_wake` compares (the waker's data and vtable
+    /// addresses) of the waker in `task`, read without the lock; kept here
+    /// and not in `Driven`, which is part of every WebSocket's future.
+    given: [AtomicUsize; 2],
 }
 
 impl Wakes {
     pub fn new() -> Arc<Wakes> {
         Arc::new(Wakes {
             task: Mutex::new(None),
+            given: [AtomicUsize::new(0), AtomicUsize::new(0)],
         })
+    }
+
+    /// Keeps `waker` for the flags' wakes unless it is the one kept.
+    fn hand_over(&self, waker: &Waker) {
+        let id = [waker.data() as usize, waker.vtable() as *const _ as usize];
+        // Written only here, by the task that polls: a relaxed read sees
+        // its own last write.
+        if self.given[0].load(Ordering::Relaxed) == id[0]
+            && self.given[1].load(Ordering::Relaxed) == id[1]
+        {
+            return;
+        }
+        if let Ok(mut task) = self.task.lock() {
+            *task = Some(waker.clone());
+        }
+        self.given[0].store(id[0], Ordering::Relaxed);
+        self.given[1].store(id[1], Ordering::Relaxed);
     }
 
     /// A flag that wakes this task; raised from the start, so the first
@@ -45,11 +67,7 @@ impl Wakes {
 
     /// Polls `inner` with this task's waker registered first.
     pub fn drive<F: Future>(self: Arc<Self>, inner: F) -> Driven<F> {
-        Driven {
-            inner,
-            wakes: self,
-            given: None,
-        }
+        Driven { inner, wakes: self }
     }
 }
 
@@ -58,8 +76,6 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         wakes: Arc<Wakes>,
-        // The task's waker as handed over last.
-        given: Option<Waker>,
     }
 }
 
@@ -70,12 +86,7 @@ impl<F: Future> Future for Driven<F> {
         let this = self.project();
         // Handed over before any flag is read: a wake in between still
         // reaches the task.
-        if !this.given.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            if let Ok(mut task) = this.wakes.task.lock() {
-                *task = Some(cx.waker().clone());
-            }
-            *this.given = Some(cx.waker().clone());
-        }
+        this.wakes.hand_over(cx.waker());
         this.inner.poll(cx)
     }
 }
