@@ -8,52 +8,28 @@
 //! is polled once to register, then only when that waker fires or someone
 //! raises its flag.
 //!
-//! The flags of one task share its waker (`Wakes`), handed over by
-//! `Wakes::drive` when it changed: an `OnWake` must be polled in the same
-//! task poll as its flag's `drive`, and after it.
+//! The flags of one task share its waker (`Wakes`), kept current once per
+//! poll (`Wakes::drive`), without a lock: an `OnWake` must be polled in the
+//! same task poll as its flag's `drive`, and after it.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
-/// One task's waker, shared by the flags of the parts it polls. Kept, not
-/// taken, by a wake: the task hands it over again only when it changed
-/// (a task keeps one waker), not on every poll. Locked when a flag is
-/// raised and when the waker changes; a registration per poll cost two
-/// atomic read-modify-writes, as a wake does.
+use atomic_waker::AtomicWaker;
+
+/// One task's waker, shared by the flags of the parts it polls.
 pub struct Wakes {
-    task: Mutex<Option<Waker>>,
-    /// What `Waker::will_wake` compares (the waker's data and vtable
-    /// addresses) of the waker in `task`, read without the lock; kept here
-    /// and not in `Driven`, which is part of every WebSocket's future.
-    given: [AtomicUsize; 2],
+    task: AtomicWaker,
 }
 
 impl Wakes {
     pub fn new() -> Arc<Wakes> {
         Arc::new(Wakes {
-            task: Mutex::new(None),
-            given: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            task: AtomicWaker::new(),
         })
-    }
-
-    /// Keeps `waker` for the flags' wakes unless it is the one kept.
-    fn hand_over(&self, waker: &Waker) {
-        let id = [waker.data() as usize, waker.vtable() as *const _ as usize];
-        // Written only here, by the task that polls: a relaxed read sees
-        // its own last write.
-        if self.given[0].load(Ordering::Relaxed) == id[0]
-            && self.given[1].load(Ordering::Relaxed) == id[1]
-        {
-            return;
-        }
-        if let Ok(mut task) = self.task.lock() {
-            *task = Some(waker.clone());
-        }
-        self.given[0].store(id[0], Ordering::Relaxed);
-        self.given[1].store(id[1], Ordering::Relaxed);
     }
 
     /// A flag that wakes this task; raised from the start, so the first
@@ -84,9 +60,9 @@ impl<F: Future> Future for Driven<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        // Handed over before any flag is read: a wake in between still
+        // Registered before any flag is read: a wake in between still
         // reaches the task.
-        this.wakes.hand_over(cx.waker());
+        this.wakes.task.register(cx.waker());
         this.inner.poll(cx)
     }
 }
@@ -101,11 +77,7 @@ impl Flag {
     /// Has the wrapped part polled at the task's next poll.
     pub fn raise(&self) {
         self.woken.store(true, Ordering::Release);
-        if let Ok(task) = self.wakes.task.lock() {
-            if let Some(w) = &*task {
-                w.wake_by_ref();
-            }
-        }
+        self.wakes.task.wake();
     }
 }
 
@@ -204,55 +176,6 @@ mod tests {
         inner_waker.wake();
         assert!(wrapped.as_mut().poll(&mut cx).is_ready());
         assert_eq!(polls.load(Ordering::SeqCst), 2);
-    }
-
-    /// Counts the wakes it gets.
-    struct Counted(AtomicUsize);
-
-    impl Wake for Counted {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    #[test]
-    fn a_raised_flag_wakes_the_waker_the_task_polled_with_last() {
-        let wakes = Wakes::new();
-        let flag = wakes.flag();
-        let pending = std::future::poll_fn(|_| Poll::<()>::Pending);
-        let mut driven = Box::pin(wakes.drive(OnWake::with_flag(pending, flag.clone())));
-        let (first, second) = (
-            Arc::new(Counted(AtomicUsize::new(0))),
-            Arc::new(Counted(AtomicUsize::new(0))),
-        );
-        for _ in 0..2 {
-            let waker = Waker::from(first.clone());
-            assert!(driven
-                .as_mut()
-                .poll(&mut Context::from_waker(&waker))
-                .is_pending());
-        }
-        flag.raise();
-        flag.raise();
-        assert_eq!(
-            first.0.load(Ordering::SeqCst),
-            2,
-            "kept, not taken, by a wake"
-        );
-        let waker = Waker::from(second.clone());
-        assert!(driven
-            .as_mut()
-            .poll(&mut Context::from_waker(&waker))
-            .is_pending());
-        flag.raise();
-        assert_eq!(
-            (
-                first.0.load(Ordering::SeqCst),
-                second.0.load(Ordering::SeqCst)
-            ),
-            (2, 1),
-            "the new waker, handed over when it changed"
-        );
     }
 
     #[tokio::test]
