@@ -302,15 +302,19 @@ mod tests {
         armed_then_waited(60, 3).await;
     }
 
+    /// Polls the shutdown wait for a moment: it must not end.
+    async fn still_waiting(waits: &mut Waits) {
+        let pending = tokio::time::timeout(Duration::from_millis(10), waits.stop.wait()).await;
+        assert!(pending.is_err(), "no shutdown yet");
+    }
+
     #[tokio::test]
     async fn stop_says_shutdown_began_whether_its_wait_was_polled_or_not() {
         for polled in [false, true] {
             let token = CancellationToken::new();
             let mut waits = Waits::until_stopped(&token);
             if polled {
-                let pending =
-                    tokio::time::timeout(Duration::from_millis(10), waits.stop.wait()).await;
-                assert!(pending.is_err());
+                still_waiting(&mut waits).await;
             }
             assert!(!waits.stop.begun());
             token.cancel();
@@ -327,8 +331,7 @@ mod tests {
         let token = CancellationToken::new();
         let mut waits = Waits::until_stopped(&token);
         // Polled from one task, then from another: the second is woken.
-        let first = tokio::time::timeout(Duration::from_millis(10), waits.stop.wait()).await;
-        assert!(first.is_err());
+        still_waiting(&mut waits).await;
         let cancel = token.clone();
         let waiter = tokio::spawn(async move { waits.stop.wait().await });
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -343,8 +346,7 @@ mod tests {
     async fn stop_ends_the_wait_it_was_made_for() {
         let token = CancellationToken::new();
         let mut waits = Waits::until_stopped(&token);
-        let pending = tokio::time::timeout(Duration::from_millis(20), waits.stop.wait()).await;
-        assert!(pending.is_err());
+        still_waiting(&mut waits).await;
         token.cancel();
         tokio::time::timeout(Duration::from_secs(5), waits.stop.wait())
             .await
