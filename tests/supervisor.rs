@@ -360,16 +360,20 @@ fn app_offline_htm_takes_the_app_down_and_back() {
     assert_ne!(app_pid(&g), Some(pid));
 }
 
+/// A web.config for the test app whose environment names its generation
+/// (`/env` shows it), with a short shutdown limit.
+fn with_generation(site: &Site, value: &str) {
+    site.web_config(
+        &format!("processPath=\"python3\" arguments=\"{} --mode serve\"", testapp().display()),
+        &format!("<environmentVariables><environmentVariable name=\"GENERATION\" value=\"{value}\"/></environmentVariables>"),
+        &[("shutdownTimeLimit", "2")],
+    )
+}
+
 #[test]
 fn editing_web_config_recycles_without_a_failed_request() {
     let site = Site::new("recycle");
-    let write = |value: &str| {
-        site.web_config(
-            &format!("processPath=\"python3\" arguments=\"{} --mode serve\"", testapp().display()),
-            &format!("<environmentVariables><environmentVariable name=\"GENERATION\" value=\"{value}\"/></environmentVariables>"),
-            &[("shutdownTimeLimit", "2")],
-        )
-    };
+    let write = |value: &str| with_generation(&site, value);
     write("one");
     let g = Gateway::start(&site.dir, &[]);
     let old = app_pid(&g).unwrap();
@@ -568,6 +572,74 @@ fn a_lowered_max_connections_applies_to_new_connections() {
     // A place freed is a place again: nothing more was taken away.
     drop(held);
     assert!(wait_until(5 * S, || g.get("/").status == 200));
+}
+
+/// One request on a kept-alive connection: the body of its answer.
+fn on_kept(stream: &mut TcpStream, path: &str) -> String {
+    use std::io::Read;
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).unwrap(), 1, "closed mid-head");
+        raw.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .expect("a length")
+        .trim()
+        .parse()
+        .unwrap();
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).unwrap();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// A kept-alive client connection reuses what the supervisor told its last
+/// request (`supervisor::Seen`); after a recycle its next request must go
+/// to the new process at once, not try the old one's port first.
+#[test]
+fn a_kept_alive_connection_follows_a_recycle() {
+    let site = Site::new("keptrecycle");
+    let write = |value: &str| with_generation(&site, value);
+    write("one");
+    let g = Gateway::start(&site.dir, &["--admin", "127.0.0.1:0"]);
+    let old = app_pid(&g).unwrap();
+    let mut kept = TcpStream::connect(g.addr).unwrap();
+    kept.set_read_timeout(Some(10 * S)).unwrap();
+    assert!(on_kept(&mut kept, "/env").contains("\"one\""));
+    write("two");
+    assert!(
+        wait_until(15 * S, || g.get("/env").text().contains("\"two\"")),
+        "{}",
+        g.logs()
+    );
+    assert!(wait_until(10 * S, || !pid_alive(old)), "{}", g.logs());
+    assert!(on_kept(&mut kept, "/env").contains("\"two\""));
+    // A connect to the old process's port would be refused, and then
+    // retried on the new one without a word but this count.
+    let admin = g
+        .logs()
+        .split("admin listener on http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .expect("the admin listener's address");
+    let metrics = request(admin, "GET", "/metrics", &[], b"").text();
+    let refused = r#"hpgate_app_connect_errors_total{cause="refused"} "#;
+    let count = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(refused))
+        .unwrap_or("0");
+    assert_eq!(
+        count.trim(),
+        "0",
+        "the kept connection tried the old process first"
+    );
 }
 
 #[test]
