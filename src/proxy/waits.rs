@@ -63,8 +63,9 @@ pub struct Clock {
 struct Armed {
     sleep: Pin<Box<Sleep>>,
     woken: Woken,
-    /// It has elapsed, and will not fire again until moved.
-    spent: bool,
+    /// Polled at the next wait whatever its flag says: new (its waker not
+    /// yet registered), or elapsed (it will not fire again until moved).
+    poll_next: bool,
 }
 
 impl Clock {
@@ -74,18 +75,17 @@ impl Clock {
     }
 
     fn poll_until(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
-        let fresh = self.armed.is_none();
         let Armed {
             sleep,
             woken,
-            spent,
+            poll_next,
         } = self.armed.get_or_insert_with(|| Armed {
             sleep: Box::pin(tokio::time::sleep_until(deadline)),
             woken: Woken::new(),
-            spent: false,
+            poll_next: true,
         });
         woken.register(cx);
-        let mut due = fresh || *spent || woken.take();
+        let mut due = *poll_next || woken.take();
         if sleep.deadline() > deadline {
             sleep.as_mut().reset(deadline);
             due = true;
@@ -93,12 +93,12 @@ impl Clock {
         if !due {
             return Poll::Pending;
         }
-        *spent = false;
+        *poll_next = false;
         let mut own = Context::from_waker(&woken.waker);
         loop {
             ready!(sleep.as_mut().poll(&mut own));
             if sleep.deadline() >= deadline {
-                *spent = true;
+                *poll_next = true;
                 return Poll::Ready(());
             }
             // It was armed for an earlier wait's deadline.
@@ -195,7 +195,7 @@ impl Listed {
     }
 
     fn fired(&self) -> bool {
-        self.woken.flag.woken.load(Ordering::Acquire)
+        self.woken.is_up()
     }
 }
 
@@ -243,10 +243,14 @@ impl Woken {
         self.task = Some(cx.waker().clone());
     }
 
+    fn is_up(&self) -> bool {
+        self.flag.woken.load(Ordering::Acquire)
+    }
+
     /// Whether it woke since the last `take` (a load first: a swap is a
     /// locked instruction even when nothing changes).
     fn take(&self) -> bool {
-        self.flag.woken.load(Ordering::Acquire) && self.flag.woken.swap(false, Ordering::AcqRel)
+        self.is_up() && self.flag.woken.swap(false, Ordering::AcqRel)
     }
 }
 

@@ -259,11 +259,9 @@ impl Supervisor {
         let epoch = self.shared.epoch.now();
         if seen.epoch != epoch || seen.generation.is_none() {
             let generation = self.current();
-            seen.only = match generation.slots.as_slice() {
-                [only] => match &*only.state.borrow() {
-                    SlotState::Ready(b) => Some(b.clone()),
-                    _ => None,
-                },
+            // With one process there is no turn to take.
+            seen.only = match generation.slots.len() {
+                1 => generation.pick_ready(None, &self.shared.round_robin),
                 _ => None,
             };
             seen.epoch = epoch;
