@@ -602,6 +602,10 @@ fn http10_request_without_host_and_absolute_form_target() {
         header(&v, "host").is_some_and(|h| h.starts_with("127.0.0.1:")),
         "HTTP/1.1 to the app needs a Host: {v}"
     );
+    assert!(
+        header(&v, "x-forwarded-host").is_none(),
+        "the Host hpgate added is not the client's: {v}"
+    );
     let abs = format!(
         "GET http://{}/echo/abs?q=2 HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
         g.addr, g.addr
