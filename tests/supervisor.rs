@@ -574,30 +574,15 @@ fn a_lowered_max_connections_applies_to_new_connections() {
     assert!(wait_until(5 * S, || g.get("/").status == 200));
 }
 
-/// One request on a kept-alive connection: the body of its answer.
-fn on_kept(stream: &mut TcpStream, path: &str) -> String {
-    use std::io::Read;
+/// One request on a kept-alive connection (written to `stream`, answered
+/// through `answers`, which reads the same socket): its body.
+fn on_kept(stream: &mut TcpStream, answers: &mut impl BufRead, path: &str) -> String {
     stream
         .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
         .unwrap();
-    let mut raw = Vec::new();
-    let mut byte = [0u8; 1];
-    while !raw.ends_with(b"\r\n\r\n") {
-        assert_eq!(stream.read(&mut byte).unwrap(), 1, "closed mid-head");
-        raw.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&raw).to_ascii_lowercase();
-    assert!(head.starts_with("http/1.1 200"), "{head}");
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .expect("a length")
-        .trim()
-        .parse()
-        .unwrap();
-    let mut body = vec![0u8; len];
-    stream.read_exact(&mut body).unwrap();
-    String::from_utf8_lossy(&body).into_owned()
+    let r = read_response(answers);
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.text()
 }
 
 /// A kept-alive client connection reuses what the supervisor told its last
@@ -612,7 +597,8 @@ fn a_kept_alive_connection_follows_a_recycle() {
     let old = app_pid(&g).unwrap();
     let mut kept = TcpStream::connect(g.addr).unwrap();
     kept.set_read_timeout(Some(10 * S)).unwrap();
-    assert!(on_kept(&mut kept, "/env").contains("\"one\""));
+    let mut answers = BufReader::new(kept.try_clone().unwrap());
+    assert!(on_kept(&mut kept, &mut answers, "/env").contains("\"one\""));
     write("two");
     assert!(
         wait_until(15 * S, || g.get("/env").text().contains("\"two\"")),
@@ -620,7 +606,7 @@ fn a_kept_alive_connection_follows_a_recycle() {
         g.logs()
     );
     assert!(wait_until(10 * S, || !pid_alive(old)), "{}", g.logs());
-    assert!(on_kept(&mut kept, "/env").contains("\"two\""));
+    assert!(on_kept(&mut kept, &mut answers, "/env").contains("\"two\""));
     // A connect to the old process's port would be refused, and then
     // retried on the new one without a word but this count.
     let admin = g
