@@ -441,6 +441,27 @@ impl WsStats {
         }
     }
 
+    /// Payload bytes and messages counted so far in `direction` (tests).
+    #[cfg(test)]
+    pub fn counted(&self, direction: usize) -> (u64, u64) {
+        let d = direction.min(1);
+        (
+            self.m.bytes[self.mode][d].get(),
+            self.m.messages[self.mode][d].get(),
+        )
+    }
+
+    /// Whole data frames passed: `bytes` of payload, `messages` ended.
+    pub fn data_frames(&self, direction: usize, bytes: u64, messages: u64) {
+        let d = direction.min(1);
+        if bytes > 0 {
+            self.m.bytes[self.mode][d].inc_by(bytes);
+        }
+        if messages > 0 {
+            self.m.messages[self.mode][d].inc_by(messages);
+        }
+    }
+
     /// Offload re-framed a message: its size uncompressed and as sent to
     /// or received from the client.
     pub fn offload(&self, direction: usize, uncompressed: u64, compressed: u64) {

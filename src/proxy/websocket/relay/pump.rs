@@ -38,8 +38,8 @@ enum Step {
 /// state lives as long as the connection.
 #[allow(clippy::manual_async_fn)] // on purpose: see above
 pub fn pump<'a, W, R>(
-    mut dir: Dir<W>,
-    mut src: R,
+    dir: Dir<W>,
+    src: R,
     pre: Bytes,
     shared: &'a Shared,
     settings: &'a Settings,
@@ -49,44 +49,84 @@ where
     W: AsyncWrite + Send + Unpin + 'a,
     R: AsyncRead + Send + Unpin + 'a,
 {
+    let mut p = Pump {
+        timers: Timers::new(dir.side, settings),
+        tick: None,
+        dir,
+        src,
+        out: Vec::new(),
+        shared,
+        settings,
+        ordered: false,
+    };
+    if !pre.is_empty() {
+        process(&mut p.dir, &pre, &mut p.out, shared, settings);
+    }
+    // Even when empty, these bytes share hyper's connection read buffer:
+    // holding them would keep that buffer alive for the connection's life.
+    drop(pre);
     async move {
-        let mut ordered = false;
-        let mut out = Vec::new();
-        if !pre.is_empty() {
-            process(&mut dir, &pre, &mut out, shared, settings);
-        }
-        // Even when empty, these bytes share hyper's connection read buffer:
-        // holding them would keep that buffer alive for the connection's life.
-        drop(pre);
-        if write(&mut dir, &mut out).await.is_err() {
-            return;
-        }
-        let timers = Timers::new(dir.side, settings);
-        let mut tick = timers.interval();
-        loop {
-            // Orders first, so a busy source cannot starve them.
-            let step = tokio::select! {
-                biased;
-                _ = shared.ordered(), if !dir.close_to_dst && !ordered => {
-                    ordered = true;
-                    on_order(&mut dir, shared, &mut out)
-                }
-                _ = next_tick(&mut tick) => timers.on_tick(&dir, shared, &mut out),
-                step = poll_fn(|cx| burst(cx, &mut src, &mut dir, &mut out, shared, settings)) => step,
-            };
-            if matches!(step, Step::Stop) || write(&mut dir, &mut out).await.is_err() {
-                break;
-            }
-        }
-        finish(&mut dir, &mut out, gone).await;
+        // Made in the task: a timer needs the runtime.
+        p.tick = p.timers.interval();
+        poll_fn(|cx| p.poll(cx)).await;
+        finish(&mut p.dir, &mut p.out, gone).await;
     }
 }
 
-/// Reads a burst into a buffer on this call's stack, walks it, and writes
-/// what the destination takes at once; `Stop` once the source ends or
-/// either side fails. (tokio's read notes a short read as
-/// "drained", which saves the EAGAIN read that would follow every message.)
-fn burst<W: AsyncWrite + Unpin, R: AsyncRead + Unpin>(
+/// One direction's state while it relays. Built before the future that
+/// owns it, so the future keeps one copy of it, and polled by one closure
+/// that borrows it whole.
+struct Pump<'a, W, R> {
+    dir: Dir<W>,
+    src: R,
+    /// What the destination has not taken yet.
+    out: Vec<u8>,
+    shared: &'a Shared,
+    settings: &'a Settings,
+    timers: Timers,
+    tick: Option<Interval>,
+    /// The close order was acted on.
+    ordered: bool,
+}
+
+impl<W: AsyncWrite + Unpin, R: AsyncRead + Unpin> Pump<'_, W, R> {
+    /// Relays until the source ends or either side fails. One hand-written
+    /// loop rather than a `select!` in an async loop: each wake reads a
+    /// burst and, in the same pass, polls the read again to wait, without
+    /// building the branch futures twice.
+    ///
+    /// Order of each pass: what is left to write goes first (nothing else
+    /// until it is written), then a close order (so a busy source cannot
+    /// starve it), then the timers, then the next burst.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let (dir, out, shared) = (&mut self.dir, &mut self.out, self.shared);
+        loop {
+            if ready!(flush(cx, dir, out)).is_err() {
+                return Poll::Ready(());
+            }
+            if !self.ordered && !dir.close_to_dst && shared.current().is_some() {
+                self.ordered = true;
+                on_order(dir, shared, out);
+                continue;
+            }
+            if let Some(tick) = self.tick.as_mut() {
+                if tick.poll_tick(cx).is_ready() {
+                    self.timers.on_tick(dir, shared, out);
+                    continue;
+                }
+            }
+            let step = ready!(burst(cx, &mut self.src, dir, out, shared, self.settings));
+            if let Step::Stop = step {
+                return Poll::Ready(());
+            }
+        }
+    }
+}
+
+/// Reads a burst into a buffer on this call's stack and walks it; `Stop`
+/// once the source ends. (tokio's read notes a short read as "drained",
+/// so the next poll waits without an EAGAIN read.)
+fn burst<W, R: AsyncRead + Unpin>(
     cx: &mut Context<'_>,
     src: &mut R,
     dir: &mut Dir<W>,
@@ -108,16 +148,34 @@ fn burst<W: AsyncWrite + Unpin, R: AsyncRead + Unpin>(
     if !dir.failed {
         process(dir, buf.filled(), out, shared, s);
     }
-    Poll::Ready(write_now(cx, dir, out))
+    Poll::Ready(Step::Go)
+}
+
+/// Writes `out` until it is empty, in the poll that filled it: most bursts
+/// go out whole, at once. A write of zero bytes is a failure, as in
+/// `write_all`.
+fn flush<W: AsyncWrite + Unpin>(
+    cx: &mut Context<'_>,
+    dir: &mut Dir<W>,
+    out: &mut Vec<u8>,
+) -> Poll<std::io::Result<()>> {
+    while !out.is_empty() {
+        match ready!(Pin::new(&mut dir.dst).poll_write(cx, out)) {
+            Ok(n) if n == out.len() => emptied(out),
+            Ok(0) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+            Ok(n) => drop(out.drain(..n)),
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+    }
+    Poll::Ready(Ok(()))
 }
 
 /// A close order: close now if between frames (otherwise `walk` closes
 /// at the end of the current frame). `run` times the grace.
-fn on_order<W>(dir: &mut Dir<W>, shared: &Shared, out: &mut Vec<u8>) -> Step {
+fn on_order<W>(dir: &mut Dir<W>, shared: &Shared, out: &mut Vec<u8>) {
     if dir.at_boundary() {
         dir.inject_order(shared, out);
     }
-    Step::Go
 }
 
 /// Pings and the idle limit; both only on the app-to-client direction.
@@ -145,26 +203,16 @@ impl Timers {
         })
     }
 
-    fn on_tick<W>(&self, dir: &Dir<W>, shared: &Shared, out: &mut Vec<u8>) -> Step {
+    fn on_tick<W>(&self, dir: &Dir<W>, shared: &Shared, out: &mut Vec<u8>) {
         if let Some(limit) = self.idle {
             if shared.idle_for() >= limit {
                 shared.issue(Order::IDLE);
-                return Step::Go;
+                return;
             }
         }
         if self.ping.is_some() && dir.at_boundary() && !dir.close_to_dst {
             out.extend_from_slice(&frame::build(OP_PING, 0, b"hpgate", None));
         }
-        Step::Go
-    }
-}
-
-async fn next_tick(tick: &mut Option<Interval>) {
-    match tick.as_mut() {
-        Some(t) => {
-            t.tick().await;
-        }
-        None => std::future::pending::<()>().await,
     }
 }
 
@@ -204,26 +252,6 @@ async fn write<W: AsyncWrite + Unpin>(dir: &mut Dir<W>, out: &mut Vec<u8>) -> st
     let r = dir.dst.write_all(out).await;
     emptied(out);
     r
-}
-
-/// Writes what the destination takes now, in the poll that read the
-/// burst: most bursts go out whole, with no write future. The rest waits
-/// in `out` for `write`.
-fn write_now<W: AsyncWrite + Unpin>(
-    cx: &mut Context<'_>,
-    dir: &mut Dir<W>,
-    out: &mut Vec<u8>,
-) -> Step {
-    if out.is_empty() {
-        return Step::Go;
-    }
-    match Pin::new(&mut dir.dst).poll_write(cx, out) {
-        Poll::Ready(Ok(n)) if n == out.len() => emptied(out),
-        Poll::Ready(Ok(n)) => drop(out.drain(..n)),
-        Poll::Ready(Err(_)) => return Step::Stop,
-        Poll::Pending => {}
-    }
-    Step::Go
 }
 
 /// Clears `out`, and frees it unless it is small: an idle connection keeps

@@ -192,6 +192,47 @@ async fn fragments_pass_byte_for_byte_however_the_reads_split_them() {
     assert_eq!(read_bytes(&mut e.client, down.len()).await, down);
 }
 
+/// Whole frames in one read pass in one piece (`walk::whole_frames`), and
+/// are counted as the frame-by-frame walk counts them; a close in the same
+/// read is still seen as a close: what follows it is dropped.
+#[tokio::test]
+async fn a_read_of_whole_frames_passes_whole_and_counts_each_message() {
+    let s = passthrough();
+    let stats = s.stats.clone();
+    let mut e = start(s, 64 * 1024);
+    let messages = [
+        client_frame(true, OP_TEXT, b"one"),
+        client_frame(false, OP_BINARY, &[7; 200]),
+        client_frame(true, OP_PING, b"p"),
+        client_frame(true, OP_CONT, &[8; 20]),
+        client_frame(true, OP_TEXT, b""),
+    ]
+    .concat();
+    let close = client_frame(true, OP_CLOSE, &1000u16.to_be_bytes());
+    let after = client_frame(true, OP_TEXT, b"after the close");
+    e.client
+        .write_all(&[messages.clone(), close.clone(), after].concat())
+        .await
+        .expect("write");
+    assert_eq!(read_bytes(&mut e.app, messages.len()).await, messages);
+    assert_eq!(read_bytes(&mut e.app, close.len()).await, close);
+    e.app
+        .write_all(&app_frame(true, OP_CLOSE, &1000u16.to_be_bytes()))
+        .await
+        .expect("write");
+    assert_eq!(read_close(&mut e.client).await, 1000);
+    drop(e.client);
+    assert_ends(&mut e.app).await;
+    assert_eq!(stats.counted(0), (3 + 200 + 20, 3), "bytes, messages");
+    // The same frames split across reads are walked one by one: the same count.
+    let s = passthrough();
+    let stats = s.stats.clone();
+    let mut e = start(s, 64 * 1024);
+    write_in_pieces(&mut e.client, &messages, 5).await;
+    assert_eq!(read_bytes(&mut e.app, messages.len()).await, messages);
+    assert_eq!(stats.counted(0), (3 + 200 + 20, 3));
+}
+
 #[tokio::test]
 async fn control_frames_between_fragments_stay_in_place() {
     let mut e = start(passthrough(), 64 * 1024);
