@@ -17,7 +17,7 @@ use super::super::frame::{self, OP_PING};
 use super::direction::{Dir, Side};
 use super::io::BURST;
 use super::order::{Order, Shared};
-use super::walk::process;
+use super::walk::{process, Walked};
 use super::{Settings, GOING_AWAY, INTERNAL, SERVICE_RESTART};
 use crate::supervisor::exit_seen;
 
@@ -59,8 +59,8 @@ where
         settings,
         ordered: false,
     };
-    if !pre.is_empty() {
-        process(&mut p.dir, &pre, &mut p.out, shared, settings);
+    if !pre.is_empty() && process(&mut p.dir, &pre, &mut p.out, shared, settings) == Walked::AsIs {
+        p.out.extend_from_slice(&pre);
     }
     // Even when empty, these bytes share hyper's connection read buffer:
     // holding them would keep that buffer alive for the connection's life.
@@ -124,9 +124,9 @@ impl<W: AsyncWrite + Unpin, R: AsyncRead + Unpin> Pump<'_, W, R> {
 }
 
 /// Reads a burst into a buffer on this call's stack and walks it; `Stop`
-/// once the source ends. (tokio's read notes a short read as "drained",
+/// once the source ends or the destination fails. (tokio's read notes a short read as "drained",
 /// so the next poll waits without an EAGAIN read.)
-fn burst<W, R: AsyncRead + Unpin>(
+fn burst<W: AsyncWrite + Unpin, R: AsyncRead + Unpin>(
     cx: &mut Context<'_>,
     src: &mut R,
     dir: &mut Dir<W>,
@@ -145,8 +145,16 @@ fn burst<W, R: AsyncRead + Unpin>(
     if s.idle_timeout.is_some() {
         shared.touch();
     }
-    if !dir.failed {
-        process(dir, buf.filled(), out, shared, s);
+    if dir.failed || process(dir, buf.filled(), out, shared, s) == Walked::Into {
+        return Poll::Ready(Step::Go);
+    }
+    // The usual read, whole frames passed as they are: written from where
+    // they were read; only what the destination does not take is copied.
+    let data = buf.filled();
+    match Pin::new(&mut dir.dst).poll_write(cx, data) {
+        Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Step::Stop),
+        Poll::Ready(Ok(n)) => out.extend_from_slice(&data[n..]),
+        Poll::Pending => out.extend_from_slice(data),
     }
     Poll::Ready(Step::Go)
 }

@@ -10,16 +10,30 @@ use super::order::{Order, Shared};
 use super::{Mode, Settings};
 use crate::proxy::conn_tag::ConnTag;
 
-/// Walks `data` frame by frame, appending what goes to the destination.
+/// What `process` made of a read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Walked {
+    /// All of it goes to the destination as it is, and nothing was added
+    /// to `out`: the caller can write the read's own bytes.
+    AsIs,
+    /// What goes on was appended to `out`.
+    Into,
+}
+
+/// Walks `data` frame by frame, appending what goes to the destination
+/// (or saying it all goes as it is).
 pub fn process<W>(
     dir: &mut Dir<W>,
     mut data: &[u8],
     out: &mut Vec<u8>,
     shared: &Shared,
     s: &Settings,
-) {
+) -> Walked {
     if passing_through(dir, shared, s) {
         let n = whole_frames(dir, data, s);
+        if n == data.len() && out.is_empty() {
+            return Walked::AsIs;
+        }
         out.extend_from_slice(&data[..n]);
         data = &data[n..];
     }
@@ -31,6 +45,7 @@ pub fn process<W>(
         };
         data = &data[used..];
     }
+    Walked::Into
 }
 
 /// Between frames in passthrough, with nothing ordered: whole frames can
