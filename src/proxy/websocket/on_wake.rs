@@ -8,27 +8,29 @@
 //! is polled once to register, then only when that waker fires or someone
 //! raises its flag.
 //!
-//! The flags of one task share its waker (`Wakes`), kept current once per
-//! poll (`Wakes::drive`), without a lock: an `OnWake` must be polled in the
-//! same task poll as its flag's `drive`, and after it.
+//! The flags of one task share its waker (`Wakes`), handed over by
+//! `Wakes::drive` when it changed: an `OnWake` must be polled in the same
+//! task poll as its flag's `drive`, and after it.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
-use atomic_waker::AtomicWaker;
-
-/// One task's waker, shared by the flags of the parts it polls.
+/// One task's waker, shared by the flags of the parts it polls. Kept, not
+/// taken, by a wake: the task hands it over again only when it changed
+/// (a task keeps one waker), not on every poll. Locked when a flag is
+/// raised and when the waker changes; a registration per poll cost two
+/// atomic read-modify-writes, as a wake does.
 pub struct Wakes {
-    task: AtomicWaker,
+    task: Mutex<Option<Waker>>,
 }
 
 impl Wakes {
     pub fn new() -> Arc<Wakes> {
         Arc::new(Wakes {
-            task: AtomicWaker::new(),
+            task: Mutex::new(None),
         })
     }
 
@@ -43,7 +45,11 @@ impl Wakes {
 
     /// Polls `inner` with this task's waker registered first.
     pub fn drive<F: Future>(self: Arc<Self>, inner: F) -> Driven<F> {
-        Driven { inner, wakes: self }
+        Driven {
+            inner,
+            wakes: self,
+            given: None,
+        }
     }
 }
 
@@ -52,6 +58,8 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         wakes: Arc<Wakes>,
+        // The task's waker as handed over last.
+        given: Option<Waker>,
     }
 }
 
@@ -60,9 +68,14 @@ impl<F: Future> Future for Driven<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        // Registered before any flag is read: a wake in between still
+        // Handed over before any flag is read: a wake in between still
         // reaches the task.
-        this.wakes.task.register(cx.waker());
+        if !this.given.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            if let Ok(mut task) = this.wakes.task.lock() {
+                *task = Some(cx.waker().clone());
+            }
+            *this.given = Some(cx.waker().clone());
+        }
         this.inner.poll(cx)
     }
 }
@@ -77,7 +90,11 @@ impl Flag {
     /// Has the wrapped part polled at the task's next poll.
     pub fn raise(&self) {
         self.woken.store(true, Ordering::Release);
-        self.wakes.task.wake();
+        if let Ok(task) = self.wakes.task.lock() {
+            if let Some(w) = &*task {
+                w.wake_by_ref();
+            }
+        }
     }
 }
 
@@ -176,6 +193,55 @@ mod tests {
         inner_waker.wake();
         assert!(wrapped.as_mut().poll(&mut cx).is_ready());
         assert_eq!(polls.load(Ordering::SeqCst), 2);
+    }
+
+    /// Counts the wakes it gets.
+    struct Counted(AtomicUsize);
+
+    impl Wake for Counted {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_raised_flag_wakes_the_waker_the_task_polled_with_last() {
+        let wakes = Wakes::new();
+        let flag = wakes.flag();
+        let pending = std::future::poll_fn(|_| Poll::<()>::Pending);
+        let mut driven = Box::pin(wakes.drive(OnWake::with_flag(pending, flag.clone())));
+        let (first, second) = (
+            Arc::new(Counted(AtomicUsize::new(0))),
+            Arc::new(Counted(AtomicUsize::new(0))),
+        );
+        for _ in 0..2 {
+            let waker = Waker::from(first.clone());
+            assert!(driven
+                .as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending());
+        }
+        flag.raise();
+        flag.raise();
+        assert_eq!(
+            first.0.load(Ordering::SeqCst),
+            2,
+            "kept, not taken, by a wake"
+        );
+        let waker = Waker::from(second.clone());
+        assert!(driven
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending());
+        flag.raise();
+        assert_eq!(
+            (
+                first.0.load(Ordering::SeqCst),
+                second.0.load(Ordering::SeqCst)
+            ),
+            (2, 1),
+            "the new waker, handed over when it changed"
+        );
     }
 
     #[tokio::test]

@@ -452,6 +452,9 @@ async fn a_client_that_stops_reading_stalls_only_its_direction_until_the_grace()
 }
 
 /// The relay future is the state each open WebSocket keeps (docs/benchmarks.md).
+/// The bound is an allocator size class's edge: at 1,792 bytes the idle
+/// WebSocket figure goes from 3.75 to 4.15 KiB (seen with two changes that
+/// each brought it there from 1,776).
 #[tokio::test]
 async fn the_tcp_relay_future_stays_small() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -467,5 +470,5 @@ async fn the_tcp_relay_future_stays_small() {
     };
     let f = run(a, Bytes::new(), b, Bytes::new(), passthrough(), signals);
     let size = std::mem::size_of_val(&f);
-    assert!(size <= 2008, "the relay future grew to {size} bytes");
+    assert!(size < 1792, "the relay future grew to {size} bytes");
 }
