@@ -5,12 +5,12 @@
 //! of live WebSockets (count limit, close on shutdown). The HTTP forwarding
 //! path hands upgrade requests here and must not touch them otherwise.
 
-mod both;
 mod deflate;
 mod frame;
 mod handshake;
 mod on_wake;
 mod over_h2;
+mod parts;
 mod relay;
 
 /// What `crate::fuzzing` drives; not an API.

@@ -39,9 +39,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
-use super::both::both;
 use super::deflate::{Agreement, Codec};
 use super::on_wake::{OnWake, Wakes};
+use super::parts::parts;
 use crate::admin::metrics::WsStats;
 use crate::proxy::conn_tag::ConnTag;
 use direction::{Dir, Side};
@@ -147,17 +147,21 @@ pub fn run<C: Io, A: Io>(
         // The pumps are built in place (no named locals): every future kept in
         // a local would take its own room in this task for the connection's life.
         // Each part is polled only when its own waker fired or an order came
-        // (`OnWake`), not for the other direction's bursts. `drive` keeps the
-        // task's waker for all three flags; biased, it is polled first, so it
-        // has done so before the grace part is polled too.
-        tokio::select! {
-            biased;
-            _ = wakes.drive(both(
-                OnWake::with_flag(pump(up, client_rd, client_pre, &shared, &settings, &signals.gone), up_flag),
-                OnWake::with_flag(pump(down, app_rd, app_pre, &shared, &settings, &signals.gone), down_flag),
-            )) => {}
-            _ = OnWake::with_flag(end_after_grace(&signals, &shared), grace_flag) => {}
-        }
+        // (`OnWake`), not for the other direction's bursts. `drive` hands the
+        // task's waker to all three flags before any part is polled.
+        wakes
+            .drive(parts(
+                OnWake::with_flag(
+                    pump(up, client_rd, client_pre, &shared, &settings, &signals.gone),
+                    up_flag,
+                ),
+                OnWake::with_flag(
+                    pump(down, app_rd, app_pre, &shared, &settings, &signals.gone),
+                    down_flag,
+                ),
+                OnWake::with_flag(end_after_grace(&signals, &shared), grace_flag),
+            ))
+            .await;
     }
 }
 

@@ -101,7 +101,7 @@ impl<W: AsyncWrite + Unpin, R: AsyncRead + Unpin> Pump<'_, W, R> {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let (dir, out, shared) = (&mut self.dir, &mut self.out, self.shared);
         loop {
-            if ready!(flush(cx, dir, out)).is_err() {
+            if !out.is_empty() && ready!(flush(cx, dir, out)).is_err() {
                 return Poll::Ready(());
             }
             if !self.ordered && !dir.close_to_dst && shared.current().is_some() {

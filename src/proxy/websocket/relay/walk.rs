@@ -65,7 +65,10 @@ fn passing_through<W>(dir: &Dir<W>, shared: &Shared, s: &Settings) -> bool {
 /// a rule (a close with the reason).
 fn whole_frames<W>(dir: &mut Dir<W>, data: &[u8], s: &Settings) -> usize {
     let (mut at, mut bytes, mut messages) = (0, 0, 0);
-    while let Ok(Some((h, n))) = Header::parse(&data[at..]) {
+    while at < data.len() {
+        let Ok(Some((h, n))) = Header::parse(&data[at..]) else {
+            break;
+        };
         let end = (at + n) as u64 + h.len;
         if h.opcode == OP_CLOSE || end > data.len() as u64 || check(dir, &h, s).is_err() {
             break;
