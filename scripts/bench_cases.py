@@ -129,8 +129,17 @@ def wrk_cases(stack, cases, scheme="http"):
 # ------------------------------------------------------------------ WebSocket
 
 def bench_tool(name):
-    """Path of a compiled tool under benches/ (built in release mode)."""
-    out = subprocess.run(["cargo", "bench", "--bench", name, "--no-run", "--message-format=json"],
+    """Path of a compiled tool under benches/ (built in release mode).
+
+    Built in a target directory of its own: a bench target is built with the
+    dev-dependencies' features (tokio's `test-util` among them), and so is
+    the hpgate binary cargo builds beside it. In target/ that build replaced
+    target/release/hpgate, so every hpgate the benches started after it ran
+    with those features (about 9% more instructions per WebSocket round trip;
+    docs/benchmarks.md, issue 19 step 12).
+    """
+    out = subprocess.run(["cargo", "bench", "--bench", name, "--no-run", "--message-format=json",
+                          "--target-dir", os.path.join(ROOT, "target", "bench-tools")],
                          cwd=ROOT, capture_output=True, text=True, check=True).stdout
     for line in out.splitlines():
         m = json.loads(line)

@@ -16,15 +16,23 @@ hpgate logs at `warn` here unless HPGATE_LOG says otherwise. `scripts/bench`
 runs it at `warn,hpgate=info`, as a user's default `info` does: the
 connection's log span is then entered and left on every poll, about 630
 instructions per request more (docs/benchmarks.md, step 8).
+
+`--ws` counts per WebSocket echo round trip instead (P3: `wsbench echo`, 64
+connections, small messages, the one-thread `wsbench` echo server behind).
+`nginx` in place of a build counts nginx as the proxy (one worker, no master
+process, tuned as in `scripts/bench`), the same way.
 """
 import collections
 import glob
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 
+from bench_cases import wsbench_path
 from bench_core import memory_backend
 from bench_stack import free_port, wait_port
 
@@ -48,25 +56,67 @@ def counted(files):
     raise SystemExit(f"no summary in {parts[-1]}")
 
 
-def measure(binary, workdir):
+def echo(tool):
+    """A load for `--ws`: round trips of the WebSocket echo over 64 connections."""
+    def run(port, seconds):
+        out = subprocess.run([tool, "echo", "--url", f"ws://127.0.0.1:{port}/", "--conns", "64",
+                              "--secs", str(seconds), "--mix", "small"], capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)["round_trips"]
+    return run
+
+
+def nginx_proxy(workdir, port, backend_port, ws):
+    """nginx as the proxy, one worker in the foreground, tuned as in scripts/bench."""
+    conf = os.path.join(workdir, f"proxy-{port}.conf")
+    upgrade = ("proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection $connection_upgrade;"
+               if ws else 'proxy_set_header Connection "";')
+    open(conf, "w").write(f"""worker_processes 1; master_process off; daemon off; pid {workdir}/proxy-{port}.pid;
+error_log /dev/null; events {{ worker_connections 4096; }}
+http {{ access_log off; keepalive_requests 100000;
+  upstream app {{ server 127.0.0.1:{backend_port}; keepalive 64; keepalive_requests 100000; }}
+  map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
+  server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://app; proxy_http_version 1.1;
+    proxy_buffering off; proxy_read_timeout 1h; {upgrade} }} }} }}
+""")
+    return ["nginx", "-c", conf]
+
+
+def started(binary, workdir, port, ws):
+    """The processes for one path: the backend (nginx only; hpgate starts its own), then the proxy."""
+    backend = f'exec {wsbench_path()} server --port "$HTTP_PLATFORM_PORT"' if ws else memory_backend(workdir)
+    if binary != "nginx":
+        # Absolute: the processes run in `workdir`.
+        return [], [os.path.abspath(binary), "run", "--listen", f"127.0.0.1:{port}", "--worker-threads", "1", "--", "sh", "-c", backend]
+    backend_port = free_port()
+    env = dict(os.environ, HTTP_PLATFORM_PORT=str(backend_port))
+    procs = [subprocess.Popen(["sh", "-c", backend], env=env, cwd=workdir,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    wait_port(backend_port, timeout=30, interval=0.2)
+    return procs, nginx_proxy(workdir, port, backend_port, ws)
+
+
+def measure(binary, workdir, ws):
     port = free_port()
-    out = os.path.join(workdir, f"callgrind-{os.path.basename(os.path.dirname(os.path.abspath(binary)))}-{port}.out")
+    name = "nginx" if binary == "nginx" else os.path.basename(os.path.dirname(os.path.abspath(binary)))
+    out = os.path.join(workdir, f"callgrind-{name}-{port}.out")
+    load = echo(wsbench_path()) if ws else wrk
+    procs, cmd = started(binary, workdir, port, ws)
     proc = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", "--dump-instr=yes", f"--callgrind-out-file={out}", binary, "run",
-         "--listen", f"127.0.0.1:{port}", "--worker-threads", "1", "--", "sh", "-c", memory_backend(workdir)],
+        ["valgrind", "--tool=callgrind", "--dump-instr=yes", f"--callgrind-out-file={out}"] + cmd,
         env=dict(os.environ, HPGATE_LOG=os.environ.get("HPGATE_LOG", "warn")), cwd=workdir,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         # Under valgrind the start takes seconds.
         wait_port(port, timeout=60, interval=0.5)
-        wrk(port, WARM_S)
+        load(port, WARM_S)
         subprocess.run(["callgrind_control", "-z", str(proc.pid)], capture_output=True, check=True)
-        requests = wrk(port, MEASURE_S)
+        units = load(port, MEASURE_S)
         subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True, check=True)
     finally:
-        proc.terminate()
-        proc.wait()
-    return counted(glob.glob(out + "*")), requests, out
+        for p in [proc] + procs:
+            p.terminate()
+            p.wait()
+    return counted(glob.glob(out + "*")), units, out
 
 
 def last_part(out):
@@ -125,13 +175,18 @@ def locked(out, binary):
 
 
 def main():
+    args = sys.argv[1:]
+    ws = "--ws" in args
+    builds = [a for a in args if a != "--ws"]
+    unit = "round trip" if ws else "request"
     workdir = tempfile.mkdtemp(prefix="hpgate-instructions-")
-    print("| build | requests | instructions per request | locked instructions per request |")
+    print(f"| build | {unit}s | instructions per {unit} | locked instructions per {unit} |")
     print("|---|---|---|---|")
-    for binary in sys.argv[1:]:
-        total, requests, out = measure(binary, workdir)
-        atomics = locked(out, binary) / requests
-        print(f"| {binary} | {requests} | {total / requests:.0f} | {atomics:.1f} |", flush=True)
+    for binary in builds:
+        total, units, out = measure(binary, workdir, ws)
+        path = shutil.which("nginx") if binary == "nginx" else binary
+        atomics = locked(out, path) / units
+        print(f"| {binary} | {units} | {total / units:.0f} | {atomics:.1f} |", flush=True)
     print(f"\nprofiles in {workdir} (callgrind_annotate FILE)")
 
 

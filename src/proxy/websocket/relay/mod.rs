@@ -8,8 +8,9 @@
 //!
 //! No buffer is held while a connection is idle: each direction reads a
 //! burst into a buffer on the stack of the poll that reads it, walks it
-//! there, and keeps only what could not be written yet. The directions run
-//! in one task, each polled only when its own waker fired (`OnWake`).
+//! there (whole frames that pass as they are are written from there), and
+//! keeps only what could not be written yet. The directions run in one
+//! task, each polled only when its own waker fired (`OnWake`).
 //!
 //! Close rules: close frames are relayed with their code and reason; on a
 //! close order (shutdown 1001, process retirement 1012, protocol error

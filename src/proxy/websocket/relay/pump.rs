@@ -25,7 +25,7 @@ use crate::supervisor::exit_seen;
 /// worth); a larger one is freed once written.
 const KEEP_OUT: usize = 1024;
 
-/// What the loop does after an event.
+/// What the loop does after a burst.
 enum Step {
     Go,
     Stop,
@@ -124,8 +124,8 @@ impl<W: AsyncWrite + Unpin, R: AsyncRead + Unpin> Pump<'_, W, R> {
 }
 
 /// Reads a burst into a buffer on this call's stack and walks it; `Stop`
-/// once the source ends or the destination fails. (tokio's read notes a short read as "drained",
-/// so the next poll waits without an EAGAIN read.)
+/// once the source ends or the destination fails. (tokio's read notes a
+/// short read as "drained", so the next poll waits without an EAGAIN read.)
 fn burst<W: AsyncWrite + Unpin, R: AsyncRead + Unpin>(
     cx: &mut Context<'_>,
     src: &mut R,
