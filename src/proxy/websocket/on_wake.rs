@@ -214,13 +214,16 @@ mod tests {
             Arc::new(Counted(AtomicUsize::new(0))),
             Arc::new(Counted(AtomicUsize::new(0))),
         );
-        for _ in 0..2 {
-            let waker = Waker::from(first.clone());
+        // Polled by the task whose waker counts into `with`.
+        let mut poll_by = |with: &Arc<Counted>| {
+            let waker = Waker::from(with.clone());
             assert!(driven
                 .as_mut()
                 .poll(&mut Context::from_waker(&waker))
                 .is_pending());
-        }
+        };
+        poll_by(&first);
+        poll_by(&first);
         flag.raise();
         flag.raise();
         assert_eq!(
@@ -228,11 +231,7 @@ mod tests {
             2,
             "kept, not taken, by a wake"
         );
-        let waker = Waker::from(second.clone());
-        assert!(driven
-            .as_mut()
-            .poll(&mut Context::from_waker(&waker))
-            .is_pending());
+        poll_by(&second);
         flag.raise();
         assert_eq!(
             (
