@@ -432,15 +432,6 @@ impl WsStats {
         }
     }
 
-    /// A data frame of `len` payload bytes passed; `fin` ends its message.
-    pub fn data_frame(&self, direction: usize, len: u64, fin: bool) {
-        let d = direction.min(1);
-        self.m.bytes[self.mode][d].inc_by(len);
-        if fin {
-            self.m.messages[self.mode][d].inc();
-        }
-    }
-
     /// Payload bytes and messages counted so far in `direction` (tests).
     #[cfg(test)]
     pub fn counted(&self, direction: usize) -> (u64, u64) {
@@ -451,7 +442,7 @@ impl WsStats {
         )
     }
 
-    /// Whole data frames passed: `bytes` of payload, `messages` ended.
+    /// Data frames passed: `bytes` of payload, `messages` ended by them.
     pub fn data_frames(&self, direction: usize, bytes: u64, messages: u64) {
         let d = direction.min(1);
         if bytes > 0 {
@@ -650,9 +641,9 @@ mod tests {
         let m = Metrics::new();
         let ws = m.websocket(crate::config::Compression::Offload);
         let open = ws.opened();
-        ws.data_frame(0, 10, false);
-        ws.data_frame(0, 5, true);
-        ws.data_frame(1, 7, true);
+        ws.data_frames(0, 10, 0);
+        ws.data_frames(0, 5, 1);
+        ws.data_frames(1, 7, 1);
         ws.offload(1, 100, 20);
         let text = m.render(&Snapshot::default());
         let has = |s: &str| assert!(text.contains(s), "{s} in\n{text}");

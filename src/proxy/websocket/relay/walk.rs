@@ -302,7 +302,8 @@ fn end_frame<W>(dir: &mut Dir<W>, out: &mut Vec<u8>, shared: &Shared, s: &Settin
     let Some(h) = dir.cur.take() else { return };
     if !h.is_control() && !dir.close_to_dst {
         // A message ends with its final frame: counted once, there.
-        s.stats.data_frame(dir.side.index(), h.len, h.fin);
+        s.stats
+            .data_frames(dir.side.index(), h.len, u64::from(h.fin));
     }
     if h.opcode == OP_CLOSE && !dir.close_to_dst {
         // The close frame was forwarded as is; the destination now has a close.
