@@ -12,20 +12,6 @@ use support::*;
 
 const S: Duration = Duration::from_secs(1);
 
-/// The admin address from the "admin listener on http://ADDR" log line.
-fn admin_addr(g: &Gateway) -> SocketAddr {
-    let mut found = None;
-    wait_until(10 * S, || {
-        found = g
-            .logs()
-            .split("admin listener on http://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next()?.parse().ok());
-        found.is_some()
-    });
-    found.unwrap_or_else(|| panic!("no admin listener; log:\n{}", g.logs()))
-}
-
 fn start(site: &Site) -> (Gateway, SocketAddr) {
     let g = Gateway::start(&site.dir, &["--admin", "127.0.0.1:0"]);
     let admin = admin_addr(&g);
@@ -63,12 +49,6 @@ fn promtool(args: &[&str], input: &str) -> Result<(), String> {
     }
 }
 
-/// The value of the series `line_start` (name and labels) in `text`.
-fn value(text: &str, line_start: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
-}
-
 #[test]
 fn metrics_count_requests_and_pass_promtool() {
     let site = Site::new("admin-metrics");
@@ -91,22 +71,25 @@ fn metrics_count_requests_and_pass_promtool() {
         .starts_with("text/plain; version=0.0.4"));
     let text = m.text();
     let get_ok = r#"hpgate_requests_total{class="2xx",method="GET",protocol="HTTP/1.1"}"#;
-    assert_eq!(value(&text, get_ok), Some(3.0), "{text}");
+    assert_eq!(metric_value(&text, get_ok), Some(3.0), "{text}");
     let post_ok = r#"hpgate_requests_total{class="2xx",method="POST",protocol="HTTP/1.1"}"#;
-    assert_eq!(value(&text, post_ok), Some(1.0), "{text}");
-    let bytes_in = value(&text, "hpgate_request_body_bytes_total");
+    assert_eq!(metric_value(&text, post_ok), Some(1.0), "{text}");
+    let bytes_in = metric_value(&text, "hpgate_request_body_bytes_total");
     assert_eq!(bytes_in, Some(3.0), "{text}");
-    let bytes_out = value(&text, "hpgate_response_body_bytes_total");
+    let bytes_out = metric_value(&text, "hpgate_response_body_bytes_total");
     assert_eq!(bytes_out, Some(body_bytes as f64), "{text}");
     assert_eq!(
-        value(&text, "hpgate_request_duration_seconds_count"),
+        metric_value(&text, "hpgate_request_duration_seconds_count"),
         Some(4.0)
     );
     assert_eq!(
-        value(&text, r#"hpgate_app_processes{state="ready"}"#),
+        metric_value(&text, r#"hpgate_app_processes{state="ready"}"#),
         Some(1.0)
     );
-    assert_eq!(value(&text, "hpgate_process_starts_total"), Some(1.0));
+    assert_eq!(
+        metric_value(&text, "hpgate_process_starts_total"),
+        Some(1.0)
+    );
     assert!(text.contains("hpgate_build_info{version=\""), "{text}");
     if let Err(e) = promtool(&["check", "metrics"], &text) {
         panic!("promtool check metrics:\n{e}\nexposition:\n{text}");
@@ -187,7 +170,7 @@ fn status_shows_each_process_and_hpgate_status_prints_it() {
     assert_eq!(p["open_requests"], 0);
     let m = get(admin, "/metrics").text();
     assert_eq!(
-        value(&m, r#"hpgate_process_exits_total{cause="crashed"}"#),
+        metric_value(&m, r#"hpgate_process_exits_total{cause="crashed"}"#),
         Some(1.0)
     );
 
@@ -266,7 +249,7 @@ fn unavailable_answers_are_counted_by_cause() {
     assert!(wait_until(5 * S, || g.get("/").status == 503));
     let m = get(admin, "/metrics").text();
     let series = r#"hpgate_unavailable_responses_total{status="503",cause="offline"}"#;
-    assert!(value(&m, series).is_some_and(|n| n >= 1.0), "{m}");
+    assert!(metric_value(&m, series).is_some_and(|n| n >= 1.0), "{m}");
     // app_offline.htm stopped the process: an exit by recycle.
     let recycled = r#"hpgate_process_exits_total{cause="recycled"}"#;
     let stopped = wait_until(10 * S, || metric(admin, recycled) == 1.0);
@@ -363,11 +346,6 @@ fn prometheus_scrapes_the_request_counter() {
 
 // ---- WebSockets, app connects, lock-outs, certificates ----
 
-/// The metrics' exposition, and a series' value in it (0 when absent).
-fn metric(admin: SocketAddr, series: &str) -> f64 {
-    value(&get(admin, "/metrics").text(), series).unwrap_or(0.0)
-}
-
 /// hpgate with `--admin` in front of the WebSocket echo server, in `mode`.
 fn echo_gateway(mode: &str, server_compression: &str) -> (Site, Gateway, SocketAddr) {
     let site = Site::new(&format!("admin-ws-{mode}"));
@@ -428,16 +406,16 @@ fn websocket_messages_and_bytes_are_counted() {
     let m = get(admin, "/metrics").text();
     let msgs = "hpgate_websocket_messages_total";
     let bytes = "hpgate_websocket_payload_bytes_total";
-    let at = |name, dir| value(&m, &ws_series(name, "passthrough", dir));
+    let at = |name, dir| metric_value(&m, &ws_series(name, "passthrough", dir));
     assert_eq!(at(msgs, "client_to_app"), Some(4.0), "{m}");
     assert_eq!(at(bytes, "client_to_app"), Some(24.0), "{m}");
     assert_eq!(at(msgs, "app_to_client"), Some(5.0), "{m}");
     let down = report.len() + 24;
     assert_eq!(at(bytes, "app_to_client"), Some(down as f64), "{m}");
     let open = r#"hpgate_open_websockets{mode="passthrough"}"#;
-    assert_eq!(value(&m, open), Some(1.0), "{m}");
+    assert_eq!(metric_value(&m, open), Some(1.0), "{m}");
     assert_eq!(
-        value(&m, r#"hpgate_open_websockets{mode="offload"}"#),
+        metric_value(&m, r#"hpgate_open_websockets{mode="offload"}"#),
         Some(0.0)
     );
     send_masked(ws.get_ref(), 0x88, &1000u16.to_be_bytes());
@@ -472,7 +450,7 @@ fn websocket_offload_counts_bytes_before_and_after_compression() {
         let s = format!(
             "hpgate_websocket_offload_bytes_total{{direction=\"{dir}\",stage=\"{stage}\"}}"
         );
-        value(&m, &s).unwrap_or_else(|| panic!("no {s} in\n{m}"))
+        metric_value(&m, &s).unwrap_or_else(|| panic!("no {s} in\n{m}"))
     };
     assert_eq!(off("client_to_app", "uncompressed"), text.len() as f64);
     assert_eq!(off("client_to_app", "compressed"), z.len() as f64);
@@ -483,7 +461,7 @@ fn websocket_offload_counts_bytes_before_and_after_compression() {
     assert_eq!(sent, to_client as f64, "{m}");
     assert!(plain >= 2.0 * text.len() as f64, "{m}");
     assert!(sent * 5.0 < plain, "{sent} compressed of {plain}");
-    let at = |name, dir| value(&m, &ws_series(name, "offload", dir));
+    let at = |name, dir| metric_value(&m, &ws_series(name, "offload", dir));
     let msgs = "hpgate_websocket_messages_total";
     assert_eq!(at(msgs, "client_to_app"), Some(2.0), "{m}");
     assert_eq!(at(msgs, "app_to_client"), Some(3.0), "{m}");
@@ -493,7 +471,7 @@ fn websocket_offload_counts_bytes_before_and_after_compression() {
     assert_eq!(at(bytes, "client_to_app"), Some(up), "{m}");
     assert_eq!(at(bytes, "app_to_client"), Some(plain), "{m}");
     assert_eq!(
-        value(&m, r#"hpgate_open_websockets{mode="offload"}"#),
+        metric_value(&m, r#"hpgate_open_websockets{mode="offload"}"#),
         Some(1.0)
     );
     if let Err(e) = promtool(&["check", "metrics"], &m) {
@@ -518,9 +496,9 @@ fn refused_app_connects_are_counted() {
     assert_eq!(g.get("/").status, 502);
     let m = get(admin, "/metrics").text();
     let answered = r#"hpgate_unavailable_responses_total{status="502",cause="connect"}"#;
-    assert!(value(&m, answered).is_some_and(|n| n >= 1.0), "{m}");
+    assert!(metric_value(&m, answered).is_some_and(|n| n >= 1.0), "{m}");
     assert_eq!(
-        value(&m, r#"hpgate_app_connect_errors_total{cause="timeout"}"#),
+        metric_value(&m, r#"hpgate_app_connect_errors_total{cause="timeout"}"#),
         Some(0.0)
     );
 }
@@ -545,7 +523,7 @@ fn rapid_fail_lockouts_are_counted() {
     assert_eq!(r.status, 503, "{}", r.text());
     let m = get(admin, "/metrics").text();
     let crashed = r#"hpgate_process_exits_total{cause="crashed"}"#;
-    assert_eq!(value(&m, crashed), Some(3.0), "{m}");
+    assert_eq!(metric_value(&m, crashed), Some(3.0), "{m}");
 }
 
 /// notAfter of a certificate file, in Unix seconds (openssl and date).
@@ -578,7 +556,7 @@ fn certificate_expiry_is_exported_and_follows_a_reload() {
     let admin = admin_addr(&g);
     let series = r#"hpgate_tls_certificate_expiry_timestamp_seconds{name="localhost"}"#;
     let m = get(admin, "/metrics").text();
-    assert_eq!(value(&m, series), Some(not_after(&cert)), "{m}");
+    assert_eq!(metric_value(&m, series), Some(not_after(&cert)), "{m}");
     if let Err(e) = promtool(&["check", "metrics"], &m) {
         panic!("promtool check metrics:\n{e}\nexposition:\n{m}");
     }

@@ -609,21 +609,10 @@ fn a_kept_alive_connection_follows_a_recycle() {
     assert!(on_kept(&mut kept, &mut answers, "/env").contains("\"two\""));
     // A connect to the old process's port would be refused, and then
     // retried on the new one without a word but this count.
-    let admin = g
-        .logs()
-        .split("admin listener on http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        .expect("the admin listener's address");
-    let metrics = request(admin, "GET", "/metrics", &[], b"").text();
     let refused = r#"hpgate_app_connect_errors_total{cause="refused"} "#;
-    let count = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(refused))
-        .unwrap_or("0");
     assert_eq!(
-        count.trim(),
-        "0",
+        metric(admin_addr(&g), refused),
+        0.0,
         "the kept connection tried the old process first"
     );
 }

@@ -314,6 +314,32 @@ pub fn request(
     raw_request(addr, &raw, Duration::from_secs(30))
 }
 
+/// The admin address from the "admin listener on http://ADDR" log line
+/// of hpgate started with `--admin 127.0.0.1:0`.
+pub fn admin_addr(g: &Gateway) -> SocketAddr {
+    let mut found = None;
+    wait_until(Duration::from_secs(10), || {
+        found = g
+            .logs()
+            .split("admin listener on http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok());
+        found.is_some()
+    });
+    found.unwrap_or_else(|| panic!("no admin listener; log:\n{}", g.logs()))
+}
+
+/// The value of the series `line_start` (name and labels) in `text`.
+pub fn metric_value(text: &str, line_start: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
+}
+
+/// A series' value in the admin listener's /metrics (0 when absent).
+pub fn metric(admin: SocketAddr, series: &str) -> f64 {
+    metric_value(&request(admin, "GET", "/metrics", &[], b"").text(), series).unwrap_or(0.0)
+}
+
 /// The test app's path that makes it answer exactly `raw` (any bytes,
 /// however malformed) and close.
 pub fn raw_path(raw: &[u8]) -> String {
