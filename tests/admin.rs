@@ -14,7 +14,7 @@ const S: Duration = Duration::from_secs(1);
 
 fn start(site: &Site) -> (Gateway, SocketAddr) {
     let g = Gateway::start(&site.dir, &["--admin", "127.0.0.1:0"]);
-    let admin = admin_addr(&g);
+    let admin = g.admin_addr();
     (g, admin)
 }
 
@@ -553,7 +553,7 @@ fn certificate_expiry_is_exported_and_follows_a_reload() {
     site.testapp_config("serve", "", &[]);
     let (g, cert) = start_https_with(&site, &["--admin", "127.0.0.1:0"]);
     let key = cert.with_extension("key");
-    let admin = admin_addr(&g);
+    let admin = g.admin_addr();
     let series = r#"hpgate_tls_certificate_expiry_timestamp_seconds{name="localhost"}"#;
     let m = get(admin, "/metrics").text();
     assert_eq!(metric_value(&m, series), Some(not_after(&cert)), "{m}");

@@ -611,7 +611,7 @@ fn a_kept_alive_connection_follows_a_recycle() {
     // retried on the new one without a word but this count.
     let refused = r#"hpgate_app_connect_errors_total{cause="refused"} "#;
     assert_eq!(
-        metric(admin_addr(&g), refused),
+        metric(g.admin_addr(), refused),
         0.0,
         "the kept connection tried the old process first"
     );

@@ -199,21 +199,28 @@ impl Gateway {
     /// The address of the first https listener (`--listen https://...` in
     /// the arguments): waits for its "listening on https://" line.
     pub fn https_addr(&self) -> SocketAddr {
+        self.logged_addr("listening on https://", "https listener")
+    }
+
+    /// The admin listener's address (`--admin 127.0.0.1:0`): waits for its
+    /// "admin listener on http://" line.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.logged_addr("admin listener on http://", "admin listener")
+    }
+
+    /// The address that follows the first `prefix` in the log, waited for.
+    fn logged_addr(&self, prefix: &str, what: &str) -> SocketAddr {
         let mut found = None;
         wait_until(Duration::from_secs(10), || {
-            found = self
-                .logs()
-                .split("listening on https://")
-                .nth(1)
-                .and_then(|rest| {
-                    let end = rest
-                        .find(|c: char| !(c.is_ascii_hexdigit() || ".:[]".contains(c)))
-                        .unwrap_or(rest.len());
-                    rest[..end].parse().ok()
-                });
+            found = self.logs().split(prefix).nth(1).and_then(|rest| {
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_hexdigit() || ".:[]".contains(c)))
+                    .unwrap_or(rest.len());
+                rest[..end].parse().ok()
+            });
             found.is_some()
         });
-        found.unwrap_or_else(|| panic!("no https listener; log:\n{}", self.logs()))
+        found.unwrap_or_else(|| panic!("no {what}; log:\n{}", self.logs()))
     }
 
     pub fn pid(&self) -> u32 {
@@ -312,21 +319,6 @@ pub fn request(
     let mut raw = head.into_bytes();
     raw.extend_from_slice(body);
     raw_request(addr, &raw, Duration::from_secs(30))
-}
-
-/// The admin address from the "admin listener on http://ADDR" log line
-/// of hpgate started with `--admin 127.0.0.1:0`.
-pub fn admin_addr(g: &Gateway) -> SocketAddr {
-    let mut found = None;
-    wait_until(Duration::from_secs(10), || {
-        found = g
-            .logs()
-            .split("admin listener on http://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next()?.parse().ok());
-        found.is_some()
-    });
-    found.unwrap_or_else(|| panic!("no admin listener; log:\n{}", g.logs()))
 }
 
 /// The value of the series `line_start` (name and labels) in `text`.
