@@ -115,11 +115,27 @@ pub fn children_of(parent: i32) -> Vec<ProcInfo> {
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter_map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let (ppid, info) = parse_stat(pid, &stat)?;
+            let mut head = [0u8; STAT_HEAD];
+            let stat = stat_head(pid, &mut head)?;
+            let (ppid, info) = parse_stat(pid, stat)?;
             (ppid == parent).then_some(info)
         })
         .collect()
+}
+
+/// Enough of /proc/PID/stat for the fields `parse_stat` needs: the pid,
+/// a command name of at most 64 bytes, then state, ppid and pgrp.
+const STAT_HEAD: usize = 256;
+
+/// The start of /proc/PID/stat in one read: open, read, close, three
+/// system calls per process (`read_to_string` took about eight: a size
+/// query and small reads growing the buffer). The scan runs twice a
+/// second over every process on the host, so this is hpgate's idle cost.
+fn stat_head(pid: i32, head: &mut [u8; STAT_HEAD]) -> Option<&str> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    let n = file.read(head).ok()?;
+    std::str::from_utf8(&head[..n]).ok()
 }
 
 /// The process group of init; a pgid at or below it is never an app's.
@@ -170,6 +186,31 @@ mod tests {
             ))
         );
         assert!(parse_stat(42, "42 (x) Z 7 42 42").unwrap().1.zombie);
+    }
+
+    #[test]
+    fn the_fields_survive_a_stat_line_cut_after_a_long_name() {
+        let name = "w".repeat(64);
+        let line = format!("42 ({name}) S 7 40 40 0 -1 {}", "123 ".repeat(80));
+        let cut = &line[..STAT_HEAD];
+        assert_eq!(
+            parse_stat(42, cut).map(|(ppid, p)| (ppid, p.pgid)),
+            Some((7, 40))
+        );
+    }
+
+    #[test]
+    fn a_started_child_is_found_by_the_scan() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let found = children_of(std::process::id() as i32);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(found.iter().any(|p| p.pid == pid), "{found:?}");
+        assert!(children_of(-1).is_empty());
     }
 
     #[test]

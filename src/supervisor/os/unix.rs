@@ -212,7 +212,10 @@ async fn adopt_orphans(inner: Arc<Inner>) {
             } => {}
             _ = tokio::time::sleep(ORPHAN_SCAN) => {}
         }
-        inner.scan();
+        // Off the event loop: the scan reads every process's /proc entry,
+        // which on a busy host would hold up the connections it serves.
+        let scanner = inner.clone();
+        let _ = tokio::task::spawn_blocking(move || scanner.scan()).await;
     }
 }
 
