@@ -52,6 +52,10 @@ pub fn websocket_frame(data: &[u8]) {
     fuzzing::websocket_frame(data);
 }
 
+pub fn websocket_relay(data: &[u8]) {
+    fuzzing::websocket_relay(data);
+}
+
 pub fn deflate(data: &[u8]) {
     fuzzing::deflate(data);
 }

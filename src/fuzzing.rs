@@ -8,6 +8,9 @@
 
 use serde::Serialize;
 
+mod relay;
+pub use relay::websocket_relay;
+
 use crate::proxy::fuzz::{Phase, Scanner, Step};
 use crate::proxy::websocket::fuzz::{apply_mask, Agreement, Codec, CodecError, Header, MAX_HEADER};
 

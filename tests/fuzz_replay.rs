@@ -173,6 +173,11 @@ fn websocket_frame() {
 }
 
 #[test]
+fn websocket_relay() {
+    fuzz("websocket_relay", checks::websocket_relay);
+}
+
+#[test]
 fn deflate() {
     fuzz("deflate", checks::deflate);
 }

@@ -61,6 +61,42 @@ def websocket_frame():
     ]
 
 
+def ws(op, payload, key=None, fin=True, rsv=0):
+    """One WebSocket frame; masked with `key` (client to app) if given."""
+    b0 = (0x80 if fin else 0) | rsv | op
+    n = len(payload)
+    size = bytes([n]) if n < 126 else (bytes([126]) + n.to_bytes(2, "big") if n < 65536 else bytes([127]) + n.to_bytes(8, "big"))
+    if key is None:
+        return bytes([b0]) + size + payload
+    masked = bytes(c ^ key[i % 4] for i, c in enumerate(payload))
+    return bytes([b0, size[0] | 0x80]) + size[1:] + bytes(key) + masked
+
+
+def websocket_relay():
+    """A control byte (side, mode), three cut points, then a frame stream:
+    each stream from the client (masked) and from the app (plain), in
+    every mode, cut in a few places."""
+    hello = bytes([0xF2, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00])
+    def streams(key):
+        return [
+            ws(1, b"Hello", key) + ws(2, bytes(300), key),
+            ws(1, b"Hel", key, fin=False) + ws(9, b"ping", key) + ws(0, b"lo", key),
+            ws(1, b"one", key) + ws(8, b"\x03\xe8bye", key) + ws(1, b"after", key),
+            ws(8, b"\x03\xe8", key) + ws(3, b"reserved", key),
+            ws(1, b"ok", key) + ws(1, b"no mask", None if key else [1, 2, 3, 4]),
+            ws(1, hello, key, rsv=0x40) + ws(1, b"x" * 2000, key),
+            ws(0, b"no message", key) + ws(1, b"a", key, fin=False) + ws(2, b"b", key),
+            ws(9, b"p" * 126, key)[:60],
+        ]
+    items = []
+    for side, key in [(0, [0x37, 0xFA, 0x21, 0x3D]), (1, None)]:
+        for mode in range(4):
+            for i, stream in enumerate(streams(key)):
+                cuts = bytes([3, 9 + i, 40 + 5 * i])
+                items.append(bytes([side | mode << 1]) + cuts + stream)
+    return items
+
+
 def deflate():
     hello = bytes([0xF2, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00])
     stored = bytes([0x00, 0x05, 0x00, 0xFA, 0xFF]) + b"Hello" + bytes([0x00])
@@ -98,5 +134,5 @@ def app_heads():
 
 
 if __name__ == "__main__":
-    for fn in [guard, websocket_frame, deflate, web_config, app_heads]:
+    for fn in [guard, websocket_frame, websocket_relay, deflate, web_config, app_heads]:
         write(fn.__name__, fn())

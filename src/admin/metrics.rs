@@ -432,8 +432,8 @@ impl WsStats {
         }
     }
 
-    /// Payload bytes and messages counted so far in `direction` (tests).
-    #[cfg(test)]
+    /// Payload bytes and messages counted so far in `direction` (tests and
+    /// the fuzz targets).
     pub fn counted(&self, direction: usize) -> (u64, u64) {
         let d = direction.min(1);
         (

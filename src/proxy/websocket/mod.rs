@@ -16,7 +16,8 @@ mod relay;
 /// What `crate::fuzzing` drives; not an API.
 pub(crate) mod fuzz {
     pub(crate) use super::deflate::{Agreement, Codec, CodecError};
-    pub(crate) use super::frame::{apply_mask, Header, MAX_HEADER};
+    pub(crate) use super::frame::{apply_mask, Header, MAX_HEADER, OP_CLOSE};
+    pub(crate) use super::relay::fuzz as relay;
 }
 
 use std::future::Future;

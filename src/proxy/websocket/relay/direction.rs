@@ -95,8 +95,12 @@ impl<W> Dir<W> {
         (self.side == Side::Upstream).then(frame::new_mask)
     }
 
-    /// Appends the current order's close frame, if there is an order.
+    /// Appends the current order's close frame, if there is an order and
+    /// the destination has no close yet: it gets one, whoever sent it.
     pub fn inject_order(&mut self, shared: &Shared, out: &mut Vec<u8>) {
+        if self.close_to_dst {
+            return;
+        }
         if let Some(o) = shared.current() {
             out.extend_from_slice(&self.close_frame(&o));
             self.close_to_dst = true;

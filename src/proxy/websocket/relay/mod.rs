@@ -51,6 +51,16 @@ use pump::pump;
 
 pub use io::{Generic, Io};
 
+/// What `crate::fuzzing` drives (the frame walk of one direction); not an API.
+pub(crate) mod fuzz {
+    pub(crate) use super::super::on_wake::Wakes;
+    pub(crate) use super::direction::{Dir, Side};
+    pub(crate) use super::order::{Order, Shared};
+    pub(crate) use super::walk::{process, Walked};
+    pub(crate) use super::{Mode, Settings};
+    pub(crate) use crate::proxy::conn_tag::ConnTag;
+}
+
 /// How long the sides get to answer a close before the relay drops them.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 

@@ -295,6 +295,19 @@ async fn a_close_from_the_client_is_relayed_and_answered() {
 }
 
 #[tokio::test]
+async fn nothing_follows_a_relayed_close_not_even_a_close_for_a_bad_frame() {
+    let mut e = start(passthrough(), 64 * 1024);
+    let mut bytes = frame::close(1000, "bye", Some(MASK));
+    bytes.extend(client_frame(true, 0x3, b"reserved opcode"));
+    e.client.write_all(&bytes).await.expect("write");
+    assert_eq!(read_close(&mut e.app).await, 1000);
+    drop(e.client);
+    assert_ends(&mut e.app).await;
+    drop(e.app);
+    assert_relay_ends(e.relay).await;
+}
+
+#[tokio::test]
 async fn a_close_from_the_app_is_relayed_and_answered() {
     let mut e = start(passthrough(), 64 * 1024);
     e.app

@@ -111,6 +111,9 @@ fn take_header<W>(
         }
         Ok(Some(found)) => found,
         Err(e) => {
+            // The header is refused: what was collected of it is dropped
+            // with the rest of the source.
+            dir.hdr_len = 0;
             fail(dir, shared, frame_error_text(e), out);
             return take;
         }
