@@ -56,6 +56,10 @@ pub fn websocket_relay(data: &[u8]) {
     fuzzing::websocket_relay(data);
 }
 
+pub fn app_chunked(data: &[u8]) {
+    fuzzing::app_chunked(data);
+}
+
 pub fn deflate(data: &[u8]) {
     fuzzing::deflate(data);
 }

@@ -8,7 +8,9 @@
 
 use serde::Serialize;
 
+mod chunked;
 mod relay;
+pub use chunked::app_chunked;
 pub use relay::websocket_relay;
 
 use crate::proxy::fuzz::{Phase, Scanner, Step};

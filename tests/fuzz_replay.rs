@@ -193,6 +193,11 @@ fn app_heads() {
 }
 
 #[test]
+fn app_chunked() {
+    fuzz("app_chunked", checks::app_chunked);
+}
+
+#[test]
 fn dictionaries_parse() {
     assert_eq!(unescape(r#"a\x0d\x0a\"\\"#), b"a\r\n\"\\");
     assert!(dictionary("guard").len() > 10);

@@ -133,6 +133,15 @@ def app_heads():
     ]
 
 
+def app_chunked():
+    """Three cut points, then a chunked body: the decoder's unit-test
+    vectors, each followed by the next response as a kept connection
+    would have it."""
+    found = rust_bytes(ROOT / "src/proxy/lean/chunked.rs")
+    bodies = [b for b in found if b"\r\n" in b]
+    return [bytes([1, 4 + i % 7, 20 + i]) + b + b"HTTP/1.1 200 OK\r\n\r\n" for i, b in enumerate(bodies)]
+
+
 if __name__ == "__main__":
-    for fn in [guard, websocket_frame, websocket_relay, deflate, web_config, app_heads]:
+    for fn in [guard, websocket_frame, websocket_relay, deflate, web_config, app_heads, app_chunked]:
         write(fn.__name__, fn())
