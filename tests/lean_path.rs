@@ -135,6 +135,10 @@ fn heads_that_could_be_read_two_ways_are_refused_on_both_paths() {
         b"HTTP/1.1 200 OK\r\nX : a\r\nContent-Length: 2\r\n\r\nok",
         b"HTTP/1.1 20 OK\r\nContent-Length: 2\r\n\r\nok",
         b"HTTQ/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        // HTTP/1.0 has no Transfer-Encoding: its framing cannot be trusted
+        // (RFC 9112 section 6.1), and a kept connection could carry a
+        // second answer the app did not mean as one.
+        b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n2\r\nok\r\n0\r\n\r\n",
     ] {
         let what = String::from_utf8_lossy(raw);
         let (lean, hyper) = both(&g, raw);

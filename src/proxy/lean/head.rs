@@ -36,6 +36,8 @@ pub enum HeadError {
     BadField,
     #[error("a Content-Length that is not one number")]
     BadLength,
+    #[error("Transfer-Encoding in an HTTP/1.0 response (its framing cannot be trusted)")]
+    OldTransferEncoding,
     #[error("101 Switching Protocols to a request that asked for no upgrade")]
     UnaskedSwitch,
 }
@@ -137,6 +139,10 @@ pub fn parse(buf: &[u8], head_request: bool) -> Result<Parsed, HeadError> {
         Version::HTTP_11
     };
     let fields = Fields::read(r.headers);
+    // RFC 9112 section 6.1; hyper's client refuses it too.
+    if version == Version::HTTP_10 && fields.has(Kind::TransferEncoding) {
+        return Err(HeadError::OldTransferEncoding);
+    }
     let framing = framing(status, &fields, head_request)?;
     let keep_alive = framing != Framing::Close && keeps_alive(version, &fields);
     let mut parts = http::Response::new(()).into_parts().0;
@@ -372,6 +378,8 @@ mod tests {
             b"HTTP/1.1 999999 OK\r\n\r\n",
             b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
             b"HTTP/2 200 OK\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 2\r\n\r\n",
         ] {
             assert!(head_err(bad), "{:?}", String::from_utf8_lossy(bad));
         }
