@@ -22,7 +22,8 @@ fn both(g: &Gateway, raw: &[u8]) -> (Reply, Reply) {
 #[test]
 fn every_framing_reads_the_same_on_both_paths() {
     let (_s, g) = serving_testapp("lean-framing", &[]);
-    let cases: [(&[u8], u16, &[u8]); 9] = [
+    let raw_chunks: &[u8] = b"2\r\nok\r\n0\r\n\r\n";
+    let cases: [(&[u8], u16, &[u8]); 12] = [
         (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", 200, b"hello"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello", 200, b"hello"),
         (
@@ -35,6 +36,23 @@ fn every_framing_reads_the_same_on_both_paths() {
         (b"HTTP/1.0 200 OK\r\n\r\nold style", 200, b"old style"),
         // A coding other than chunked last: read to the close.
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nzzz", 200, b"zzz"),
+        // Only the last element of the last line counts, empty or not
+        // visible ASCII (hyper's reading; both paths read it so).
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked,\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            200,
+            raw_chunks,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: \r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            200,
+            raw_chunks,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: \xff, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            200,
+            raw_chunks,
+        ),
         // Informational heads come before the answer and are not passed on.
         (
             b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok",

@@ -247,14 +247,14 @@ fn framing(
         return Ok(Framing::Empty);
     }
     if fields.has(Kind::TransferEncoding) {
-        let last = fields
+        let chunked = fields
             .values(Kind::TransferEncoding)
-            .flat_map(|v| v.split(|b| *b == b','))
-            .map(<[u8]>::trim_ascii)
-            .rfind(|c| !c.is_empty());
-        return Ok(match last {
-            Some(c) if c.eq_ignore_ascii_case(b"chunked") => Framing::Chunked,
-            _ => Framing::Close,
+            .next_back()
+            .is_some_and(ends_in_chunked);
+        return Ok(if chunked {
+            Framing::Chunked
+        } else {
+            Framing::Close
         });
     }
     let mut length: Option<u64> = None;
@@ -269,6 +269,21 @@ fn framing(
         length = Some(n);
     }
     Ok(length.map_or(Framing::Close, Framing::Length))
+}
+
+/// Whether the last Transfer-Encoding line ends in `chunked`, read as
+/// hyper's client reads it (so both app clients frame an answer alike):
+/// the line's last comma-separated element, even an empty one, and
+/// nothing on a line with bytes other than visible ASCII and tabs.
+fn ends_in_chunked(line: &[u8]) -> bool {
+    let visible = line
+        .iter()
+        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b));
+    visible
+        && line
+            .rsplit(|b| *b == b',')
+            .next()
+            .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
 }
 
 /// `1*DIGIT` that fits a u64.
