@@ -56,6 +56,10 @@ pub fn websocket_relay(data: &[u8]) {
     fuzzing::websocket_relay(data);
 }
 
+pub fn app_fields(data: &[u8]) {
+    fuzzing::app_fields(data);
+}
+
 pub fn app_chunked(data: &[u8]) {
     fuzzing::app_chunked(data);
 }

@@ -9,8 +9,10 @@
 use serde::Serialize;
 
 mod chunked;
+mod fields;
 mod relay;
 pub use chunked::app_chunked;
+pub use fields::app_fields;
 pub use relay::websocket_relay;
 
 use crate::proxy::fuzz::{Phase, Scanner, Step};

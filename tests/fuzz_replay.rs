@@ -198,6 +198,11 @@ fn app_chunked() {
 }
 
 #[test]
+fn app_fields() {
+    fuzz("app_fields", checks::app_fields);
+}
+
+#[test]
 fn dictionaries_parse() {
     assert_eq!(unescape(r#"a\x0d\x0a\"\\"#), b"a\r\n\"\\");
     assert!(dictionary("guard").len() > 10);

@@ -142,6 +142,19 @@ def app_chunked():
     return [bytes([1, 4 + i % 7, 20 + i]) + b + b"HTTP/1.1 200 OK\r\n\r\n" for i, b in enumerate(bodies)]
 
 
+def app_fields():
+    """A flag byte (bit 0: leave the Content-Length line out), then a
+    response head: the lean path's head and passed-lines test vectors."""
+    found = rust_bytes(ROOT / "src/proxy/lean/head.rs") + rust_bytes(ROOT / "src/proxy/lean/passed.rs")
+    heads = [b for b in found if b.startswith(b"HTTP/1.")] + [
+        b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Fri, 27 Nov 2026 21:00:00 GMT\r\n"
+        b"Content-Type: text/plain\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: t=5\r\n"
+        b"Proxy-Thing: 1\r\nUpgrade: h2c\r\nTE: x\r\nTrailer: y\r\nX-Kept:  a b \r\n\r\n",
+    ]
+    return [bytes([i % 2]) + h for i, h in enumerate(heads)]
+
+
 if __name__ == "__main__":
-    for fn in [guard, websocket_frame, websocket_relay, deflate, web_config, app_heads, app_chunked]:
+    for fn in [guard, websocket_frame, websocket_relay, deflate, web_config, app_heads, app_chunked, app_fields]:
         write(fn.__name__, fn())

@@ -182,6 +182,22 @@ pub(crate) fn taken_end(buf: &[u8]) -> Option<usize> {
     }
 }
 
+/// What the client gets of the final head at the front of `buf` when the
+/// lean path passes its lines as bytes (for `crate::fuzzing`): the head's
+/// length, the lines written (less Content-Length when `drop_length`),
+/// and the same fields as a map.
+pub(crate) fn passed_lines(buf: &[u8], drop_length: bool) -> Option<(usize, Vec<u8>, HeaderMap)> {
+    let Ok(Parsed::Final(head, n)) = parse(buf, false) else {
+        return None;
+    };
+    let passed = head.passed?.with(Bytes::copy_from_slice(&buf[..n]));
+    let mut lines = Vec::new();
+    passed.write(&mut lines, drop_length);
+    let mut map = HeaderMap::new();
+    passed.into_map(&mut map);
+    Some((n, lines, map))
+}
+
 /// httparse takes a bare LF for a line's end, where hyper's path
 /// (`app_io`) refuses it. httparse has ended every line just before the
 /// next begins (a field's name, or the empty line that ends the head) and
