@@ -164,6 +164,14 @@ fn heads_that_could_be_read_two_ways_are_refused_on_both_paths() {
         assert_eq!(hyper.status, 502, "hyper: {what}: {}", hyper.text());
         assert!(lean.header("set-cookie").is_none(), "{what}");
     }
+    // Named as the app's malformed answer on both paths, not as a
+    // connection it closed.
+    assert!(g.wait_log(
+        "could not read its head (unexpected transfer-encoding",
+        5 * S
+    ));
+    let logs = g.logs();
+    assert!(!logs.contains("without a complete answer"), "{logs}");
     // An unasked-for protocol switch.
     let r = g.get(&raw_path(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n",

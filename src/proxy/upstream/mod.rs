@@ -501,6 +501,14 @@ fn failed(e: &hyper::Error, backend: &Backend, activity: &Activity) -> ProxyErro
             reason: m.to_string(),
         };
     }
+    // hyper refused the answer's head (a status, a field, its framing): the
+    // app answered wrongly, which no exit explains and no resend mends.
+    if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
+        return ProxyError::BadResponse {
+            pid: backend.pid,
+            reason: format!("hyper's client could not read its head ({e})"),
+        };
+    }
     let mut reason = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
