@@ -56,6 +56,10 @@ pub fn websocket_relay(data: &[u8]) {
     fuzzing::websocket_relay(data);
 }
 
+pub fn app_framing(data: &[u8]) {
+    fuzzing::app_framing(data);
+}
+
 pub fn app_fields(data: &[u8]) {
     fuzzing::app_fields(data);
 }

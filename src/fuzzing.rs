@@ -10,9 +10,11 @@ use serde::Serialize;
 
 mod chunked;
 mod fields;
+mod framing;
 mod relay;
 pub use chunked::app_chunked;
 pub use fields::app_fields;
+pub use framing::app_framing;
 pub use relay::websocket_relay;
 
 use crate::proxy::fuzz::{Phase, Scanner, Step};

@@ -203,6 +203,11 @@ fn app_fields() {
 }
 
 #[test]
+fn app_framing() {
+    fuzz("app_framing", checks::app_framing);
+}
+
+#[test]
 fn dictionaries_parse() {
     assert_eq!(unescape(r#"a\x0d\x0a\"\\"#), b"a\r\n\"\\");
     assert!(dictionary("guard").len() > 10);

@@ -155,6 +155,19 @@ def app_fields():
     return [bytes([i % 2]) + h for i, h in enumerate(heads)]
 
 
+def app_framing():
+    """A flag byte (bit 0: the request was HEAD), then a response head:
+    the lean path's vectors, and each framing in HTTP/1.0 and 1.1."""
+    heads = [h[1:] for h in app_fields()] + [
+        b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked,\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nConnection: keep-alive, close\r\n\r\n",
+        b"HTTP/1.0 204 No Content\r\nConnection: keep-alive\r\n\r\n",
+        b"HTTP/1.1 304 Not Modified\r\nContent-Length: 12\r\n\r\n",
+    ]
+    return [bytes([i % 2]) + h for i, h in enumerate(heads)]
+
+
 if __name__ == "__main__":
-    for fn in [guard, websocket_frame, websocket_relay, deflate, web_config, app_heads, app_chunked, app_fields]:
+    for fn in [guard, websocket_frame, websocket_relay, deflate, web_config, app_heads, app_chunked, app_fields, app_framing]:
         write(fn.__name__, fn())

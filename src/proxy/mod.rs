@@ -39,7 +39,7 @@ pub(crate) mod fuzz {
     pub(crate) use super::app_io::{head_end, head_end_by_steps, head_ends};
     pub(crate) use super::guard::{Phase, Scanner, Step};
     pub(crate) use super::lean::taken_end as lean_head_end;
-    pub(crate) use super::lean::{passed_lines, Chunked, Decoded};
+    pub(crate) use super::lean::{framing_of, passed_lines, Chunked, Decoded};
 }
 
 use std::sync::Arc;

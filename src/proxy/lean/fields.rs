@@ -61,17 +61,19 @@ impl<'h, 'b> Fields<'h, 'b> {
             of,
             says: Says::default(),
         };
-        let tokens = fields
-            .values(Kind::Connection)
-            .flat_map(|v| v.split(|b| *b == b','))
-            .map(<[u8]>::trim_ascii);
         let mut says = Says::default();
-        for token in tokens {
-            if token.eq_ignore_ascii_case(b"keep-alive") {
-                says.keep_alive = true;
-            } else {
-                says.close |= token.eq_ignore_ascii_case(b"close");
-                says.names_fields = true;
+        for line in fields.values(Kind::Connection) {
+            // As hyper's client reads it: a line that is not visible ASCII
+            // says neither close nor keep-alive (its tokens still name
+            // fields to drop: dropping is the safe side).
+            let readable = visible(line);
+            for token in line.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"keep-alive") {
+                    says.keep_alive |= readable;
+                } else {
+                    says.close |= readable && token.eq_ignore_ascii_case(b"close");
+                    says.names_fields = true;
+                }
             }
         }
         fields.says = says;
@@ -160,6 +162,13 @@ impl DoubleEndedIterator for Bits {
         self.0 &= !(1 << i);
         Some(i)
     }
+}
+
+/// Visible ASCII and tabs: what `HeaderValue::to_str` takes.
+pub fn visible(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
 }
 
 fn kind(name: &[u8]) -> Kind {

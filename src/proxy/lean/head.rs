@@ -139,11 +139,7 @@ pub fn parse(buf: &[u8], head_request: bool) -> Result<Parsed, HeadError> {
         Version::HTTP_11
     };
     let fields = Fields::read(r.headers);
-    // RFC 9112 section 6.1; hyper's client refuses it too.
-    if version == Version::HTTP_10 && fields.has(Kind::TransferEncoding) {
-        return Err(HeadError::OldTransferEncoding);
-    }
-    let framing = framing(status, &fields, head_request)?;
+    let framing = framing(status, version, &fields, head_request)?;
     let keep_alive = framing != Framing::Close && keeps_alive(version, &fields);
     let mut parts = http::Response::new(()).into_parts().0;
     parts.status = status;
@@ -196,6 +192,28 @@ pub(crate) fn passed_lines(buf: &[u8], drop_length: bool) -> Option<(usize, Vec<
     let mut map = HeaderMap::new();
     passed.into_map(&mut map);
     Some((n, lines, map))
+}
+
+/// How the lean path frames the final head at the front of `buf`, as
+/// `(framing, keeps the connection)`, or why it refuses its framing; None
+/// for a partial or interim head and for refusals of other kinds (for
+/// `crate::fuzzing`).
+pub(crate) fn framing_of(buf: &[u8], head_request: bool) -> Option<Result<(String, bool), String>> {
+    match parse(buf, head_request) {
+        Ok(Parsed::Final(head, _)) => {
+            let framing = match head.framing {
+                Framing::Empty => "empty".to_string(),
+                Framing::Length(n) => format!("length {n}"),
+                Framing::Chunked => "chunked".to_string(),
+                Framing::Close => "close".to_string(),
+            };
+            Some(Ok((framing, head.keep_alive)))
+        }
+        Err(e @ (HeadError::BadLength | HeadError::OldTransferEncoding)) => {
+            Some(Err(e.to_string()))
+        }
+        _ => None,
+    }
 }
 
 /// httparse takes a bare LF for a line's end, where hyper's path
@@ -252,15 +270,21 @@ fn header_map(fields: &Fields<'_, '_>, head: &[u8]) -> Result<HeaderMap, HeadErr
 }
 
 /// RFC 9112 section 6.3: no body for HEAD, 204 and 304; Transfer-Encoding
-/// over Content-Length (chunked last, else read to the close); a
+/// over Content-Length (chunked last, else read to the close), but not in
+/// HTTP/1.0 (section 6.1: such framing cannot be trusted); a
 /// Content-Length must be one number (repeated equal values are one).
+/// In that order, as hyper's client decides.
 fn framing(
     status: StatusCode,
+    version: Version,
     fields: &Fields<'_, '_>,
     head_request: bool,
 ) -> Result<Framing, HeadError> {
     if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok(Framing::Empty);
+    }
+    if fields.has(Kind::TransferEncoding) && version == Version::HTTP_10 {
+        return Err(HeadError::OldTransferEncoding);
     }
     if fields.has(Kind::TransferEncoding) {
         let chunked = fields
@@ -292,10 +316,7 @@ fn framing(
 /// the line's last comma-separated element, even an empty one, and
 /// nothing on a line with bytes other than visible ASCII and tabs.
 fn ends_in_chunked(line: &[u8]) -> bool {
-    let visible = line
-        .iter()
-        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b));
-    visible
+    super::fields::visible(line)
         && line
             .rsplit(|b| *b == b',')
             .next()
@@ -312,14 +333,12 @@ fn decimal(digits: &[u8]) -> Option<u64> {
     })
 }
 
-/// HTTP/1.1 keeps the connection unless it says `close`; HTTP/1.0 closes
-/// it unless it says `keep-alive`.
+/// HTTP/1.1 keeps the connection unless it says `close`; HTTP/1.0 only
+/// if it says `keep-alive` and not `close` (hyper's client: a close on
+/// any line wins).
 fn keeps_alive(version: Version, fields: &Fields<'_, '_>) -> bool {
-    if version == Version::HTTP_10 {
-        fields.says.keep_alive
-    } else {
-        !fields.says.close
-    }
+    let says = fields.says;
+    !says.close && (version != Version::HTTP_10 || says.keep_alive)
 }
 
 #[cfg(test)]
@@ -352,7 +371,7 @@ mod tests {
 
     #[test]
     fn framing_follows_rfc_9112() {
-        let cases: [(&[u8], Framing, bool); 7] = [
+        let cases: [(&[u8], Framing, bool); 11] = [
             (
                 b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
                 Framing::Length(5),
@@ -382,6 +401,27 @@ mod tests {
             (
                 b"HTTP/1.1 200 OK\r\nConnection: x, Close\r\nContent-Length: 1\r\n\r\n",
                 Framing::Length(1),
+                false,
+            ),
+            // What follows is read as hyper's client reads it.
+            (
+                b"HTTP/1.0 200 OK\r\nConnection: keep-alive, close\r\nContent-Length: 1\r\n\r\n",
+                Framing::Length(1),
+                false,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nConnection: close, \xff\r\nContent-Length: 1\r\n\r\n",
+                Framing::Length(1),
+                true,
+            ),
+            (
+                b"HTTP/1.0 204 No Content\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n",
+                Framing::Empty,
+                true,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked,\r\n\r\n",
+                Framing::Close,
                 false,
             ),
         ];

@@ -29,7 +29,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::pool::raw::{RawConn, RawPool};
 pub use body::LeanBody;
 pub(crate) use chunked::{Chunked, Decoded};
-pub(crate) use head::{passed_lines, taken_end};
+pub(crate) use head::{framing_of, passed_lines, taken_end};
 pub use head::{write_request, HeadError};
 pub use passed::Passed;
 
