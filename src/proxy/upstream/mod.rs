@@ -503,7 +503,7 @@ fn failed(e: &hyper::Error, backend: &Backend, activity: &Activity) -> ProxyErro
     }
     // hyper refused the answer's head (a status, a field, its framing): the
     // app answered wrongly, which no exit explains and no resend mends.
-    if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
+    if e.is_parse() {
         return ProxyError::BadResponse {
             pid: backend.pid,
             reason: format!("hyper's client could not read its head ({e})"),
