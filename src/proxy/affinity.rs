@@ -19,6 +19,11 @@ use std::time::{Duration, Instant};
 const MAX_ENTRIES: usize = 100_000;
 /// Used when the open packet does not say (Engine.IO's defaults: 25 s + 20 s).
 const DEFAULT_TTL: Duration = Duration::from_secs(45);
+/// The longest a session stays pinned without a request, whatever the app
+/// says: its ping times are numbers the app sends, and an entry must not
+/// outlive the process table it points into by years (nor overflow the
+/// clock).
+const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 
 struct Entry {
     pid: u32,
@@ -59,7 +64,7 @@ impl Affinity {
                 return;
             }
         }
-        let ttl = ttl.unwrap_or(DEFAULT_TTL);
+        let ttl = ttl.unwrap_or(DEFAULT_TTL).min(MAX_TTL);
         t.insert(
             sid,
             Entry {
@@ -104,7 +109,7 @@ pub fn parse_open_packet(body: &[u8]) -> Option<(String, Option<Duration>)> {
     let sid = json.get("sid")?.as_str()?.to_string();
     let ms = |k: &str| json.get(k).and_then(|v| v.as_u64());
     let ttl = match (ms("pingInterval"), ms("pingTimeout")) {
-        (Some(i), Some(t)) => Some(Duration::from_millis(i + t)),
+        (Some(i), Some(t)) => Some(Duration::from_millis(i.saturating_add(t)).min(MAX_TTL)),
         _ => None,
     };
     Some((sid, ttl))
@@ -125,6 +130,18 @@ mod tests {
         .unwrap();
         assert_eq!(sid, "x1");
         assert!(parse_open_packet(b"not a packet").is_none());
+    }
+
+    #[test]
+    fn an_apps_huge_ping_times_neither_overflow_nor_pin_a_session_for_ever() {
+        let packet = br#"0{"sid":"big","pingInterval":18446744073709551615,"pingTimeout":1}"#;
+        let (sid, ttl) = parse_open_packet(packet).unwrap();
+        assert_eq!(ttl, Some(MAX_TTL));
+        let a = Affinity::default();
+        a.learn(sid, 42, ttl);
+        a.learn("given".into(), 7, Some(Duration::MAX));
+        assert_eq!(a.lookup("big"), Some(42));
+        assert_eq!(a.lookup("given"), Some(7));
     }
 
     #[test]
