@@ -128,48 +128,9 @@ fn clients_reconnect_after_the_app_is_killed() {
     assert!(t0.elapsed() < 20 * S);
 }
 
-struct Redis(Child, u16);
-
-impl Redis {
-    fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/setup installs it)");
-        assert!(wait_until(5 * S, || std::net::TcpStream::connect((
-            "127.0.0.1",
-            port
-        ))
-        .is_ok()));
-        Redis(child, port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn two_processes(affinity: bool) -> serde_json::Value {
     let redis = Redis::start();
-    let url = format!("redis://127.0.0.1:{}/0", redis.1);
+    let url = format!("redis://127.0.0.1:{}/0", redis.port);
     let site = chat_site(
         &format!("sio-multi-{affinity}"),
         "threading",

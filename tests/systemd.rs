@@ -6,14 +6,14 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{hpgate_bin, request, wait_until, Site};
+use support::{free_port, hpgate_bin, request, wait_until, Site};
 
 /// A process whose stderr is collected; SIGTERM then SIGKILL on drop.
 struct Proc {
@@ -116,11 +116,6 @@ impl Notify {
         }
         None
     }
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
 }
 
 /// hpgate under `Type=notify` in front of an app that takes 1 s to listen;

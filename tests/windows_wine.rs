@@ -632,11 +632,7 @@ impl Drop for Installed<'_> {
 fn service_install_start_stop_uninstall() {
     let Some(w) = wine() else { return };
     let site = app_site(w, "wine-service", "", "", &[("shutdownTimeLimit", "30")]);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let name = format!("hpgate-test-{}", std::process::id());
     let config = win_path(&site.path("web.config"));
     let listen = format!("127.0.0.1:{port}");

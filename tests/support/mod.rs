@@ -605,6 +605,23 @@ pub fn make_cert(site: &Site, name: &str, cn: &str) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
+/// A port nothing listens on now, and never one this test process handed
+/// out before: a listener bound to port 0 is dropped at once, and the
+/// kernel may offer the same port to the next caller (two picks for one
+/// test, or tests on parallel threads), which then collide.
+pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        let port = l.local_addr().expect("its address").port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+}
+
 /// A private redis-server on a free port (scripts/setup installs it); killed on drop.
 pub struct Redis {
     child: Child,
@@ -613,10 +630,7 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = free_port();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
