@@ -54,6 +54,12 @@ pub static REG_NAME: Set = Set::build(Base::Alphanumeric, REG_NAME_PUNCTUATION, 
 /// What `HeaderValue::to_str` accepts: HTAB, SP and visible ASCII.
 pub static VISIBLE: Set = Set::build(Base::Visible, b"", true);
 
+/// Whether every byte of `value` is in `VISIBLE`: what `HeaderValue::to_str`
+/// accepts, checked without building a `str`.
+pub fn visible(value: &[u8]) -> bool {
+    value.iter().all(|c| VISIBLE.has(*c))
+}
+
 /// RFC 9110 section 5.6.4 `qdtext`, ASCII only: what a quoted string
 /// holds with no escaping.
 pub static QDTEXT: Set = Set::build(Base::Visible, b"\"\\", false);

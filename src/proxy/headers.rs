@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use super::charset::{QDTEXT, VISIBLE};
+use super::charset::{visible, QDTEXT};
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
@@ -225,11 +225,6 @@ pub fn write_forwarded(out: &mut Vec<u8>, peer: &Peer, host: Option<&HeaderValue
     } else {
         b";proto=http\r\n"
     });
-}
-
-/// What `HeaderValue::to_str` accepts, checked without building a `str`.
-fn visible(value: &[u8]) -> bool {
-    value.iter().all(|c| VISIBLE.has(*c))
 }
 
 fn join_values(headers: &HeaderMap, name: &HeaderName) -> Option<String> {

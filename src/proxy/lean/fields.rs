@@ -14,6 +14,7 @@
 //! does both).
 
 use super::head::MAX_HEADERS;
+use crate::proxy::charset::visible;
 
 /// What a field is to the proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,13 +163,6 @@ impl DoubleEndedIterator for Bits {
         self.0 &= !(1 << i);
         Some(i)
     }
-}
-
-/// Visible ASCII and tabs: what `HeaderValue::to_str` takes.
-pub fn visible(value: &[u8]) -> bool {
-    value
-        .iter()
-        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
 }
 
 fn kind(name: &[u8]) -> Kind {

@@ -316,7 +316,7 @@ fn framing(
 /// the line's last comma-separated element, even an empty one, and
 /// nothing on a line with bytes other than visible ASCII and tabs.
 fn ends_in_chunked(line: &[u8]) -> bool {
-    super::fields::visible(line)
+    crate::proxy::charset::visible(line)
         && line
             .rsplit(|b| *b == b',')
             .next()
