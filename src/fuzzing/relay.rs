@@ -6,9 +6,9 @@
 
 use crate::admin::metrics::WsStats;
 use crate::proxy::websocket::fuzz::relay::{
-    process, ConnTag, Dir, Mode, Order, Settings, Shared, Side, Wakes, Walked,
+    codec, process, ConnTag, Dir, Mode, Order, Settings, Shared, Side, Wakes, Walked,
 };
-use crate::proxy::websocket::fuzz::{apply_mask, Agreement, Codec, Header, OP_CLOSE};
+use crate::proxy::websocket::fuzz::{apply_mask, Agreement, Header, OP_CLOSE};
 
 /// The limit offload applies: small, so the fuzzer reaches "too big".
 const MAX_MESSAGE: u64 = 1024;
@@ -72,11 +72,7 @@ fn walk(ctl: u8, stream: &[u8], cuts: &[usize]) -> Walk {
     let relaying = matches!(s.mode, Mode::Relay { .. });
     let wakes = Wakes::new();
     let shared = Shared::new(s.conn, [wakes.flag(), wakes.flag(), wakes.flag()]);
-    let codec = match &s.mode {
-        Mode::Offload { agreement, .. } => Some(Box::new(Codec::new(*agreement, 1))),
-        Mode::Relay { .. } => None,
-    };
-    let mut dir = Dir::new(side, (), codec);
+    let mut dir = Dir::new(side, (), codec(&s));
     let mut out = Vec::new();
     let mut from = 0;
     for to in cuts.iter().copied().chain([stream.len()]) {

@@ -57,7 +57,7 @@ pub(crate) mod fuzz {
     pub(crate) use super::direction::{Dir, Side};
     pub(crate) use super::order::{Order, Shared};
     pub(crate) use super::walk::{process, Walked};
-    pub(crate) use super::{Mode, Settings};
+    pub(crate) use super::{codec, Mode, Settings};
     pub(crate) use crate::proxy::conn_tag::ConnTag;
 }
 
@@ -178,7 +178,7 @@ pub fn run<C: Io, A: Io>(
 
 /// Offload keeps one codec per direction; boxed because most connections
 /// never compress, and this keeps the per-connection future small.
-fn codec(s: &Settings) -> Option<Box<Codec>> {
+pub(crate) fn codec(s: &Settings) -> Option<Box<Codec>> {
     match &s.mode {
         Mode::Offload {
             agreement, level, ..
