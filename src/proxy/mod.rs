@@ -19,6 +19,7 @@ mod charset;
 mod client;
 mod conn_tag;
 mod connection;
+mod direct_io;
 mod error;
 mod forward;
 mod front;

@@ -33,6 +33,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::client::Client;
+use super::direct_io::Direct;
 use super::guard::{GuardedIo, LastScan, Scanner, Step, Stream};
 use super::service;
 use super::waits::Waits;
@@ -98,7 +99,7 @@ pub async fn serve<S: Stream>(
         // buffer, which can then take the body's next read in place.
         drop(body.take_passed());
         let body = std::pin::pin!(body);
-        match response::send(&mut stream, &mut conn.out, body, started).await {
+        match response::send(&mut Direct(&mut stream), &mut conn.out, body, started).await {
             Ok(true) if !conn.waits.stop.begun() => {}
             Ok(_) => return Ended::Closed,
             Err(e) => {
@@ -153,9 +154,10 @@ impl Conn {
                 self.buf.reserve(READ_ROOM);
             }
             let from = self.buf.len();
+            let mut direct = Direct(&mut *stream);
             let read = tokio::select! {
                 biased;
-                r = stream.read_buf(&mut self.buf) => r,
+                r = direct.read_buf(&mut self.buf) => r,
                 _ = self.waits.clock.until(deadline) => {
                     tracing::debug!("no request head within {:?}", limits.head_timeout);
                     return Next::Closed;

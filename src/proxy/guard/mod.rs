@@ -44,11 +44,33 @@ pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// Writes what fits at once without waiting, for the last words of a
     /// connection being dropped; a stream that cannot (TLS) does nothing.
     fn write_now(&self, _bytes: &[u8]) {}
+
+    /// A read for `direct_io::Direct`: as `AsyncRead` unless the stream
+    /// has a cheaper one.
+    fn poll_recv(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self).poll_read(cx, buf)
+    }
+
+    /// A write for `direct_io::Direct`: as `AsyncWrite` unless the stream
+    /// has a cheaper one.
+    fn poll_send(&mut self, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(self).poll_write(cx, bytes)
+    }
 }
 
 impl Stream for TcpStream {
     fn write_now(&self, bytes: &[u8]) {
         let _ = self.try_write(bytes);
+    }
+
+    #[cfg(target_os = "linux")]
+    fn poll_recv(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        super::direct_io::poll_recv(self, cx, buf)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn poll_send(&mut self, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<usize>> {
+        super::direct_io::poll_send(self, cx, bytes)
     }
 }
 

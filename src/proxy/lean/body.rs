@@ -17,6 +17,7 @@ use http_body::{Body, Frame, SizeHint};
 use super::chunked::{Chunked, Decoded};
 use super::head::Framing;
 use super::passed::Passed;
+use crate::proxy::direct_io::Direct;
 use crate::proxy::pool::raw::{RawConn, RawPool};
 use crate::proxy::request_body::BoxError;
 
@@ -155,7 +156,8 @@ impl Body for LeanBody {
                 return Poll::Ready(None);
             };
             this.buf.reserve(READ_ROOM);
-            let read = tokio_util::io::poll_read_buf(Pin::new(&mut conn.stream), cx, &mut this.buf);
+            let mut direct = Direct(&mut conn.stream);
+            let read = tokio_util::io::poll_read_buf(Pin::new(&mut direct), cx, &mut this.buf);
             match ready!(read) {
                 Ok(0) if this.framing == Framing::Close => {
                     this.keep_alive = false;

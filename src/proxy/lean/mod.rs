@@ -26,6 +26,7 @@ use std::sync::Arc;
 use bytes::Buf;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::direct_io::Direct;
 use super::pool::raw::{RawConn, RawPool};
 pub use body::LeanBody;
 pub(crate) use chunked::{Chunked, Decoded};
@@ -59,7 +60,7 @@ pub async fn exchange(
     head: &[u8],
     head_request: bool,
 ) -> Result<(http::response::Parts, Box<LeanBody>), ExchangeError> {
-    if let Err(error) = conn.stream.write_all(head).await {
+    if let Err(error) = Direct(&mut conn.stream).write_all(head).await {
         return Err(ExchangeError::Unanswered { error, sent: false });
     }
     // The socket's own buffer when it was idle in the pool: on a warm
@@ -96,7 +97,7 @@ pub async fn exchange(
             buf.reserve(HEAD_ROOM);
         }
         let from = buf.len();
-        let read = conn.stream.read_buf(&mut buf).await;
+        let read = Direct(&mut conn.stream).read_buf(&mut buf).await;
         let error = match read {
             Ok(0) => io::Error::new(
                 io::ErrorKind::UnexpectedEof,

@@ -4,15 +4,17 @@
 //! The relay reads each burst into a buffer on the stack of the call that
 //! polls the read (`pump`), so no buffer is held while a connection is
 //! idle and none is allocated per burst. `TcpStream` splits into owned
-//! halves; any other `AsyncRead + AsyncWrite` stream (TLS, HTTP/2,
+//! halves that read and write with the system calls themselves
+//! (`direct_io`); any other `AsyncRead + AsyncWrite` stream (TLS, HTTP/2,
 //! `tokio::io::duplex` in tests) is wrapped in `Generic` and split with
 //! `tokio::io::split`.
 
 use std::task::Context;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+
+use crate::proxy::direct_io::{self, RecvHalf, SendHalf};
 
 /// Bytes read per burst, at most.
 pub const BURST: usize = 16 * 1024;
@@ -28,16 +30,16 @@ pub trait Io: Send + 'static {
 }
 
 impl Io for TcpStream {
-    type Read = OwnedReadHalf;
-    type Write = OwnedWriteHalf;
+    type Read = RecvHalf;
+    type Write = SendHalf;
 
     fn adopt(&mut self, cx: &mut Context<'_>) {
         let _ = self.poll_read_ready(cx);
         let _ = self.poll_write_ready(cx);
     }
 
-    fn split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
-        self.into_split()
+    fn split(self) -> (RecvHalf, SendHalf) {
+        direct_io::split(self)
     }
 }
 
