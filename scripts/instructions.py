@@ -7,7 +7,9 @@ dumped: the instructions counted, divided by the requests wrk completed.
 
 It also counts the atomic read-modify-write instructions among them (x86
 `lock`-prefixed ones, and `xchg` with memory): callgrind counts how often each
-instruction of the binary ran, objdump says which are locked. Each costs
+instruction of the binary and of libc ran, objdump says which are locked.
+(Before issue 19 step 14 only the binary's were counted, which hid the two
+that glibc's cancellation points add around every socket call.) Each costs
 about 20 cycles even when no other thread wants the line, far more than an
 ordinary instruction, so a build can run fewer instructions and still spend
 more time (docs/benchmarks.md, issue 19 step 11).
@@ -124,11 +126,12 @@ def last_part(out):
     return sorted(parts, key=lambda f: int(f.rsplit(".", 1)[1]) if f.rsplit(".", 1)[1].isdigit() else 0)[-1]
 
 
-def runs_per_address(dump, binary):
-    """How often each instruction of `binary` ran, from a callgrind dump
-    written with --dump-instr=yes (positions "instr line", compressed)."""
-    names, runs, current, pos, call_cost = {}, collections.Counter(), None, 0, False
-    binary = os.path.realpath(binary)
+def runs_per_address(dump, objects):
+    """How often each instruction of each of `objects` ran (object ->
+    Counter of addresses), from a callgrind dump written with
+    --dump-instr=yes (positions "instr line", compressed)."""
+    names, current, pos, call_cost = {}, None, 0, False
+    runs = {os.path.realpath(o): collections.Counter() for o in objects}
     for line in open(dump):
         if line.startswith(("ob=", "cob=")):
             m = re.match(r"c?ob=\((\d+)\)(?: (.*))?", line.strip())
@@ -152,8 +155,8 @@ def runs_per_address(dump, binary):
         if call_cost:
             call_cost = False
             continue
-        if current == binary and len(fields) > 2:
-            runs[pos] += int(fields[2])
+        if current in runs and len(fields) > 2:
+            runs[current][pos] += int(fields[2])
     return runs
 
 
@@ -169,9 +172,24 @@ def locked_addresses(binary):
     return found
 
 
+def libc_of(dump):
+    """The C library the profiled process ran with, as the dump names it."""
+    for line in open(dump):
+        m = re.match(r"c?ob=\(\d+\) (.*/libc\.so\.\d+)$", line.strip())
+        if m:
+            return m.group(1)
+    return None
+
+
 def locked(out, binary):
-    runs = runs_per_address(last_part(out), binary)
-    return sum(runs.get(a, 0) for a in locked_addresses(binary))
+    """Locked instructions run in the binary and in libc (glibc's
+    cancellation points around socket calls take two each: step 14)."""
+    dump = last_part(out)
+    objects = [binary] + [o for o in [libc_of(dump)] if o]
+    runs = runs_per_address(dump, objects)
+    return sum(
+        sum(runs[os.path.realpath(o)].get(a, 0) for a in locked_addresses(o)) for o in objects
+    )
 
 
 def main():

@@ -21,6 +21,8 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::direct_io::Socket;
+
 /// The app's response head broke the line rules of RFC 9112 section 2.2.
 #[derive(Debug, thiserror::Error)]
 #[error("a bare {0} in its response head (hpgate refuses it rather than guess where a header line ends)")]
@@ -238,7 +240,7 @@ impl AsyncRead for AppIo {
             this.scan = Scan::Head(Head::new());
         }
         let before = buf.filled().len();
-        std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        std::task::ready!(this.inner.poll_recv(cx, buf))?;
         if !matches!(this.scan, Scan::Head(_)) {
             return Poll::Ready(Ok(()));
         }

@@ -12,10 +12,12 @@
 //! pays it. hpgate never cancels threads, so the wrapper buys nothing.
 //!
 //! `Direct` lends a stream to code that wants `AsyncRead`/`AsyncWrite`
-//! (the front, the lean path); `Stream::poll_recv`/`poll_send` say how
+//! (the front, the lean path); `Socket::poll_recv`/`poll_send` say how
 //! each kind of stream reads and writes (TLS goes through rustls as
-//! before). `split` gives the WebSocket relay two such halves. hyper's
-//! own reads and writes (requests with a body, HTTP/2) stay tokio's. Readiness stays tokio's: a call that would block clears the
+//! before). `split` gives the WebSocket relay two such halves; hyper's
+//! reads (`GuardedIo` on the client side, `AppIo` on the app side) use
+//! `poll_recv` too. hyper's writes stay tokio's: it writes vectored
+//! (`writev`), which is not done here. Readiness stays tokio's: a call that would block clears the
 //! readiness it was made on (`try_io`), so the task waits as it would for
 //! tokio's own read. Owns those two system calls and nothing else: no
 //! other socket option or call is made here.
@@ -28,12 +30,38 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
-use super::guard::Stream;
+/// How a stream reads and writes for `Direct`: as `AsyncRead` and
+/// `AsyncWrite` unless it has cheaper calls of its own.
+pub trait Socket: AsyncRead + AsyncWrite + Unpin {
+    fn poll_recv(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self).poll_read(cx, buf)
+    }
+
+    fn poll_send(&mut self, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(self).poll_write(cx, bytes)
+    }
+}
+
+impl Socket for TcpStream {
+    #[cfg(target_os = "linux")]
+    fn poll_recv(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        poll_recv(self, cx, buf)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn poll_send(&mut self, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<usize>> {
+        poll_send(self, cx, bytes)
+    }
+}
+
+/// TLS reads and writes go through rustls, whose own socket calls are
+/// tokio's.
+impl Socket for tokio_rustls::server::TlsStream<TcpStream> {}
 
 /// A stream lent for its direct reads and writes.
-pub struct Direct<'a, S: Stream>(pub &'a mut S);
+pub struct Direct<'a, S: Socket>(pub &'a mut S);
 
-impl<S: Stream> AsyncRead for Direct<'_, S> {
+impl<S: Socket> AsyncRead for Direct<'_, S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -43,7 +71,7 @@ impl<S: Stream> AsyncRead for Direct<'_, S> {
     }
 }
 
-impl<S: Stream> AsyncWrite for Direct<'_, S> {
+impl<S: Socket> AsyncWrite for Direct<'_, S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -37,40 +37,19 @@ pub use gate::{Decision, UpgradeGate};
 pub(crate) use scanner::{Phase, Scanner, Step};
 
 use super::conn_tag::ConnTag;
+use super::direct_io::Socket;
 use super::error::ProxyError;
 
 /// What the guard can sit on: a TCP stream, or TLS over one.
-pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+pub trait Stream: Socket + Send + 'static {
     /// Writes what fits at once without waiting, for the last words of a
     /// connection being dropped; a stream that cannot (TLS) does nothing.
     fn write_now(&self, _bytes: &[u8]) {}
-
-    /// A read for `direct_io::Direct`: as `AsyncRead` unless the stream
-    /// has a cheaper one.
-    fn poll_recv(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(self).poll_read(cx, buf)
-    }
-
-    /// A write for `direct_io::Direct`: as `AsyncWrite` unless the stream
-    /// has a cheaper one.
-    fn poll_send(&mut self, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(self).poll_write(cx, bytes)
-    }
 }
 
 impl Stream for TcpStream {
     fn write_now(&self, bytes: &[u8]) {
         let _ = self.try_write(bytes);
-    }
-
-    #[cfg(target_os = "linux")]
-    fn poll_recv(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        super::direct_io::poll_recv(self, cx, buf)
-    }
-
-    #[cfg(target_os = "linux")]
-    fn poll_send(&mut self, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<usize>> {
-        super::direct_io::poll_send(self, cx, bytes)
     }
 }
 
@@ -297,7 +276,7 @@ impl<S: Stream> AsyncRead for GuardedIo<S> {
                 this.release_held(buf)?
             } else {
                 let before = buf.filled().len();
-                ready!(this.sock()?.poll_read(cx, buf))?;
+                ready!(this.sock()?.get_mut().poll_recv(cx, buf))?;
                 let got = buf.filled().len() - before;
                 this.scan_fresh(buf, before)?;
                 if got == 0 {
