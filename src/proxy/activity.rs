@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::poll_clock;
+
 /// When bytes last moved in either direction of one request, and whether
 /// the exchange is waiting on the client rather than on the app.
 #[derive(Debug)]
@@ -27,7 +29,7 @@ pub struct Activity {
 impl Activity {
     pub fn new() -> Arc<Activity> {
         Arc::new(Activity {
-            base: Instant::now(),
+            base: poll_clock::now(),
             last_ms: AtomicU64::new(0),
             client_failed: AtomicBool::new(false),
             client_stalled: AtomicBool::new(false),

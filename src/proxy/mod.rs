@@ -27,6 +27,7 @@ mod guard;
 mod headers;
 mod host;
 mod lean;
+mod poll_clock;
 mod pool;
 mod request_body;
 mod server;

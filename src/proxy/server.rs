@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+
+use super::poll_clock::Fresh;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -64,10 +66,10 @@ pub async fn serve(ep: Endpoint, gw: Arc<Gateway>, shutdown: CancellationToken) 
         let open = gw.sup.metrics().connections.clone();
         open.inc();
         connections.spawn(
-            async move {
+            Fresh::new(async move {
                 conn.await;
                 open.dec();
-            }
+            })
             .instrument(span),
         );
     }

@@ -21,6 +21,7 @@ use super::client::Client;
 use super::error::ProxyError;
 use super::guard::Decision;
 use super::host;
+use super::poll_clock;
 use super::waits::Waits;
 use super::{forward, upstream, websocket, Gateway};
 use crate::config::Config;
@@ -80,7 +81,7 @@ struct Noted<'c> {
 impl<'c> Noted<'c> {
     fn of(gw: &Gateway, req: &request::Parts, client: &'c Client, waits: &mut Waits) -> Noted<'c> {
         Noted {
-            start: Instant::now(),
+            start: poll_clock::now(),
             upgrade: req
                 .headers
                 .contains_key(header::UPGRADE)
@@ -116,9 +117,12 @@ impl<'c> Noted<'c> {
             }
         };
         let status = resp.status().as_u16();
-        gw.sup
-            .metrics()
-            .request(status, &self.method, self.proto, self.start.elapsed());
+        gw.sup.metrics().request(
+            status,
+            &self.method,
+            self.proto,
+            poll_clock::now().saturating_duration_since(self.start),
+        );
         if let Some(d) = self.upgrade.filter(|_| status == 101) {
             d.switched();
         }

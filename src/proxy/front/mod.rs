@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use super::client::Client;
 use super::direct_io::Direct;
 use super::guard::{GuardedIo, LastScan, Scanner, Step, Stream};
+use super::poll_clock;
 use super::service;
 use super::waits::Waits;
 use super::Gateway;
@@ -135,7 +136,7 @@ enum Next {
 impl Conn {
     /// The next head the front serves, or why there is none.
     async fn next_head<S: Stream>(&mut self, stream: &mut S, limits: Limits) -> Next {
-        let deadline = Instant::now() + limits.head_timeout;
+        let deadline = Instant::from_std(poll_clock::now()) + limits.head_timeout;
         // Where a head's end not yet looked for may begin: a head sent a
         // byte at a time must not be parsed again from its start per byte.
         let mut unseen = 0;

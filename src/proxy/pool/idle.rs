@@ -11,6 +11,8 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::proxy::poll_clock;
+
 /// Idle connections kept per app process; more are closed when released.
 const MAX_IDLE_PER_PROCESS: usize = 128;
 
@@ -54,7 +56,7 @@ impl<T: Reusable> IdleLists<T> {
 
     /// Keeps `conn` for the next request to `addr`.
     pub fn put(&self, addr: SocketAddr, conn: T) {
-        let now = Instant::now();
+        let now = poll_clock::now();
         let Ok(mut lists) = self.lists.lock() else {
             return;
         };
@@ -87,7 +89,7 @@ impl<T: Reusable> IdleLists<T> {
         let at = lists.by_addr.iter().position(|(a, _)| *a == addr)?;
         let list = &mut lists.by_addr[at].1;
         // Most recent first: it is the least likely to have been closed.
-        let now = Instant::now();
+        let now = poll_clock::now();
         while let Some(e) = list.pop_back() {
             if now < e.expires && !e.conn.closed() {
                 return Some(e.conn);
