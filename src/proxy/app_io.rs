@@ -256,7 +256,7 @@ impl AsyncWrite for AppIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        self.get_mut().inner.poll_send(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -264,7 +264,7 @@ impl AsyncWrite for AppIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        self.get_mut().inner.poll_send_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -14,8 +14,6 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
-
-use super::poll_clock::Fresh;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +23,7 @@ use super::client::Client;
 use super::conn_tag::ConnTag;
 use super::front;
 use super::guard::{GuardedIo, Stream, UpgradeGate};
+use super::poll_clock::Fresh;
 use super::service::handle;
 use super::Gateway;
 use crate::config::Config;

@@ -16,13 +16,16 @@
 //! each kind of stream reads and writes (TLS goes through rustls as
 //! before). `split` gives the WebSocket relay two such halves; hyper's
 //! reads (`GuardedIo` on the client side, `AppIo` on the app side) use
-//! `poll_recv` too. hyper's writes stay tokio's: it writes vectored
-//! (`writev`), which is not done here. Readiness stays tokio's: a call that would block clears the
-//! readiness it was made on (`try_io`), so the task waits as it would for
-//! tokio's own read. Owns those two system calls and nothing else: no
-//! other socket option or call is made here.
+//! `poll_recv`, and their writes `poll_send` and, as hyper writes a head
+//! and a body chunk together, `poll_send_vectored` (`sendmsg`).
+//!
+//! Readiness stays tokio's: a call that would block, or that moved less
+//! than it had room for, clears the readiness it was made on (`try_io`),
+//! so the task waits as it would after tokio's own read. Owns those two
+//! system calls and nothing else: no other socket option or call is made
+//! here.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -40,6 +43,14 @@ pub trait Socket: AsyncRead + AsyncWrite + Unpin {
     fn poll_send(&mut self, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(self).poll_write(cx, bytes)
     }
+
+    fn poll_send_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(self).poll_write_vectored(cx, bufs)
+    }
 }
 
 impl Socket for TcpStream {
@@ -51,6 +62,15 @@ impl Socket for TcpStream {
     #[cfg(target_os = "linux")]
     fn poll_send(&mut self, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<usize>> {
         poll_send(self, cx, bytes)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn poll_send_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        linux::poll_send_vectored(self, cx, bufs)
     }
 }
 
@@ -140,7 +160,7 @@ pub use linux::{poll_recv, poll_send};
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 mod linux {
-    use std::io;
+    use std::io::{self, IoSlice};
     use std::os::fd::AsRawFd;
     use std::task::{ready, Context, Poll};
 
@@ -208,6 +228,44 @@ mod linux {
                 );
                 sent = returned(n)?;
                 drained(sent, bytes.len())
+            });
+            match wrote {
+                Err(e) if sent == 0 && retry(&e) => continue,
+                Err(e) if sent == 0 => return Poll::Ready(Err(e)),
+                _ => return Poll::Ready(Ok(sent)),
+            }
+        }
+    }
+
+    /// `sendmsg(2)` of `bufs` in order, as `writev` would send them but
+    /// with no SIGPIPE (hyper writes a head and a body chunk together).
+    pub fn poll_send_vectored(
+        s: &TcpStream,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        // The kernel takes at most IOV_MAX pieces in one call.
+        let bufs = &bufs[..bufs.len().min(1024)];
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        loop {
+            ready!(s.poll_write_ready(cx))?;
+            let mut sent = 0;
+            // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix
+            // (std documents it); the kernel reads at most each piece's
+            // length from it, and `bufs` stays borrowed for the call. A
+            // zeroed `msghdr` is a valid one (no name, no control data).
+            let wrote = s.try_io(Interest::WRITABLE, || unsafe {
+                let mut msg: libc::msghdr = std::mem::zeroed();
+                msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+                msg.msg_iovlen = bufs.len() as _;
+                let n = libc::syscall(
+                    libc::SYS_sendmsg,
+                    s.as_raw_fd(),
+                    &msg as *const libc::msghdr,
+                    libc::MSG_NOSIGNAL,
+                );
+                sent = returned(n)?;
+                drained(sent, total)
             });
             match wrote {
                 Err(e) if sent == 0 && retry(&e) => continue,
@@ -293,6 +351,31 @@ mod tests {
             got.len(),
             expect.len()
         );
+    }
+
+    /// Many pieces sent together arrive as one stream in order, through
+    /// short sends (each resumed where the last one stopped).
+    #[tokio::test]
+    async fn vectored_sends_arrive_in_order_through_short_sends() {
+        let (mut a, mut b) = pair().await;
+        let whole = pattern(4 << 20);
+        let expect = whole.clone();
+        let writer = tokio::spawn(async move {
+            let mut pieces: Vec<IoSlice<'_>> = whole.chunks(1000 + 7).map(IoSlice::new).collect();
+            let mut rest = &mut pieces[..];
+            while !rest.is_empty() {
+                let n = std::future::poll_fn(|cx| a.poll_send_vectored(cx, rest))
+                    .await
+                    .unwrap();
+                assert!(n > 0);
+                IoSlice::advance_slices(&mut rest, n);
+            }
+            a.shutdown().await.unwrap();
+        });
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).await.unwrap();
+        writer.await.unwrap();
+        assert!(got == expect, "{} bytes of {}", got.len(), expect.len());
     }
 
     /// A closed peer is an error from the write (sent with MSG_NOSIGNAL:

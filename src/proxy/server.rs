@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-
-use super::poll_clock::Fresh;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,6 +22,7 @@ use tokio_rustls::TlsAcceptor;
 use super::conn_tag::ConnTag;
 use super::connection::{Connection, Protocols};
 use super::error::ProxyError;
+use super::poll_clock::Fresh;
 use super::Gateway;
 use crate::config::Config;
 

@@ -301,7 +301,7 @@ impl<S: Stream> AsyncWrite for GuardedIo<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().sock()?.poll_write(cx, buf)
+        self.get_mut().sock()?.get_mut().poll_send(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -309,7 +309,10 @@ impl<S: Stream> AsyncWrite for GuardedIo<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().sock()?.poll_write_vectored(cx, bufs)
+        self.get_mut()
+            .sock()?
+            .get_mut()
+            .poll_send_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
