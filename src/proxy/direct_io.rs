@@ -175,15 +175,13 @@ mod linux {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        loop {
-            ready!(s.poll_read_ready(cx))?;
-            let mut got = 0;
+        let got = ready!(poll_moved(s, cx, Interest::READABLE, || {
             // SAFETY: the kernel writes at most `room.len()` bytes into
             // `room`, memory `buf` owns and does not read until told how
-            // much was filled; only those bytes are then marked filled.
-            let read = s.try_io(Interest::READABLE, || unsafe {
-                let room = buf.unfilled_mut();
-                let n = libc::syscall(
+            // much was filled (below: only what the kernel filled).
+            let room = unsafe { buf.unfilled_mut() };
+            let n = unsafe {
+                libc::syscall(
                     libc::SYS_recvfrom,
                     s.as_raw_fd(),
                     room.as_mut_ptr(),
@@ -191,33 +189,24 @@ mod linux {
                     0,
                     std::ptr::null_mut::<libc::sockaddr>(),
                     std::ptr::null_mut::<libc::socklen_t>(),
-                );
-                got = returned(n)?;
-                drained(got, room.len())
-            });
-            match read {
-                Err(e) if got == 0 && retry(&e) => continue,
-                Err(e) if got == 0 => return Poll::Ready(Err(e)),
-                _ => {
-                    // SAFETY: the kernel filled the first `got` bytes.
-                    unsafe { buf.assume_init(got) };
-                    buf.advance(got);
-                    return Poll::Ready(Ok(()));
-                }
-            }
-        }
+                )
+            };
+            (n, room.len())
+        }))?;
+        // SAFETY: the kernel filled the first `got` bytes.
+        unsafe { buf.assume_init(got) };
+        buf.advance(got);
+        Poll::Ready(Ok(()))
     }
 
     /// `sendto(2)` of `bytes` (no SIGPIPE: a closed peer is an error, as
     /// with std's `send`), once the socket is writable.
     pub fn poll_send(s: &TcpStream, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(s.poll_write_ready(cx))?;
-            let mut sent = 0;
+        poll_moved(s, cx, Interest::WRITABLE, || {
             // SAFETY: the kernel reads at most `bytes.len()` bytes from
             // `bytes`, which stays borrowed for the call.
-            let wrote = s.try_io(Interest::WRITABLE, || unsafe {
-                let n = libc::syscall(
+            let n = unsafe {
+                libc::syscall(
                     libc::SYS_sendto,
                     s.as_raw_fd(),
                     bytes.as_ptr(),
@@ -225,16 +214,10 @@ mod linux {
                     libc::MSG_NOSIGNAL,
                     std::ptr::null::<libc::sockaddr>(),
                     0 as libc::socklen_t,
-                );
-                sent = returned(n)?;
-                drained(sent, bytes.len())
-            });
-            match wrote {
-                Err(e) if sent == 0 && retry(&e) => continue,
-                Err(e) if sent == 0 => return Poll::Ready(Err(e)),
-                _ => return Poll::Ready(Ok(sent)),
-            }
-        }
+                )
+            };
+            (n, bytes.len())
+        })
     }
 
     /// `sendmsg(2)` of `bufs` in order, as `writev` would send them but
@@ -247,30 +230,52 @@ mod linux {
         // The kernel takes at most IOV_MAX pieces in one call.
         let bufs = &bufs[..bufs.len().min(1024)];
         let total: usize = bufs.iter().map(|b| b.len()).sum();
-        loop {
-            ready!(s.poll_write_ready(cx))?;
-            let mut sent = 0;
+        poll_moved(s, cx, Interest::WRITABLE, || {
             // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix
             // (std documents it); the kernel reads at most each piece's
             // length from it, and `bufs` stays borrowed for the call. A
             // zeroed `msghdr` is a valid one (no name, no control data).
-            let wrote = s.try_io(Interest::WRITABLE, || unsafe {
+            let n = unsafe {
                 let mut msg: libc::msghdr = std::mem::zeroed();
                 msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
                 msg.msg_iovlen = bufs.len() as _;
-                let n = libc::syscall(
+                libc::syscall(
                     libc::SYS_sendmsg,
                     s.as_raw_fd(),
                     &msg as *const libc::msghdr,
                     libc::MSG_NOSIGNAL,
-                );
-                sent = returned(n)?;
-                drained(sent, total)
+                )
+            };
+            (n, total)
+        })
+    }
+
+    /// Makes `call` (a system call, and the room it had) once the socket
+    /// is ready for `interest`, again after a would-block or a signal; the
+    /// bytes it moved.
+    fn poll_moved(
+        s: &TcpStream,
+        cx: &mut Context<'_>,
+        interest: Interest,
+        mut call: impl FnMut() -> (libc::c_long, usize),
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            if interest.is_readable() {
+                ready!(s.poll_read_ready(cx))?;
+            } else {
+                ready!(s.poll_write_ready(cx))?;
+            }
+            let mut moved = 0;
+            let done = s.try_io(interest, || {
+                let (n, room) = call();
+                moved = returned(n)?;
+                drained(moved, room)
             });
-            match wrote {
-                Err(e) if sent == 0 && retry(&e) => continue,
-                Err(e) if sent == 0 => return Poll::Ready(Err(e)),
-                _ => return Poll::Ready(Ok(sent)),
+            match done {
+                Err(e) if moved == 0 && retry(&e) => continue,
+                Err(e) if moved == 0 => return Poll::Ready(Err(e)),
+                // A short call reports would-block (`drained`): it moved.
+                _ => return Poll::Ready(Ok(moved)),
             }
         }
     }
