@@ -470,12 +470,7 @@ async fn a_client_that_stops_reading_stalls_only_its_direction_until_the_grace()
 /// each brought it there from 1,776).
 #[tokio::test]
 async fn the_tcp_relay_future_stays_small() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let a = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (b, _) = listener.accept().await.expect("accept");
+    let (a, b) = crate::proxy::direct_io::tests::pair().await;
     let signals = Signals {
         shutdown: CancellationToken::new(),
         retiring: CancellationToken::new(),
