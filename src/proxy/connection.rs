@@ -96,7 +96,7 @@ pub struct Connection {
 
 impl Connection {
     pub async fn serve(self, stream: TcpStream) {
-        let _ = stream.set_nodelay(true);
+        super::tcp_tuning::tune(&stream, self.tag.peer);
         let Some(acceptor) = self.tls.clone() else {
             return self.http1(stream).await;
         };

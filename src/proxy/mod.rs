@@ -32,6 +32,7 @@ mod pool;
 mod request_body;
 mod server;
 mod service;
+mod tcp_tuning;
 mod upstream;
 mod waits;
 pub mod websocket;

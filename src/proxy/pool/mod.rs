@@ -80,7 +80,7 @@ impl Dialer {
         let stream = tokio::time::timeout(self.timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| ConnectError::Timeout(self.timeout))??;
-        stream.set_nodelay(true)?;
+        super::tcp_tuning::tune(&stream, addr);
         Ok(stream)
     }
 }
