@@ -300,11 +300,20 @@ fn read_web_config_bytes(
         text: &text,
         errors,
     };
-    let root = match xml::parse(&text) {
+    let Some(root) = configuration_root(&text, &mut problems) else {
+        return false;
+    };
+    read_http_platform(cfg, &root, have_command, env, &mut problems, at);
+    read_app_settings(cfg, &root, &mut problems)
+}
+
+/// The parsed document, if it is one and its root is `<configuration>`.
+fn configuration_root(text: &str, problems: &mut FileProblems) -> Option<Element> {
+    let root = match xml::parse(text) {
         Ok(root) => root,
         Err(e) => {
             problems.at(e.offset, e.message);
-            return false;
+            return None;
         }
     };
     if root.name != "configuration" {
@@ -315,10 +324,22 @@ fn read_web_config_bytes(
                 root.name
             ),
         );
-        return false;
+        return None;
     }
+    Some(root)
+}
 
-    let platforms = find_all(&root, &["system.webServer", "httpPlatform"]);
+/// The one `<httpPlatform>` element's attributes, and where processPath
+/// and arguments were set (their checks name those places).
+fn read_http_platform(
+    cfg: &mut Config,
+    root: &Element,
+    have_command: bool,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut FileProblems,
+    at: &mut Positions,
+) {
+    let platforms = find_all(root, &["system.webServer", "httpPlatform"]);
     if let Some(second) = platforms.get(1) {
         problems.at(
             second.offset,
@@ -327,7 +348,7 @@ fn read_web_config_bytes(
     }
     match platforms.first() {
         Some(el) => {
-            settings::apply_http_platform(cfg, el, env, &mut problems);
+            settings::apply_http_platform(cfg, el, env, problems);
             at.process_path = el.attr("processPath").map(|a| problems.origin(a.offset));
             at.arguments = el.attr("arguments").map(|a| problems.origin(a.offset));
             let missing = el
@@ -341,7 +362,7 @@ fn read_web_config_bytes(
             }
         }
         None if !have_command => {
-            let hint = if find_all(&root, &["system.webServer", "aspNetCore"]).is_empty() {
+            let hint = if find_all(root, &["system.webServer", "aspNetCore"]).is_empty() {
                 ""
             } else {
                 " (this file configures <aspNetCore>; hpgate reads <httpPlatform>)"
@@ -353,18 +374,21 @@ fn read_web_config_bytes(
         }
         None => {}
     }
+}
 
-    for settings_el in find_all(&root, &["appSettings"]) {
-        for item in &settings_el.children {
-            if item.name != "add" {
-                continue;
-            }
+/// The `hpgate:` keys of `<appSettings>`; true when one of them is
+/// `hpgate:detailedErrors` (whatever its value).
+fn read_app_settings(cfg: &mut Config, root: &Element, problems: &mut FileProblems) -> bool {
+    let mut detailed_errors = false;
+    for settings_el in find_all(root, &["appSettings"]) {
+        for item in settings_el.children.iter().filter(|i| i.name == "add") {
             let Some(key) = item.attr("key") else {
                 continue;
             };
             let Some(name) = strip_prefix_ci(key.value.trim(), "hpgate:") else {
                 continue;
             };
+            detailed_errors |= name.eq_ignore_ascii_case("detailedErrors");
             let value = item.attr("value").map(|v| v.value.as_str()).unwrap_or("");
             if let Err(msg) = settings::apply_app_setting(cfg, name, value) {
                 let at = item.attr("value").map(|v| v.offset).unwrap_or(key.offset);
@@ -372,12 +396,7 @@ fn read_web_config_bytes(
             }
         }
     }
-    find_all(&root, &["appSettings"]).iter().any(|s| {
-        s.children.iter().any(|i| {
-            i.attr("key")
-                .is_some_and(|k| k.value.trim().eq_ignore_ascii_case("hpgate:detailedErrors"))
-        })
-    })
+    detailed_errors
 }
 
 /// Elements at `path` below the root, also inside `<location>` wrappers
