@@ -253,18 +253,33 @@ mod linux {
     /// Makes `call` (a system call, and the room it had) once the socket
     /// is ready for `interest`, again after a would-block or a signal; the
     /// bytes it moved.
+    ///
+    /// A write is tried before its readiness is polled: a socket nearly
+    /// always has room, `try_io` makes no call when tokio has not seen it
+    /// writable, and the poll (the task's budget, the readiness, the wait
+    /// list when not ready) costs more than the try (P3: -4.5% of the
+    /// instructions per round trip). Only a try that would block polls,
+    /// which registers the wake-up. Reads poll first: that poll charges the
+    /// task's cooperative budget, which makes a connection whose peer never
+    /// stops sending yield to the others (every write follows a read), and
+    /// most reads that reach here find nothing left (a try first cost more;
+    /// docs/benchmarks.md, step 17).
     fn poll_moved(
         s: &TcpStream,
         cx: &mut Context<'_>,
         interest: Interest,
         mut call: impl FnMut() -> (libc::c_long, usize),
     ) -> Poll<io::Result<usize>> {
+        let mut poll_first = interest.is_readable();
         loop {
-            if interest.is_readable() {
-                ready!(s.poll_read_ready(cx))?;
-            } else {
-                ready!(s.poll_write_ready(cx))?;
+            if poll_first {
+                if interest.is_readable() {
+                    ready!(s.poll_read_ready(cx))?;
+                } else {
+                    ready!(s.poll_write_ready(cx))?;
+                }
             }
+            poll_first = true;
             let mut moved = 0;
             let done = s.try_io(interest, || {
                 let (n, room) = call();
@@ -325,6 +340,15 @@ pub(crate) mod tests {
         (client.unwrap(), server.unwrap().0)
     }
 
+    /// `f`'s output, or a failure when it stalls (a wait whose wake-up
+    /// was never registered hangs rather than fails without this).
+    async fn within<F: std::future::Future>(f: F) -> F::Output {
+        let limit = std::time::Duration::from_secs(30);
+        tokio::time::timeout(limit, f)
+            .await
+            .expect("stalled: a wake-up was lost")
+    }
+
     fn pattern(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
     }
@@ -342,15 +366,18 @@ pub(crate) mod tests {
             Direct(&mut a).shutdown().await.unwrap();
         });
         let mut got = BytesMut::with_capacity(1000);
-        loop {
-            if got.capacity() - got.len() < 1000 {
-                got.reserve(7000);
+        within(async {
+            loop {
+                if got.capacity() - got.len() < 1000 {
+                    got.reserve(7000);
+                }
+                if Direct(&mut b).read_buf(&mut got).await.unwrap() == 0 {
+                    break;
+                }
             }
-            if Direct(&mut b).read_buf(&mut got).await.unwrap() == 0 {
-                break;
-            }
-        }
-        writer.await.unwrap();
+        })
+        .await;
+        within(writer).await.unwrap();
         assert!(
             got[..] == expect[..],
             "{} bytes of {}",
@@ -379,8 +406,8 @@ pub(crate) mod tests {
             a.shutdown().await.unwrap();
         });
         let mut got = Vec::new();
-        b.read_to_end(&mut got).await.unwrap();
-        writer.await.unwrap();
+        within(b.read_to_end(&mut got)).await.unwrap();
+        within(writer).await.unwrap();
         assert!(got == expect, "{} bytes of {}", got.len(), expect.len());
     }
 
