@@ -100,10 +100,11 @@ mod tests {
             }
         }
         let before = congestion(&client);
-        assert_ne!(
-            before, LOOPBACK_CONGESTION,
-            "no other algorithm to start from"
-        );
+        if before == LOOPBACK_CONGESTION {
+            // A kernel with Reno alone: nothing this test could tell apart.
+            eprintln!("skipped: no congestion control but Reno can be set here");
+            return;
+        }
         tune(&client, "192.0.2.1:443".parse().expect("address"));
         assert_eq!(congestion(&client), before);
         assert!(client.nodelay().expect("nodelay"));
