@@ -440,3 +440,47 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `appSettings` holding `items` counts as setting
+    /// hpgate:detailedErrors (the listener's default applies when not).
+    fn sets_detailed_errors(items: &str) -> bool {
+        let text = format!(
+            r#"<configuration><system.webServer><httpPlatform processPath="app"/></system.webServer>
+<appSettings>{items}</appSettings></configuration>"#
+        );
+        let mut cfg = Config::defaults(PathBuf::from("/site"));
+        let mut errors = Vec::new();
+        let path = Path::new("/site/web.config");
+        let set = read_web_config_bytes(
+            &mut cfg,
+            path,
+            text.as_bytes(),
+            false,
+            &|_| None,
+            &mut errors,
+            &mut Positions::default(),
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        set
+    }
+
+    #[test]
+    fn only_an_add_sets_detailed_errors() {
+        assert!(sets_detailed_errors(
+            r#"<add key="hpgate:detailedErrors" value="false"/>"#
+        ));
+        assert!(sets_detailed_errors(
+            r#"<add key=" HPGATE:DetailedErrors " value="true"/>"#
+        ));
+        assert!(!sets_detailed_errors(
+            r#"<remove key="hpgate:detailedErrors"/>"#
+        ));
+        assert!(!sets_detailed_errors(
+            r#"<add key="hpgate:keepAliveTimeout" value="30"/>"#
+        ));
+    }
+}
